@@ -1,0 +1,88 @@
+/* Gateway configuration: one JSON file (with ${ENV} interpolation in string values) plus
+ * environment variables for the simple case. */
+#ifndef SOPHIA_CONFIG_H
+#define SOPHIA_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct sg_model_cfg {
+    char *id;          /* public model id within its provider, e.g. "hermes3-70b" */
+    char *upstream_id; /* id sent upstream; defaults to id */
+    char **aliases;    /* extra public names, e.g. "fast" */
+    size_t n_aliases;
+    double price_in_per_mtok;  /* USD per 1M prompt tokens */
+    double price_out_per_mtok; /* USD per 1M completion tokens */
+} sg_model_cfg_t;
+
+typedef struct sg_provider_cfg {
+    char *name;     /* "lambda" */
+    char *kind;     /* adapter: "openai" (OpenAI-compatible) */
+    char *base_url; /* e.g. "http://127.0.0.1:9000/v1" (no trailing slash after load) */
+    char *api_key;  /* secret; may be NULL (no Authorization sent) */
+    sg_model_cfg_t *models;
+    size_t n_models;
+} sg_provider_cfg_t;
+
+typedef struct sg_config {
+    char *listen_host; /* default "127.0.0.1" */
+    int listen_port;   /* default 8080 */
+    char *log_level;   /* "debug|info|warn|error", default "info" */
+
+    /* ingress limits */
+    size_t max_header_bytes;     /* default 16384 → 431 */
+    size_t max_body_bytes;       /* default 1 MiB → 413 */
+    uint64_t header_timeout_ms;  /* default 10000 → 408 then close */
+    uint64_t idle_timeout_ms;    /* keep-alive idle, default 60000 */
+    uint64_t write_stall_timeout_ms; /* client not reading, default 30000 → close */
+    size_t max_connections;      /* default 10000 */
+    size_t high_watermark;       /* default 65536 bytes queued per client */
+    size_t low_watermark;        /* default 16384 */
+
+    char **cors_origins; /* allowed origins; "*" allows any */
+    size_t n_cors_origins;
+
+    /* egress */
+    uint64_t connect_timeout_ms;    /* default 5000 */
+    uint64_t first_byte_timeout_ms; /* default 60000 */
+    uint64_t upstream_idle_timeout_ms; /* between bytes, default 60000 */
+    uint64_t total_timeout_ms;      /* default 600000 */
+
+    uint64_t shutdown_grace_ms; /* default 10000 */
+
+    sg_provider_cfg_t *providers;
+    size_t n_providers;
+} sg_config_t;
+
+/* One problem found while loading: a JSON path like "$.limits.max_body_bytes" and a message. */
+typedef struct sg_config_error {
+    char *path;
+    char *message;
+} sg_config_error_t;
+
+typedef struct sg_config_errors {
+    sg_config_error_t *items;
+    size_t n;
+} sg_config_errors_t;
+
+/* Fills cfg with the defaults (no providers). */
+void sg_config_defaults(sg_config_t *cfg);
+
+/* Loads the configuration. path may be NULL (environment only). Starts from the defaults,
+ * applies the file, then the environment: LAMBDA_BASE_URL and LAMBDA_API_KEY fill the
+ * "lambda" provider's base_url / api_key when the file leaves them unset (and create the
+ * provider, with the built-in Lambda model catalog, when the file has none and
+ * LAMBDA_BASE_URL is set). String values in the file may contain ${NAME} (replaced by the
+ * environment variable; an unset variable is an error naming it) and $$ for a literal $.
+ * Every problem is appended to errs (all of them, not just the first); returns 0 when errs
+ * is empty, -1 otherwise. On return cfg is always safe to sg_config_free. */
+int sg_config_load(sg_config_t *cfg, const char *path, sg_config_errors_t *errs);
+
+/* Frees everything cfg owns (not cfg itself). */
+void sg_config_free(sg_config_t *cfg);
+void sg_config_errors_free(sg_config_errors_t *errs);
+
+/* Finds a provider by name, or NULL. */
+const sg_provider_cfg_t *sg_config_provider(const sg_config_t *cfg, const char *name);
+
+#endif

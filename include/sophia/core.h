@@ -1,0 +1,50 @@
+/* Core helpers shared by every module: allocation that aborts on failure, assertions that
+ * stay on in release builds, clocks and error codes. */
+#ifndef SOPHIA_CORE_H
+#define SOPHIA_CORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Error codes: functions return 0 on success or one of these (negative). */
+enum {
+    SG_OK = 0,
+    SG_ERR = -1,         /* generic failure */
+    SG_ERR_TOO_LARGE = -2, /* a bounded buffer would exceed its cap */
+    SG_ERR_PARSE = -3,   /* malformed input */
+    SG_ERR_NOMEM = -4,   /* never returned: allocation failure aborts */
+    SG_ERR_STOP = -5,    /* a callback asked to stop */
+};
+
+#define SG_ASSERT(cond)                                                                            \
+    do {                                                                                           \
+        if (!(cond)) sg_assert_fail(#cond, __FILE__, __LINE__);                                    \
+    } while (0)
+
+#define SG_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+#define SG_UNUSED(x) ((void)(x))
+
+/* Prints the failed assertion and aborts. Never returns. */
+_Noreturn void sg_assert_fail(const char *expr, const char *file, int line);
+
+/* Allocation wrappers: they never return NULL; on failure they log and abort. The caller
+ * owns the result and frees it with free(). */
+void *sg_xmalloc(size_t n);
+void *sg_xcalloc(size_t n, size_t size);
+void *sg_xrealloc(void *p, size_t n);
+char *sg_xstrdup(const char *s);
+char *sg_xstrndup(const char *s, size_t n);
+
+/* Monotonic clock in milliseconds / nanoseconds (not tied to a loop). */
+uint64_t sg_now_ms(void);
+uint64_t sg_now_ns(void);
+/* Wall clock, seconds since the epoch. */
+int64_t sg_unix_time(void);
+
+/* Writes a new random request id (32 hex chars + NUL) into out[33]. */
+void sg_request_id_new(char out[33]);
+
+/* Case-insensitive ASCII compare of n bytes; returns 1 when equal. */
+int sg_strncaseeq(const char *a, const char *b, size_t n);
+
+#endif

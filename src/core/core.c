@@ -1,0 +1,112 @@
+/* Allocation, assertions, clocks and request ids. */
+#include "sophia/core.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <uv.h>
+
+_Noreturn void sg_assert_fail(const char *expr, const char *file, int line)
+{
+    fprintf(stderr, "{\"level\":\"fatal\",\"msg\":\"assertion failed: %s at %s:%d\"}\n", expr, file,
+            line);
+    abort();
+}
+
+static _Noreturn void oom(size_t n)
+{
+    fprintf(stderr, "{\"level\":\"fatal\",\"msg\":\"out of memory allocating %zu bytes\"}\n", n);
+    abort();
+}
+
+void *sg_xmalloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    if (!p) oom(n);
+    return p;
+}
+
+void *sg_xcalloc(size_t n, size_t size)
+{
+    void *p = calloc(n ? n : 1, size ? size : 1);
+    if (!p) oom(n * size);
+    return p;
+}
+
+void *sg_xrealloc(void *p, size_t n)
+{
+    void *q = realloc(p, n ? n : 1);
+    if (!q) oom(n);
+    return q;
+}
+
+char *sg_xstrdup(const char *s)
+{
+    return sg_xstrndup(s, strlen(s));
+}
+
+char *sg_xstrndup(const char *s, size_t n)
+{
+    char *p = sg_xmalloc(n + 1);
+    memcpy(p, s, n);
+    p[n] = '\0';
+    return p;
+}
+
+uint64_t sg_now_ns(void)
+{
+    return uv_hrtime();
+}
+
+uint64_t sg_now_ms(void)
+{
+    return uv_hrtime() / 1000000u;
+}
+
+int64_t sg_unix_time(void)
+{
+    return (int64_t)time(NULL);
+}
+
+/* xorshift128+ seeded from the OS once: request ids need uniqueness, not secrecy. */
+static uint64_t rid_s[2];
+
+static uint64_t rid_next(void)
+{
+    uint64_t s1 = rid_s[0];
+    const uint64_t s0 = rid_s[1];
+    rid_s[0] = s0;
+    s1 ^= s1 << 23;
+    rid_s[1] = s1 ^ s0 ^ (s1 >> 17) ^ (s0 >> 26);
+    return rid_s[1] + s0;
+}
+
+void sg_request_id_new(char out[33])
+{
+    static const char hex[] = "0123456789abcdef";
+    if (rid_s[0] == 0 && rid_s[1] == 0) {
+        if (uv_random(NULL, NULL, rid_s, sizeof(rid_s), 0, NULL) != 0 ||
+            (rid_s[0] == 0 && rid_s[1] == 0)) {
+            rid_s[0] = uv_hrtime() | 1;
+            rid_s[1] = (uint64_t)time(NULL) ^ 0x9e3779b97f4a7c15ull;
+        }
+    }
+    uint64_t a = rid_next(), b = rid_next();
+    for (int i = 0; i < 16; i++) {
+        out[i] = hex[(a >> (i * 4)) & 15];
+        out[16 + i] = hex[(b >> (i * 4)) & 15];
+    }
+    out[32] = '\0';
+}
+
+int sg_strncaseeq(const char *a, const char *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char x = (unsigned char)a[i], y = (unsigned char)b[i];
+        if (x >= 'A' && x <= 'Z') x = (unsigned char)(x + 32);
+        if (y >= 'A' && y <= 'Z') y = (unsigned char)(y + 32);
+        if (x != y) return 0;
+    }
+    return 1;
+}
