@@ -28,13 +28,13 @@ typedef struct sg_sse_event {
 typedef int (*sg_sse_event_cb)(void *ud, const sg_sse_event_t *ev);
 
 typedef struct sg_sse_parser {
-    sg_buf_t line;  /* partial line */
-    sg_buf_t data;  /* data of the event being built */
-    sg_buf_t event; /* event type of the event being built */
-    sg_buf_t id;    /* last event id */
-    int have_data;  /* a data field has been seen in this event */
-    int last_was_cr;
-    int bom_checked;
+    sg_buf_t line;   /* partial line */
+    sg_buf_t data;   /* data of the event being built */
+    sg_buf_t event;  /* event type of the event being built */
+    sg_buf_t id;     /* last event id */
+    int have_data;   /* a data field has been seen in this event */
+    int last_was_cr; /* the previous feed ended in CR: skip a leading LF */
+    int bom_state;   /* BOM bytes matched at the stream start so far; -1 once past it */
     size_t max_event_bytes;
     sg_sse_event_cb cb;
     void *ud;

@@ -1,0 +1,33 @@
+/* The gateway: one loop owning the HTTP server, the upstream multi handle, configuration and
+ * catalog. Handlers get it as their context. */
+#ifndef SOPHIA_GATEWAY_H
+#define SOPHIA_GATEWAY_H
+
+#include <stdint.h>
+#include <uv.h>
+
+#include "sophia/catalog.h"
+#include "sophia/config.h"
+#include "sophia/egress.h"
+#include "sophia/http.h"
+
+typedef struct sg_gateway {
+    uv_loop_t *loop;
+    sg_config_t cfg;
+    sg_catalog_t catalog;
+    sg_http_server_t *http;
+    sg_curlm_t *curlm;
+    int draining;
+    /* counters for /healthz and logs */
+    uint64_t requests_total;
+    uint64_t chats_active;
+} sg_gateway_t;
+
+/* Routes one request (method + path) to its handler. */
+void sg_router_on_request(sg_http_req_t *req, void *ud);
+/* POST /v1/chat/completions. */
+void sg_chat_handle(sg_gateway_t *gw, sg_http_req_t *req);
+/* Logs the one line for a finished request that had no chat handler (404, /healthz, …). */
+void sg_log_simple_request(const sg_http_req_t *req);
+
+#endif

@@ -1,0 +1,89 @@
+/* Provider adapters: a small vtable per upstream wire format. An adapter builds the upstream
+ * request from the client's OpenAI request, decodes response bytes into OpenAI
+ * chat.completion.chunk objects (streaming) or one chat.completion (non-streaming), extracts
+ * usage, and maps upstream errors to OpenAI errors. Adding a provider is adding one file. */
+#ifndef SOPHIA_PROVIDER_H
+#define SOPHIA_PROVIDER_H
+
+#include <cjson/cJSON.h>
+#include <stddef.h>
+
+#include "sophia/config.h"
+#include "sophia/egress.h"
+
+typedef struct sg_usage {
+    long prompt_tokens;
+    long completion_tokens;
+    int known; /* reported by the upstream (else estimated by the gateway) */
+} sg_usage_t;
+
+/* An OpenAI-style error to send the client. */
+typedef struct sg_error {
+    int status;
+    const char *type; /* static string: "invalid_request_error", "api_error", … */
+    char code[64];    /* "" for null */
+    char message[512];
+} sg_error_t;
+
+void sg_error_set(sg_error_t *e, int status, const char *type, const char *code,
+                  const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+/* What a decoder reports while decoding a response. */
+typedef struct sg_decode_sink {
+    /* An OpenAI chat.completion.chunk (streaming). Borrowed: valid during the call. Returns 0,
+     * or non-zero to stop decoding (the client is gone). */
+    int (*chunk)(void *ud, cJSON *chunk);
+    /* Usage reported by the upstream. */
+    void (*usage)(void *ud, const sg_usage_t *u);
+    /* The upstream ended the stream normally ([DONE] or its equivalent). */
+    void (*end)(void *ud);
+    /* The upstream reported an error inside a 200 stream. */
+    void (*error)(void *ud, const sg_error_t *e);
+    void *ud;
+} sg_decode_sink_t;
+
+typedef struct sg_route {
+    const sg_provider_cfg_t *provider;
+    const sg_model_cfg_t *model;
+    char public_name[256]; /* "lambda/hermes3-70b" */
+} sg_route_t;
+
+typedef struct sg_upstream_opts {
+    uint64_t connect_timeout_ms, first_byte_timeout_ms, idle_timeout_ms, total_timeout_ms;
+} sg_upstream_opts_t;
+
+typedef struct sg_provider_vt {
+    const char *kind;
+    /* Builds the upstream request for a chat completion. client is the client's request
+     * (validated: has model and messages); stream says whether the client streams. Fills out
+     * (url/headers/body owned by out; the url is written into url_buf) or returns -1 with
+     * err set. */
+    int (*build_chat)(const sg_route_t *route, const cJSON *client, int stream,
+                      const sg_upstream_opts_t *uo, sg_exchange_req_t *out, char *url_buf,
+                      size_t url_cap, sg_error_t *err);
+    /* Creates a streaming decoder (owned by the caller; free with decoder_free). */
+    void *(*decoder_new)(const sg_route_t *route, const sg_decode_sink_t *sink);
+    /* Feeds response body bytes of a 2xx streaming response. Returns 0, or -1 when decoding
+     * stopped (sink said stop, or the upstream sent something undecodable: error reported to
+     * the sink). */
+    int (*decode)(void *dec, const char *data, size_t len);
+    /* The upstream closed the stream; flushes what is pending. */
+    int (*decode_finish)(void *dec);
+    void (*decoder_free)(void *dec);
+    /* Turns a complete 2xx non-streaming body into an OpenAI chat.completion object
+     * (returned, caller frees), filling usage. NULL with err set when the body is unusable. */
+    cJSON *(*convert_response)(const sg_route_t *route, const char *body, size_t len,
+                               sg_usage_t *usage, sg_error_t *err);
+    /* Maps an upstream error response (status >= 400) to an OpenAI error. */
+    void (*map_error)(long status, const char *body, size_t len, sg_error_t *err);
+} sg_provider_vt_t;
+
+/* Returns the adapter for a provider kind ("openai"), or NULL. */
+const sg_provider_vt_t *sg_provider_find(const char *kind);
+
+extern const sg_provider_vt_t sg_provider_openai;
+
+/* Extracts an OpenAI-shaped usage object into u (u->known set when present). */
+void sg_usage_from_json(const cJSON *usage, sg_usage_t *u);
+
+#endif

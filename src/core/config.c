@@ -1,0 +1,1207 @@
+/* Gateway configuration: defaults, then one JSON file, then the environment.
+ *
+ * FILE FORMAT (every key optional unless noted; unknown keys are errors, to catch typos):
+ *
+ * {
+ *   "listen": "127.0.0.1:8080",        // "HOST:PORT" or "[IPv6]:PORT"; port 0-65535 (0 = any)
+ *   "log_level": "info",               // "debug" | "info" | "warn" | "error"
+ *   "limits": {
+ *     "max_header_bytes": 16384,       // integer >= 1; larger request head → 431
+ *     "max_body_bytes": 1048576,       // integer >= 1; larger request body → 413
+ *     "header_timeout_ms": 10000,      // integer >= 1; head not received in time → 408
+ *     "idle_timeout_ms": 60000,        // integer >= 1; keep-alive idle
+ *     "write_stall_timeout_ms": 30000, // integer >= 1; client not reading → close
+ *     "max_connections": 10000,        // integer >= 1
+ *     "high_watermark": 65536,         // integer >= 1; bytes queued per client
+ *     "low_watermark": 16384           // integer >= 0; must be < high_watermark
+ *   },
+ *   "cors": {"allowed_origins": ["https://app.example.com"]},  // "*" or scheme://host[:port]
+ *   "upstream": {                      // every value an integer >= 1
+ *     "connect_timeout_ms": 5000, "first_byte_timeout_ms": 60000,
+ *     "idle_timeout_ms": 60000, "total_timeout_ms": 600000
+ *   },
+ *   "shutdown_grace_ms": 10000,        // integer >= 0
+ *   "providers": {                     // object keyed by provider name ([A-Za-z0-9_.-]+)
+ *     "lambda": {
+ *       "kind": "openai",              // required, except "lambda" defaults to "openai"
+ *       "base_url": "${LAMBDA_BASE_URL}", // required http:// or https:// URL; a trailing '/'
+ *                                      // is stripped; "lambda" falls back to LAMBDA_BASE_URL
+ *       "api_key": "${LAMBDA_API_KEY}", // string or null (no Authorization header); when the
+ *                                      // key is absent "lambda" falls back to LAMBDA_API_KEY
+ *       "models": [                    // required non-empty array, except "lambda" without
+ *                                      // "models" gets the built-in Lambda catalog below
+ *         {"id": "hermes3-70b",        // required; public name, unique in the whole config
+ *          "upstream_id": "hermes3-70b", // optional, defaults to id
+ *          "aliases": ["fast"],        // optional; extra public names, unique too
+ *          "price_in": 0.12,           // optional USD per 1M prompt tokens, >= 0
+ *          "price_out": 0.30}          // optional USD per 1M completion tokens, >= 0
+ *       ]                              // (missing prices: the built-in catalog price for
+ *     }                                // "lambda" models it knows, else 0)
+ *   }
+ * }
+ *
+ * Every string value may contain ${NAME} (replaced by that environment variable; unset is
+ * an error) and $$ (a literal $); any other $ is kept as is. // line and block comments are
+ * allowed. Environment (applied after the file): SOPHIA_LISTEN overrides "listen",
+ * SOPHIA_LOG_LEVEL overrides "log_level"; LAMBDA_BASE_URL / LAMBDA_API_KEY as described
+ * above, and when the file defines no "lambda" provider and LAMBDA_BASE_URL is set, a
+ * "lambda" provider is created with the built-in catalog. Empty environment variables count
+ * as unset (except inside ${NAME}, where the empty value is used).
+ *
+ * Errors carry a JSON path ("$" for the file as a whole, "$.limits.max_body_bytes",
+ * "$.providers.lambda.models[2].price_in") or "env:NAME" for an environment variable.
+ * Error messages never contain api_key values, interpolated values, base URLs or
+ * environment values. */
+#include "sophia/config.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "sophia/buf.h"
+#include "sophia/core.h"
+#include "sophia/log.h"
+
+#define CONFIG_FILE_MAX (16u * 1024 * 1024)
+#define MAX_JSON_INT 9007199254740991.0 /* 2^53 - 1: every integer a double holds exactly */
+#define BUILTIN_PATH "(built-in Lambda catalog)"
+
+/* ---- built-in Lambda model catalog ----------------------------------------------------
+ * DEFAULTS ONLY, overridable by configuration: used for the "lambda" provider when it is
+ * created from the environment or configured without "models", and for the prices of
+ * "lambda" models that omit price_in / price_out. Prices are USD per 1M tokens (in / out);
+ * see PROVIDERS.md section 1 (8B 0.025/0.04, 70B 0.12/0.30, 405B 0.80/0.80; the others vary
+ * by source). */
+typedef struct catalog_entry {
+    const char *id;
+    double price_in;
+    double price_out;
+    const char *alias; /* or NULL */
+} catalog_entry_t;
+
+static const catalog_entry_t lambda_catalog[] = {
+    {"llama3.1-8b-instruct", 0.025, 0.04, "fast"},
+    {"llama3.1-70b-instruct-fp8", 0.12, 0.30, NULL},
+    {"llama3.3-70b-instruct-fp8", 0.12, 0.30, "smart"},
+    {"llama3.1-405b-instruct-fp8", 0.80, 0.80, NULL},
+    {"hermes3-8b", 0.025, 0.04, NULL},
+    {"hermes3-70b", 0.12, 0.30, NULL},
+    {"hermes3-405b", 0.80, 0.80, NULL},
+    {"llama-4-maverick-17b-128e-instruct-fp8", 0.18, 0.60, NULL},
+    {"llama-4-scout-17b-16e-instruct", 0.08, 0.30, NULL},
+    {"deepseek-r1-0528", 0.54, 2.19, NULL},
+    {"deepseek-v3-0324", 0.34, 0.88, NULL},
+    {"qwen25-coder-32b-instruct", 0.07, 0.16, NULL},
+    {"qwen3-32b-fp8", 0.10, 0.30, NULL},
+    {"lfm-40b", 0.10, 0.20, NULL},
+};
+
+static const catalog_entry_t *catalog_find(const char *id)
+{
+    for (size_t i = 0; i < SG_ARRAY_LEN(lambda_catalog); i++)
+        if (strcmp(lambda_catalog[i].id, id) == 0) return &lambda_catalog[i];
+    return NULL;
+}
+
+/* ---- loading context ------------------------------------------------------------------ */
+
+typedef struct name_ref {
+    const char *name; /* borrowed from the config */
+    char *path;
+    int secret; /* came from interpolation: never echo it */
+} name_ref_t;
+
+typedef struct ctx {
+    sg_config_t *cfg;
+    sg_config_errors_t *errs;
+    sg_buf_t path; /* current JSON path */
+    name_ref_t *names;
+    size_t n_names, cap_names;
+} ctx_t;
+
+static char *xvasprintf(const char *fmt, va_list ap)
+{
+    va_list ap2;
+    va_copy(ap2, ap);
+    int n = vsnprintf(NULL, 0, fmt, ap2);
+    va_end(ap2);
+    SG_ASSERT(n >= 0);
+    char *s = sg_xmalloc((size_t)n + 1);
+    vsnprintf(s, (size_t)n + 1, fmt, ap);
+    return s;
+}
+
+__attribute__((format(printf, 3, 4))) static void add_error(sg_config_errors_t *errs,
+                                                            const char *path, const char *fmt, ...)
+{
+    errs->items = sg_xrealloc(errs->items, (errs->n + 1) * sizeof(*errs->items));
+    sg_config_error_t *e = &errs->items[errs->n++];
+    e->path = sg_xstrdup(path);
+    va_list ap;
+    va_start(ap, fmt);
+    e->message = xvasprintf(fmt, ap);
+    va_end(ap);
+}
+
+static const char *cur_path(ctx_t *c)
+{
+    return c->path.data ? c->path.data : "$";
+}
+
+/* Error at the current path. */
+__attribute__((format(printf, 2, 3))) static void errf(ctx_t *c, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *msg = xvasprintf(fmt, ap);
+    va_end(ap);
+    add_error(c->errs, cur_path(c), "%s", msg);
+    free(msg);
+}
+
+static int is_ident(const char *s)
+{
+    if (!((*s >= 'A' && *s <= 'Z') || (*s >= 'a' && *s <= 'z') || *s == '_')) return 0;
+    for (s++; *s; s++) {
+        char ch = *s;
+        if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+              ch == '_' || ch == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+/* Appends .key (or ["key"] when key is not identifier-like); returns the length to restore. */
+static size_t path_push_key(ctx_t *c, const char *key)
+{
+    size_t old = c->path.len;
+    if (is_ident(key)) {
+        sg_buf_printf(&c->path, ".%s", key);
+    } else {
+        sg_buf_append(&c->path, "[", 1);
+        sg_json_escape_append(&c->path, key, strlen(key));
+        sg_buf_append(&c->path, "]", 1);
+    }
+    return old;
+}
+
+static size_t path_push_index(ctx_t *c, size_t i)
+{
+    size_t old = c->path.len;
+    sg_buf_printf(&c->path, "[%zu]", i);
+    return old;
+}
+
+static void path_pop(ctx_t *c, size_t old)
+{
+    c->path.len = old;
+    if (c->path.data) c->path.data[old] = '\0';
+}
+
+static const char *json_type_name(const cJSON *it)
+{
+    if (cJSON_IsNull(it)) return "null";
+    if (cJSON_IsBool(it)) return "a boolean";
+    if (cJSON_IsNumber(it)) return "a number";
+    if (cJSON_IsString(it)) return "a string";
+    if (cJSON_IsArray(it)) return "an array";
+    if (cJSON_IsObject(it)) return "an object";
+    return "invalid";
+}
+
+/* 1 when an earlier sibling of it has the same key. */
+static int is_dup_key(const cJSON *obj, const cJSON *it)
+{
+    for (const cJSON *p = obj->child; p && p != it; p = p->next)
+        if (p->string && it->string && strcmp(p->string, it->string) == 0) return 1;
+    return 0;
+}
+
+/* Reports unknown and duplicate keys of obj (at the current path). */
+static void check_keys(ctx_t *c, const cJSON *obj, const char *const *allowed, size_t n)
+{
+    for (const cJSON *it = obj->child; it; it = it->next) {
+        const char *k = it->string ? it->string : "";
+        size_t old = path_push_key(c, k);
+        int known = 0;
+        for (size_t i = 0; i < n && !known; i++) known = strcmp(allowed[i], k) == 0;
+        if (!known) {
+            errf(c, "unknown key");
+        } else if (is_dup_key(obj, it)) {
+            errf(c, "duplicate key");
+        }
+        path_pop(c, old);
+    }
+}
+
+/* ---- values ---------------------------------------------------------------------------- */
+
+static int is_env_name_char(char ch, int first)
+{
+    return (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || ch == '_' ||
+           (!first && ch >= '0' && ch <= '9');
+}
+
+/* Expands ${NAME} and $$ in in. Returns 0 with *out (caller frees), or -1 after reporting
+ * every problem at the current path. *interp is set when a variable was substituted. */
+static int interpolate(ctx_t *c, const char *in, char **out, int *interp)
+{
+    sg_buf_t b;
+    sg_buf_init(&b, (size_t)-2);
+    int bad = 0;
+    *interp = 0;
+    *out = NULL;
+    for (const char *p = in; *p;) {
+        if (p[0] != '$' || (p[1] != '$' && p[1] != '{')) {
+            sg_buf_append(&b, p, 1);
+            p++;
+            continue;
+        }
+        if (p[1] == '$') {
+            sg_buf_append(&b, "$", 1);
+            p += 2;
+            continue;
+        }
+        const char *name = p + 2;
+        const char *end = strchr(name, '}');
+        if (!end) {
+            errf(c, "unterminated ${ (missing '}')");
+            bad = 1;
+            break;
+        }
+        size_t n = (size_t)(end - name);
+        int valid = n > 0;
+        for (size_t i = 0; i < n && valid; i++) valid = is_env_name_char(name[i], i == 0);
+        if (!valid) {
+            errf(c, "invalid environment variable name in ${...} (use letters, digits, '_')");
+            bad = 1;
+        } else {
+            char *var = sg_xstrndup(name, n);
+            const char *val = getenv(var);
+            if (!val) {
+                errf(c, "environment variable %s is not set", var);
+                bad = 1;
+            } else {
+                sg_buf_append_str(&b, val);
+                *interp = 1;
+            }
+            free(var);
+        }
+        p = end + 1;
+    }
+    if (bad) {
+        sg_buf_dispose(&b);
+        return -1;
+    }
+    *out = sg_buf_steal(&b, NULL);
+    return 0;
+}
+
+/* Reads a string value (with interpolation). Returns 0 with *out, or -1 after reporting. */
+static int get_str(ctx_t *c, const cJSON *it, char **out, int *interp)
+{
+    *out = NULL;
+    *interp = 0;
+    if (!cJSON_IsString(it)) {
+        errf(c, "must be a string, not %s", json_type_name(it));
+        return -1;
+    }
+    return interpolate(c, it->valuestring, out, interp);
+}
+
+/* Reads an integer in [min, 2^53). Returns 0, or -1 after reporting. */
+static int get_uint(ctx_t *c, const cJSON *it, uint64_t min, uint64_t *out)
+{
+    const char *want = min >= 1 ? "a positive integer" : "a non-negative integer";
+    if (!cJSON_IsNumber(it)) {
+        errf(c, "must be %s, not %s", want, json_type_name(it));
+        return -1;
+    }
+    double v = it->valuedouble;
+    if (!isfinite(v) || v != floor(v)) {
+        errf(c, "must be %s (got a fraction)", want);
+        return -1;
+    }
+    if (v < (double)min) {
+        errf(c, "must be %s (got %.0f)", want, v);
+        return -1;
+    }
+    if (v > MAX_JSON_INT) {
+        errf(c, "is too large (at most %.0f)", MAX_JSON_INT);
+        return -1;
+    }
+    *out = (uint64_t)v;
+    return 0;
+}
+
+static int get_price(ctx_t *c, const cJSON *it, double *out)
+{
+    if (!cJSON_IsNumber(it)) {
+        errf(c, "must be a number (USD per 1M tokens), not %s", json_type_name(it));
+        return -1;
+    }
+    double v = it->valuedouble;
+    if (!isfinite(v) || v < 0) {
+        errf(c, "must be a non-negative number (USD per 1M tokens)");
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* Parses "HOST:PORT" or "[IPv6]:PORT". Returns NULL with *host (caller frees) and *port, or
+ * the reason it is invalid. */
+static const char *parse_listen(const char *s, char **host, int *port)
+{
+    const char *colon;
+    const char *h;
+    size_t hn;
+    *host = NULL;
+    if (s[0] == '[') {
+        const char *close = strchr(s, ']');
+        if (!close) return "missing ']' after an IPv6 address (expected [IPv6]:PORT)";
+        if (close[1] != ':') return "expected [IPv6]:PORT";
+        h = s + 1;
+        hn = (size_t)(close - h);
+        colon = close + 1;
+        char tmp[INET6_ADDRSTRLEN + 1];
+        unsigned char addr[16];
+        if (hn == 0 || hn >= sizeof(tmp)) return "invalid IPv6 address";
+        memcpy(tmp, h, hn);
+        tmp[hn] = '\0';
+        if (inet_pton(AF_INET6, tmp, addr) != 1) return "invalid IPv6 address";
+    } else {
+        colon = strrchr(s, ':');
+        if (!colon) return "expected HOST:PORT or [IPv6]:PORT";
+        h = s;
+        hn = (size_t)(colon - s);
+        if (hn == 0) return "missing host (expected HOST:PORT, e.g. 0.0.0.0:8080)";
+        if (memchr(h, ':', hn)) return "an IPv6 address must be in brackets: [IPv6]:PORT";
+        for (size_t i = 0; i < hn; i++) {
+            char ch = h[i];
+            if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') ||
+                  (ch >= '0' && ch <= '9') || ch == '.' || ch == '-' || ch == '_'))
+                return "invalid character in host";
+        }
+    }
+    const char *ps = colon + 1;
+    if (!*ps) return "missing port (expected HOST:PORT)";
+    long v = 0;
+    for (const char *q = ps; *q; q++) {
+        if (*q < '0' || *q > '9') return "port must be a decimal number";
+        v = v * 10 + (*q - '0');
+        if (v > 65535) return "port out of range (0-65535)";
+    }
+    *host = sg_xstrndup(h, hn);
+    *port = (int)v;
+    return NULL;
+}
+
+/* Checks a base URL and strips trailing '/'. Returns NULL, or the reason it is invalid
+ * (never containing the URL). */
+static const char *check_base_url(char *url)
+{
+    size_t skip;
+    if (sg_strncaseeq(url, "http://", 7))
+        skip = 7;
+    else if (sg_strncaseeq(url, "https://", 8))
+        skip = 8;
+    else
+        return "must start with http:// or https://";
+    for (const char *p = url; *p; p++)
+        if ((unsigned char)*p <= 0x20 || *p == 0x7f)
+            return "must not contain spaces or control characters";
+    if (url[skip] == '\0' || url[skip] == '/') return "has no host";
+    size_t n = strlen(url);
+    while (n > skip + 1 && url[n - 1] == '/') url[--n] = '\0';
+    return NULL;
+}
+
+static const char *check_api_key(const char *key)
+{
+    for (const char *p = key; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            return "must not contain control characters or line breaks";
+    return NULL;
+}
+
+static const char *check_origin(const char *o)
+{
+    if (strcmp(o, "*") == 0) return NULL;
+    size_t skip;
+    if (strncmp(o, "http://", 7) == 0)
+        skip = 7;
+    else if (strncmp(o, "https://", 8) == 0)
+        skip = 8;
+    else
+        return "must be \"*\" or an origin like https://app.example.com";
+    if (o[skip] == '\0') return "has no host";
+    for (const char *p = o + skip; *p; p++) {
+        if (*p == '/') return "must be scheme://host[:port] without a path or trailing '/'";
+        if ((unsigned char)*p <= 0x20 || *p == 0x7f)
+            return "must not contain spaces or control characters";
+    }
+    return NULL;
+}
+
+/* ---- model names (unique across the whole config) ------------------------------------- */
+
+static const name_ref_t *name_find(ctx_t *c, const char *name)
+{
+    for (size_t i = 0; i < c->n_names; i++)
+        if (strcmp(c->names[i].name, name) == 0) return &c->names[i];
+    return NULL;
+}
+
+static void name_add(ctx_t *c, const char *name, const char *path, int secret)
+{
+    if (c->n_names == c->cap_names) {
+        c->cap_names = c->cap_names ? c->cap_names * 2 : 32;
+        c->names = sg_xrealloc(c->names, c->cap_names * sizeof(*c->names));
+    }
+    c->names[c->n_names++] = (name_ref_t){name, sg_xstrdup(path), secret};
+}
+
+/* Registers a public model name found at the current path; reports a duplicate. */
+static void name_register(ctx_t *c, const char *name, int secret)
+{
+    const name_ref_t *prev = name_find(c, name);
+    if (prev) {
+        if (secret || prev->secret)
+            errf(c, "duplicate model name (already used at %s)", prev->path);
+        else
+            errf(c, "duplicate model name \"%s\" (already used at %s)", name, prev->path);
+        return;
+    }
+    name_add(c, name, cur_path(c), secret);
+}
+
+/* ---- sections -------------------------------------------------------------------------- */
+
+typedef struct num_field {
+    const char *key;
+    size_t off;
+    int is_size; /* size_t, else uint64_t */
+    uint64_t min;
+} num_field_t;
+
+#define NUM_SIZE(k, f, m)                                                                          \
+    {                                                                                              \
+        k, offsetof(sg_config_t, f), 1, m                                                          \
+    }
+#define NUM_U64(k, f, m)                                                                           \
+    {                                                                                              \
+        k, offsetof(sg_config_t, f), 0, m                                                          \
+    }
+
+static const num_field_t limit_fields[] = {
+    NUM_SIZE("max_header_bytes", max_header_bytes, 1),
+    NUM_SIZE("max_body_bytes", max_body_bytes, 1),
+    NUM_U64("header_timeout_ms", header_timeout_ms, 1),
+    NUM_U64("idle_timeout_ms", idle_timeout_ms, 1),
+    NUM_U64("write_stall_timeout_ms", write_stall_timeout_ms, 1),
+    NUM_SIZE("max_connections", max_connections, 1),
+    NUM_SIZE("high_watermark", high_watermark, 1),
+    NUM_SIZE("low_watermark", low_watermark, 0),
+};
+
+static const num_field_t upstream_fields[] = {
+    NUM_U64("connect_timeout_ms", connect_timeout_ms, 1),
+    NUM_U64("first_byte_timeout_ms", first_byte_timeout_ms, 1),
+    NUM_U64("idle_timeout_ms", upstream_idle_timeout_ms, 1),
+    NUM_U64("total_timeout_ms", total_timeout_ms, 1),
+};
+
+/* Reads the numeric fields of obj (an object at the current path) into the config. */
+static void parse_num_section(ctx_t *c, const cJSON *obj, const num_field_t *f, size_t n)
+{
+    const char *keys[16] = {0};
+    SG_ASSERT(n <= SG_ARRAY_LEN(keys));
+    for (size_t i = 0; i < n; i++) keys[i] = f[i].key;
+    check_keys(c, obj, keys, n);
+    for (size_t i = 0; i < n; i++) {
+        const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, f[i].key);
+        if (!it) continue;
+        size_t old = path_push_key(c, f[i].key);
+        uint64_t v;
+        if (get_uint(c, it, f[i].min, &v) == 0) {
+            char *base = (char *)c->cfg;
+            if (f[i].is_size)
+                *(size_t *)(base + f[i].off) = (size_t)v;
+            else
+                *(uint64_t *)(base + f[i].off) = v;
+        }
+        path_pop(c, old);
+    }
+}
+
+static int expect_object(ctx_t *c, const cJSON *it)
+{
+    if (cJSON_IsObject(it)) return 0;
+    errf(c, "must be an object, not %s", json_type_name(it));
+    return -1;
+}
+
+static void parse_cors(ctx_t *c, const cJSON *obj)
+{
+    static const char *const keys[] = {"allowed_origins"};
+    check_keys(c, obj, keys, SG_ARRAY_LEN(keys));
+    const cJSON *arr = cJSON_GetObjectItemCaseSensitive(obj, "allowed_origins");
+    if (!arr) return;
+    size_t old = path_push_key(c, "allowed_origins");
+    if (!cJSON_IsArray(arr)) {
+        errf(c, "must be an array of strings, not %s", json_type_name(arr));
+        path_pop(c, old);
+        return;
+    }
+    sg_config_t *cfg = c->cfg;
+    size_t n = (size_t)cJSON_GetArraySize(arr);
+    cfg->cors_origins = sg_xcalloc(n, sizeof(char *));
+    size_t i = 0;
+    for (const cJSON *it = arr->child; it; it = it->next, i++) {
+        size_t o2 = path_push_index(c, i);
+        char *s;
+        int interp;
+        if (get_str(c, it, &s, &interp) == 0) {
+            const char *why = check_origin(s);
+            if (why) {
+                errf(c, "%s", why);
+                free(s);
+            } else {
+                cfg->cors_origins[cfg->n_cors_origins++] = s;
+            }
+        }
+        path_pop(c, o2);
+    }
+    path_pop(c, old);
+}
+
+static void parse_model(ctx_t *c, const cJSON *obj, sg_provider_cfg_t *p, int is_lambda)
+{
+    static const char *const keys[] = {"id", "upstream_id", "aliases", "price_in", "price_out"};
+    if (expect_object(c, obj) != 0) return;
+    check_keys(c, obj, keys, SG_ARRAY_LEN(keys));
+    sg_model_cfg_t *m = &p->models[p->n_models];
+    int interp;
+    size_t old;
+
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, "id");
+    if (!it) {
+        errf(c, "missing required key \"id\"");
+    } else {
+        old = path_push_key(c, "id");
+        if (get_str(c, it, &m->id, &interp) != 0) {
+            /* reported */
+        } else if (!*m->id) {
+            errf(c, "must not be empty");
+        } else {
+            name_register(c, m->id, interp);
+        }
+        path_pop(c, old);
+    }
+
+    it = cJSON_GetObjectItemCaseSensitive(obj, "upstream_id");
+    if (it) {
+        old = path_push_key(c, "upstream_id");
+        if (get_str(c, it, &m->upstream_id, &interp) == 0 && !*m->upstream_id)
+            errf(c, "must not be empty");
+        path_pop(c, old);
+    }
+    if (!m->upstream_id && m->id) m->upstream_id = sg_xstrdup(m->id);
+
+    it = cJSON_GetObjectItemCaseSensitive(obj, "aliases");
+    if (it) {
+        old = path_push_key(c, "aliases");
+        if (!cJSON_IsArray(it)) {
+            errf(c, "must be an array of strings, not %s", json_type_name(it));
+        } else {
+            m->aliases = sg_xcalloc((size_t)cJSON_GetArraySize(it), sizeof(char *));
+            size_t i = 0;
+            for (const cJSON *a = it->child; a; a = a->next, i++) {
+                size_t o2 = path_push_index(c, i);
+                char *s;
+                if (get_str(c, a, &s, &interp) != 0) {
+                    /* reported */
+                } else if (!*s) {
+                    errf(c, "must not be empty");
+                    free(s);
+                } else {
+                    m->aliases[m->n_aliases++] = s;
+                    name_register(c, s, interp);
+                }
+                path_pop(c, o2);
+            }
+        }
+        path_pop(c, old);
+    }
+
+    const catalog_entry_t *def = NULL;
+    if (is_lambda && m->upstream_id) def = catalog_find(m->upstream_id);
+    if (is_lambda && !def && m->id) def = catalog_find(m->id);
+    m->price_in_per_mtok = def ? def->price_in : 0;
+    m->price_out_per_mtok = def ? def->price_out : 0;
+    it = cJSON_GetObjectItemCaseSensitive(obj, "price_in");
+    if (it) {
+        old = path_push_key(c, "price_in");
+        get_price(c, it, &m->price_in_per_mtok);
+        path_pop(c, old);
+    }
+    it = cJSON_GetObjectItemCaseSensitive(obj, "price_out");
+    if (it) {
+        old = path_push_key(c, "price_out");
+        get_price(c, it, &m->price_out_per_mtok);
+        path_pop(c, old);
+    }
+    /* Keep the entry even when invalid so that every string it owns is freed with it. */
+    p->n_models++;
+}
+
+static void free_model(sg_model_cfg_t *m)
+{
+    free(m->id);
+    free(m->upstream_id);
+    for (size_t i = 0; i < m->n_aliases; i++) free(m->aliases[i]);
+    free(m->aliases);
+}
+
+/* Fills p->models with the built-in catalog, dropping every id or alias already used. */
+static void fill_catalog(ctx_t *c, sg_provider_cfg_t *p)
+{
+    SG_ASSERT(p->n_models == 0 && p->models == NULL);
+    p->models = sg_xcalloc(SG_ARRAY_LEN(lambda_catalog), sizeof(*p->models));
+    for (size_t i = 0; i < SG_ARRAY_LEN(lambda_catalog); i++) {
+        const catalog_entry_t *e = &lambda_catalog[i];
+        if (name_find(c, e->id)) continue;
+        sg_model_cfg_t *m = &p->models[p->n_models++];
+        m->id = sg_xstrdup(e->id);
+        m->upstream_id = sg_xstrdup(e->id);
+        m->price_in_per_mtok = e->price_in;
+        m->price_out_per_mtok = e->price_out;
+        name_add(c, m->id, BUILTIN_PATH, 0);
+        if (e->alias && !name_find(c, e->alias)) {
+            m->aliases = sg_xcalloc(1, sizeof(char *));
+            m->aliases[m->n_aliases++] = sg_xstrdup(e->alias);
+            name_add(c, m->aliases[0], BUILTIN_PATH, 0);
+        }
+    }
+}
+
+/* Reads LAMBDA_BASE_URL into p->base_url (validated). Returns 0, or -1 when unset/invalid. */
+static int lambda_env_base_url(ctx_t *c, sg_provider_cfg_t *p)
+{
+    const char *v = getenv("LAMBDA_BASE_URL");
+    if (!v || !*v) return -1;
+    char *url = sg_xstrdup(v);
+    const char *why = check_base_url(url);
+    if (why) {
+        add_error(c->errs, "env:LAMBDA_BASE_URL", "base URL %s", why);
+        free(url);
+        return -1;
+    }
+    p->base_url = url;
+    return 0;
+}
+
+static void lambda_env_api_key(ctx_t *c, sg_provider_cfg_t *p)
+{
+    const char *v = getenv("LAMBDA_API_KEY");
+    if (!v || !*v) return;
+    const char *why = check_api_key(v);
+    if (why) {
+        add_error(c->errs, "env:LAMBDA_API_KEY", "API key %s", why);
+        return;
+    }
+    p->api_key = sg_xstrdup(v);
+}
+
+static int valid_provider_name(const char *s)
+{
+    if (!*s) return 0;
+    for (; *s; s++) {
+        char ch = *s;
+        if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+              ch == '_' || ch == '-' || ch == '.'))
+            return 0;
+    }
+    return 1;
+}
+
+/* Parses one provider object (at the current path). *want_catalog is set when the built-in
+ * catalog should fill its models once every configured name is known. */
+static void parse_provider(ctx_t *c, const cJSON *obj, sg_provider_cfg_t *p, int *want_catalog)
+{
+    static const char *const keys[] = {"kind", "base_url", "api_key", "models"};
+    int is_lambda = strcmp(p->name, "lambda") == 0;
+    int interp;
+    size_t old;
+    *want_catalog = 0;
+
+    if (!valid_provider_name(p->name))
+        errf(c, "provider name must be non-empty and use only letters, digits, '_', '-', '.'");
+    if (expect_object(c, obj) != 0) return;
+    check_keys(c, obj, keys, SG_ARRAY_LEN(keys));
+
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, "kind");
+    if (it) {
+        old = path_push_key(c, "kind");
+        char *kind;
+        if (get_str(c, it, &kind, &interp) == 0) {
+            if (strcmp(kind, "openai") == 0) {
+                p->kind = kind;
+            } else {
+                if (interp)
+                    errf(c, "unsupported provider kind (supported: \"openai\")");
+                else
+                    errf(c, "unsupported provider kind \"%s\" (supported: \"openai\")", kind);
+                free(kind);
+            }
+        }
+        path_pop(c, old);
+    } else if (is_lambda) {
+        p->kind = sg_xstrdup("openai");
+    } else {
+        errf(c, "missing required key \"kind\" (supported: \"openai\")");
+    }
+
+    it = cJSON_GetObjectItemCaseSensitive(obj, "base_url");
+    if (it) {
+        old = path_push_key(c, "base_url");
+        char *url;
+        if (get_str(c, it, &url, &interp) == 0) {
+            const char *why = check_base_url(url);
+            if (why) {
+                errf(c, "base URL %s", why);
+                free(url);
+            } else {
+                p->base_url = url;
+            }
+        }
+        path_pop(c, old);
+    } else if (is_lambda) {
+        if (!getenv("LAMBDA_BASE_URL") || !*getenv("LAMBDA_BASE_URL"))
+            errf(c, "missing required key \"base_url\" (or set LAMBDA_BASE_URL)");
+        else
+            lambda_env_base_url(c, p);
+    } else {
+        errf(c, "missing required key \"base_url\"");
+    }
+
+    it = cJSON_GetObjectItemCaseSensitive(obj, "api_key");
+    if (it) {
+        old = path_push_key(c, "api_key");
+        char *key;
+        if (cJSON_IsNull(it)) {
+            /* explicitly no key */
+        } else if (!cJSON_IsString(it)) {
+            errf(c, "must be a string or null, not %s", json_type_name(it));
+        } else if (get_str(c, it, &key, &interp) == 0) {
+            const char *why = check_api_key(key);
+            if (why) {
+                errf(c, "API key %s", why);
+                free(key);
+            } else if (!*key) {
+                free(key); /* empty: no Authorization header */
+            } else {
+                p->api_key = key;
+            }
+        }
+        path_pop(c, old);
+    } else if (is_lambda) {
+        lambda_env_api_key(c, p);
+    }
+
+    it = cJSON_GetObjectItemCaseSensitive(obj, "models");
+    if (it) {
+        old = path_push_key(c, "models");
+        if (!cJSON_IsArray(it)) {
+            errf(c, "must be an array of model objects, not %s", json_type_name(it));
+        } else if (cJSON_GetArraySize(it) == 0) {
+            errf(c, "must contain at least one model");
+        } else {
+            p->models = sg_xcalloc((size_t)cJSON_GetArraySize(it), sizeof(*p->models));
+            size_t i = 0;
+            for (const cJSON *m = it->child; m; m = m->next, i++) {
+                size_t o2 = path_push_index(c, i);
+                parse_model(c, m, p, is_lambda);
+                path_pop(c, o2);
+            }
+        }
+        path_pop(c, old);
+    } else if (is_lambda) {
+        *want_catalog = 1;
+    } else {
+        errf(c, "missing required key \"models\"");
+    }
+}
+
+static void set_str(char **dst, char *val)
+{
+    free(*dst);
+    *dst = val;
+}
+
+static void apply_listen(ctx_t *c, const char *value, int echo, const char *err_path)
+{
+    char *host;
+    int port;
+    const char *why = parse_listen(value, &host, &port);
+    if (why) {
+        if (echo)
+            add_error(c->errs, err_path, "invalid listen address \"%s\": %s", value, why);
+        else
+            add_error(c->errs, err_path, "invalid listen address: %s", why);
+        return;
+    }
+    set_str(&c->cfg->listen_host, host);
+    c->cfg->listen_port = port;
+}
+
+static void apply_log_level(ctx_t *c, char *value, int echo, const char *err_path)
+{
+    sg_log_level_t lvl;
+    if (sg_log_level_parse(value, &lvl) != 0) {
+        if (echo)
+            add_error(c->errs, err_path,
+                      "invalid log level \"%s\" (expected debug, info, warn or error)", value);
+        else
+            add_error(c->errs, err_path, "invalid log level (expected debug, info, warn or error)");
+        free(value);
+        return;
+    }
+    set_str(&c->cfg->log_level, value);
+}
+
+static void parse_root(ctx_t *c, const cJSON *root)
+{
+    static const char *const keys[] = {"listen",   "log_level",         "limits",   "cors",
+                                       "upstream", "shutdown_grace_ms", "providers"};
+    sg_config_t *cfg = c->cfg;
+    int interp;
+    size_t old;
+    if (expect_object(c, root) != 0) return;
+    check_keys(c, root, keys, SG_ARRAY_LEN(keys));
+
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(root, "listen");
+    if (it) {
+        old = path_push_key(c, "listen");
+        char *s;
+        if (get_str(c, it, &s, &interp) == 0) {
+            apply_listen(c, s, !interp, cur_path(c));
+            free(s);
+        }
+        path_pop(c, old);
+    }
+
+    it = cJSON_GetObjectItemCaseSensitive(root, "log_level");
+    if (it) {
+        old = path_push_key(c, "log_level");
+        char *s;
+        if (get_str(c, it, &s, &interp) == 0) apply_log_level(c, s, !interp, cur_path(c));
+        path_pop(c, old);
+    }
+
+    const cJSON *limits = cJSON_GetObjectItemCaseSensitive(root, "limits");
+    if (limits) {
+        old = path_push_key(c, "limits");
+        if (expect_object(c, limits) == 0)
+            parse_num_section(c, limits, limit_fields, SG_ARRAY_LEN(limit_fields));
+        path_pop(c, old);
+    }
+    if (cfg->low_watermark >= cfg->high_watermark) {
+        int low_set = cJSON_IsObject(limits) &&
+                      cJSON_GetObjectItemCaseSensitive(limits, "low_watermark") != NULL;
+        old = path_push_key(c, "limits");
+        size_t o2 = path_push_key(c, low_set ? "low_watermark" : "high_watermark");
+        errf(c, "low_watermark (%zu) must be less than high_watermark (%zu)", cfg->low_watermark,
+             cfg->high_watermark);
+        path_pop(c, o2);
+        path_pop(c, old);
+    }
+
+    it = cJSON_GetObjectItemCaseSensitive(root, "cors");
+    if (it) {
+        old = path_push_key(c, "cors");
+        if (expect_object(c, it) == 0) parse_cors(c, it);
+        path_pop(c, old);
+    }
+
+    it = cJSON_GetObjectItemCaseSensitive(root, "upstream");
+    if (it) {
+        old = path_push_key(c, "upstream");
+        if (expect_object(c, it) == 0)
+            parse_num_section(c, it, upstream_fields, SG_ARRAY_LEN(upstream_fields));
+        path_pop(c, old);
+    }
+
+    it = cJSON_GetObjectItemCaseSensitive(root, "shutdown_grace_ms");
+    if (it) {
+        old = path_push_key(c, "shutdown_grace_ms");
+        get_uint(c, it, 0, &cfg->shutdown_grace_ms);
+        path_pop(c, old);
+    }
+
+    const cJSON *provs = cJSON_GetObjectItemCaseSensitive(root, "providers");
+    if (!provs) return;
+    old = path_push_key(c, "providers");
+    if (expect_object(c, provs) == 0) {
+        size_t n = (size_t)cJSON_GetArraySize(provs);
+        /* +1: room for a "lambda" provider created from the environment */
+        cfg->providers = sg_xcalloc(n + 1, sizeof(*cfg->providers));
+        int *want = sg_xcalloc(n + 1, sizeof(int));
+        for (const cJSON *pj = provs->child; pj; pj = pj->next) {
+            size_t o2 = path_push_key(c, pj->string ? pj->string : "");
+            if (is_dup_key(provs, pj)) {
+                errf(c, "duplicate provider");
+            } else {
+                size_t k = cfg->n_providers++;
+                cfg->providers[k].name = sg_xstrdup(pj->string ? pj->string : "");
+                parse_provider(c, pj, &cfg->providers[k], &want[k]);
+            }
+            path_pop(c, o2);
+        }
+        /* The built-in catalog goes last so that configured names win over its defaults. */
+        for (size_t k = 0; k < cfg->n_providers; k++)
+            if (want[k]) fill_catalog(c, &cfg->providers[k]);
+        free(want);
+    }
+    path_pop(c, old);
+}
+
+/* ---- file ----------------------------------------------------------------------------- */
+
+/* Reads the whole file (NUL-terminated). Returns NULL after reporting. */
+static char *read_file(ctx_t *c, const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        add_error(c->errs, "$", "cannot open config file %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    sg_buf_t b;
+    sg_buf_init(&b, CONFIG_FILE_MAX);
+    char chunk[8192];
+    size_t n;
+    int too_large = 0;
+    while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0) {
+        if (sg_buf_append(&b, chunk, n) != 0) {
+            too_large = 1;
+            break;
+        }
+    }
+    int err = ferror(f) ? errno : 0;
+    fclose(f);
+    if (too_large || err) {
+        if (too_large)
+            add_error(c->errs, "$", "config file %s is too large (over %u bytes)", path,
+                      CONFIG_FILE_MAX);
+        else
+            add_error(c->errs, "$", "cannot read config file %s: %s", path, strerror(err));
+        sg_buf_dispose(&b);
+        return NULL;
+    }
+    return sg_buf_steal(&b, len);
+}
+
+static void line_col(const char *buf, size_t off, size_t *line, size_t *col)
+{
+    *line = 1;
+    *col = 1;
+    for (size_t i = 0; i < off; i++) {
+        if (buf[i] == '\n') {
+            (*line)++;
+            *col = 1;
+        } else {
+            (*col)++;
+        }
+    }
+}
+
+/* Replaces // and block comments outside strings with spaces (newlines kept, so error
+ * positions stay right). Returns 0, or the offset + 1 of an unterminated block comment. */
+static size_t blank_comments(char *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        if (s[i] == '"') {
+            for (i++; i < n && s[i] != '"'; i++)
+                if (s[i] == '\\' && i + 1 < n) i++;
+            i++;
+        } else if (s[i] == '/' && i + 1 < n && s[i + 1] == '/') {
+            while (i < n && s[i] != '\n') s[i++] = ' ';
+        } else if (s[i] == '/' && i + 1 < n && s[i + 1] == '*') {
+            size_t start = i;
+            s[i] = s[i + 1] = ' ';
+            i += 2;
+            while (i < n && !(s[i] == '*' && i + 1 < n && s[i + 1] == '/')) {
+                if (s[i] != '\n') s[i] = ' ';
+                i++;
+            }
+            if (i >= n) return start + 1;
+            s[i] = s[i + 1] = ' ';
+            i += 2;
+        } else {
+            i++;
+        }
+    }
+    return 0;
+}
+
+static void load_file(ctx_t *c, const char *path)
+{
+    size_t len;
+    char *buf = read_file(c, path, &len);
+    if (!buf) return;
+    size_t line, col;
+    size_t unterminated = blank_comments(buf, len);
+    if (unterminated) {
+        line_col(buf, unterminated - 1, &line, &col);
+        add_error(c->errs, "$", "unterminated /* comment at line %zu, column %zu", line, col);
+        free(buf);
+        return;
+    }
+    if (memchr(buf, '\0', len)) {
+        add_error(c->errs, "$", "config file %s contains a NUL byte", path);
+        free(buf);
+        return;
+    }
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(buf, len + 1, &end, 1);
+    if (!root) {
+        size_t off = end && end >= buf && end <= buf + len ? (size_t)(end - buf) : len;
+        line_col(buf, off, &line, &col);
+        const char *p = buf;
+        while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r') p++;
+        if (!*p)
+            add_error(c->errs, "$", "invalid JSON: the file is empty");
+        else
+            add_error(c->errs, "$", "invalid JSON at line %zu, column %zu", line, col);
+        free(buf);
+        return;
+    }
+    parse_root(c, root);
+    cJSON_Delete(root);
+    free(buf);
+}
+
+/* ---- environment ------------------------------------------------------------------------ */
+
+static const char *env_nonempty(const char *name)
+{
+    const char *v = getenv(name);
+    return v && *v ? v : NULL;
+}
+
+static void apply_env(ctx_t *c)
+{
+    sg_config_t *cfg = c->cfg;
+    const char *v = env_nonempty("SOPHIA_LISTEN");
+    if (v) apply_listen(c, v, 0, "env:SOPHIA_LISTEN");
+    v = env_nonempty("SOPHIA_LOG_LEVEL");
+    if (v) apply_log_level(c, sg_xstrdup(v), 0, "env:SOPHIA_LOG_LEVEL");
+
+    if (env_nonempty("LAMBDA_BASE_URL") && !sg_config_provider(cfg, "lambda")) {
+        if (!cfg->providers) cfg->providers = sg_xcalloc(1, sizeof(*cfg->providers));
+        sg_provider_cfg_t p = {0};
+        if (lambda_env_base_url(c, &p) != 0) return;
+        p.name = sg_xstrdup("lambda");
+        p.kind = sg_xstrdup("openai");
+        lambda_env_api_key(c, &p);
+        fill_catalog(c, &p);
+        cfg->providers[cfg->n_providers++] = p;
+    }
+}
+
+/* ---- public API ------------------------------------------------------------------------- */
+
+void sg_config_defaults(sg_config_t *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->listen_host = sg_xstrdup("127.0.0.1");
+    cfg->listen_port = 8080;
+    cfg->log_level = sg_xstrdup("info");
+    cfg->max_header_bytes = 16384;
+    cfg->max_body_bytes = 1024 * 1024;
+    cfg->header_timeout_ms = 10000;
+    cfg->idle_timeout_ms = 60000;
+    cfg->write_stall_timeout_ms = 30000;
+    cfg->max_connections = 10000;
+    cfg->high_watermark = 65536;
+    cfg->low_watermark = 16384;
+    cfg->connect_timeout_ms = 5000;
+    cfg->first_byte_timeout_ms = 60000;
+    cfg->upstream_idle_timeout_ms = 60000;
+    cfg->total_timeout_ms = 600000;
+    cfg->shutdown_grace_ms = 10000;
+}
+
+int sg_config_load(sg_config_t *cfg, const char *path, sg_config_errors_t *errs)
+{
+    sg_config_errors_t local = {0};
+    ctx_t c = {0};
+    c.cfg = cfg;
+    c.errs = errs ? errs : &local;
+    sg_buf_init(&c.path, 64 * 1024);
+    sg_buf_append(&c.path, "$", 1);
+
+    sg_config_defaults(cfg);
+    if (path) load_file(&c, path);
+    apply_env(&c);
+
+    for (size_t i = 0; i < c.n_names; i++) free(c.names[i].path);
+    free(c.names);
+    sg_buf_dispose(&c.path);
+    int rc = c.errs->n == 0 ? 0 : -1;
+    sg_config_errors_free(&local);
+    return rc;
+}
+
+void sg_config_free(sg_config_t *cfg)
+{
+    if (!cfg) return;
+    free(cfg->listen_host);
+    free(cfg->log_level);
+    for (size_t i = 0; i < cfg->n_cors_origins; i++) free(cfg->cors_origins[i]);
+    free(cfg->cors_origins);
+    for (size_t i = 0; i < cfg->n_providers; i++) {
+        sg_provider_cfg_t *p = &cfg->providers[i];
+        free(p->name);
+        free(p->kind);
+        free(p->base_url);
+        if (p->api_key) {
+            /* scrub the secret before handing the memory back */
+            volatile char *k = p->api_key;
+            while (*k) *k++ = '\0';
+            free(p->api_key);
+        }
+        for (size_t j = 0; j < p->n_models; j++) free_model(&p->models[j]);
+        free(p->models);
+    }
+    free(cfg->providers);
+    memset(cfg, 0, sizeof(*cfg));
+}
+
+void sg_config_errors_free(sg_config_errors_t *errs)
+{
+    if (!errs) return;
+    for (size_t i = 0; i < errs->n; i++) {
+        free(errs->items[i].path);
+        free(errs->items[i].message);
+    }
+    free(errs->items);
+    errs->items = NULL;
+    errs->n = 0;
+}
+
+const sg_provider_cfg_t *sg_config_provider(const sg_config_t *cfg, const char *name)
+{
+    for (size_t i = 0; i < cfg->n_providers; i++)
+        if (cfg->providers[i].name && strcmp(cfg->providers[i].name, name) == 0)
+            return &cfg->providers[i];
+    return NULL;
+}

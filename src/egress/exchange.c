@@ -1,0 +1,487 @@
+/* curl multi ↔ libuv glue (after curl's multi-uv example, with its gaps closed) and the
+ * exchange lifecycle. */
+#include "sophia/egress.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "sophia/buf.h"
+#include "sophia/core.h"
+#include "sophia/log.h"
+
+#define RESP_HEADERS_MAX 16384
+
+typedef struct poll_ctx {
+    uv_poll_t poll;
+    curl_socket_t fd;
+    sg_curlm_t *m;
+    struct poll_ctx *prev, *next;
+} poll_ctx_t;
+
+struct sg_curlm {
+    uv_loop_t *loop;
+    CURLM *multi;
+    uv_timer_t timer;
+    poll_ctx_t *polls;
+    sg_exchange_t *exchanges;
+    size_t n_active;
+    int in_action; /* inside curl_multi_socket_action */
+};
+
+struct sg_exchange {
+    sg_curlm_t *m;
+    CURL *easy;
+    sg_exchange_t *prev, *next;
+    struct curl_slist *headers;
+    char *body;
+    uv_timer_t timer;
+    sg_exchange_cbs_t cbs;
+    void *ud;
+    sg_buf_t resp_headers; /* "name: value\0" pairs of the final response */
+    long status;
+    int got_head;
+    int paused;
+    int in_cb;     /* inside one of curl's callbacks for this handle */
+    int cancelled; /* owner cancelled from inside a callback */
+    int finished;
+    sg_ex_result_t timeout_result;
+    const char *timeout_detail;
+    uint64_t start_ms, first_byte_ms, last_byte_ms, paused_since;
+    uint64_t first_byte_timeout_ms, idle_timeout_ms, total_timeout_ms;
+    char errbuf[CURL_ERROR_SIZE];
+};
+
+static void check_multi_info(sg_curlm_t *m);
+static void exchange_free(sg_exchange_t *x);
+static void exchange_arm_timer(sg_exchange_t *x);
+
+/* ---- multi glue ------------------------------------------------------------------------- */
+
+static void on_poll_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void poll_destroy(poll_ctx_t *p)
+{
+    sg_curlm_t *m = p->m;
+    if (p->prev)
+        p->prev->next = p->next;
+    else
+        m->polls = p->next;
+    if (p->next) p->next->prev = p->prev;
+    uv_poll_stop(&p->poll);
+    uv_close((uv_handle_t *)&p->poll, on_poll_closed);
+}
+
+static void on_poll(uv_poll_t *h, int status, int events)
+{
+    poll_ctx_t *p = h->data;
+    sg_curlm_t *m = p->m;
+    int flags = 0;
+    if (status < 0) flags = CURL_CSELECT_ERR;
+    if (events & UV_READABLE) flags |= CURL_CSELECT_IN;
+    if (events & UV_WRITABLE) flags |= CURL_CSELECT_OUT;
+    int running;
+    m->in_action = 1;
+    curl_multi_socket_action(m->multi, p->fd, flags, &running);
+    m->in_action = 0;
+    check_multi_info(m);
+}
+
+static int on_socket(CURL *easy, curl_socket_t s, int action, void *userp, void *socketp)
+{
+    SG_UNUSED(easy);
+    sg_curlm_t *m = userp;
+    poll_ctx_t *p = socketp;
+    if (action == CURL_POLL_REMOVE) {
+        if (p) {
+            poll_destroy(p);
+            curl_multi_assign(m->multi, s, NULL);
+        }
+        return 0;
+    }
+    if (!p) {
+        p = sg_xcalloc(1, sizeof(*p));
+        p->fd = s;
+        p->m = m;
+        if (uv_poll_init_socket(m->loop, &p->poll, s) != 0) {
+            free(p);
+            return -1;
+        }
+        p->poll.data = p;
+        p->next = m->polls;
+        if (m->polls) m->polls->prev = p;
+        m->polls = p;
+        curl_multi_assign(m->multi, s, p);
+    }
+    int events = 0;
+    if (action == CURL_POLL_IN || action == CURL_POLL_INOUT) events |= UV_READABLE;
+    if (action == CURL_POLL_OUT || action == CURL_POLL_INOUT) events |= UV_WRITABLE;
+    uv_poll_start(&p->poll, events, on_poll);
+    return 0;
+}
+
+static void on_multi_timer(uv_timer_t *t)
+{
+    sg_curlm_t *m = t->data;
+    int running;
+    m->in_action = 1;
+    curl_multi_socket_action(m->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    m->in_action = 0;
+    check_multi_info(m);
+}
+
+/* CURLMOPT_TIMERFUNCTION: never calls curl from here; a 0 timeout runs on the next loop
+ * iteration's timer phase. */
+static int on_timer_change(CURLM *multi, long timeout_ms, void *userp)
+{
+    SG_UNUSED(multi);
+    sg_curlm_t *m = userp;
+    if (timeout_ms < 0)
+        uv_timer_stop(&m->timer);
+    else
+        uv_timer_start(&m->timer, on_multi_timer, (uint64_t)timeout_ms, 0);
+    return 0;
+}
+
+sg_curlm_t *sg_curlm_new(uv_loop_t *loop)
+{
+    static int global_done;
+    if (!global_done) {
+        SG_ASSERT(curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK);
+        global_done = 1;
+    }
+    sg_curlm_t *m = sg_xcalloc(1, sizeof(*m));
+    m->loop = loop;
+    m->multi = curl_multi_init();
+    SG_ASSERT(m->multi != NULL);
+    uv_timer_init(loop, &m->timer);
+    m->timer.data = m;
+    curl_multi_setopt(m->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+    curl_multi_setopt(m->multi, CURLMOPT_SOCKETDATA, m);
+    curl_multi_setopt(m->multi, CURLMOPT_TIMERFUNCTION, on_timer_change);
+    curl_multi_setopt(m->multi, CURLMOPT_TIMERDATA, m);
+    /* Keep plenty of idle upstream connections for reuse under load. */
+    curl_multi_setopt(m->multi, CURLMOPT_MAXCONNECTS, 2048L);
+    return m;
+}
+
+static void on_multi_timer_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+void sg_curlm_free(sg_curlm_t *m)
+{
+    while (m->exchanges) sg_exchange_cancel(m->exchanges);
+    curl_multi_cleanup(m->multi);
+    while (m->polls) poll_destroy(m->polls);
+    uv_close((uv_handle_t *)&m->timer, on_multi_timer_closed);
+}
+
+size_t sg_curlm_active(const sg_curlm_t *m)
+{
+    return m->n_active;
+}
+
+/* ---- exchanges -------------------------------------------------------------------------- */
+
+static sg_ex_result_t map_curl_error(CURLcode rc)
+{
+    switch (rc) {
+    case CURLE_OK: return SG_EX_OK;
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_RESOLVE_PROXY:
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_UNSUPPORTED_PROTOCOL:
+    case CURLE_URL_MALFORMAT: return SG_EX_CONNECT;
+    case CURLE_OPERATION_TIMEDOUT: return SG_EX_TIMEOUT;
+    case CURLE_WRITE_ERROR:
+    case CURLE_ABORTED_BY_CALLBACK: return SG_EX_ABORTED;
+    case CURLE_GOT_NOTHING:
+    case CURLE_RECV_ERROR:
+    case CURLE_SEND_ERROR:
+    case CURLE_PARTIAL_FILE:
+    case CURLE_HTTP2:
+    case CURLE_HTTP2_STREAM:
+    case CURLE_WEIRD_SERVER_REPLY: return SG_EX_BROKEN;
+    default: return SG_EX_INTERNAL;
+    }
+}
+
+static void mark_first_byte(sg_exchange_t *x)
+{
+    uint64_t now = sg_now_ms();
+    if (!x->first_byte_ms) x->first_byte_ms = now;
+    x->last_byte_ms = now;
+}
+
+static size_t on_header(char *buf, size_t size, size_t n, void *userp)
+{
+    sg_exchange_t *x = userp;
+    size_t len = size * n;
+    if (x->cancelled) return 0;
+    mark_first_byte(x);
+    if (len >= 5 && memcmp(buf, "HTTP/", 5) == 0) {
+        /* A new status line (after 1xx, or a redirect): start over. */
+        sg_buf_reset(&x->resp_headers);
+        return len;
+    }
+    if (len <= 2 && (len == 0 || buf[0] == '\r' || buf[0] == '\n')) {
+        long status = 0;
+        curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
+        if (status >= 200 && !x->got_head) {
+            x->got_head = 1;
+            x->status = status;
+            if (x->cbs.on_head) {
+                x->in_cb = 1;
+                x->cbs.on_head(x, status, x->ud);
+                x->in_cb = 0;
+                if (x->cancelled) return 0;
+            }
+        }
+        return len;
+    }
+    /* Keep "name: value" lines (trimmed) for sg_exchange_header; over the cap they are dropped. */
+    size_t l = len;
+    while (l > 0 && (buf[l - 1] == '\r' || buf[l - 1] == '\n')) l--;
+    if (sg_buf_append(&x->resp_headers, buf, l) == 0) sg_buf_append(&x->resp_headers, "\0", 1);
+    return len;
+}
+
+static size_t on_write_body(char *buf, size_t size, size_t n, void *userp)
+{
+    sg_exchange_t *x = userp;
+    size_t len = size * n;
+    if (x->cancelled) return CURL_WRITEFUNC_ERROR;
+    mark_first_byte(x);
+    x->in_cb = 1;
+    int r = x->cbs.on_data(x, buf, len, x->ud);
+    x->in_cb = 0;
+    if (x->cancelled || r == SG_EX_DATA_ABORT) return CURL_WRITEFUNC_ERROR;
+    if (r == SG_EX_DATA_PAUSE) {
+        x->paused = 1;
+        x->paused_since = sg_now_ms();
+        return CURL_WRITEFUNC_PAUSE;
+    }
+    return len;
+}
+
+static void on_x_timer(uv_timer_t *t);
+
+static void exchange_arm_timer(sg_exchange_t *x)
+{
+    uint64_t now = sg_now_ms();
+    uint64_t deadline = x->start_ms + x->total_timeout_ms;
+    if (!x->first_byte_ms) {
+        uint64_t d = x->start_ms + x->first_byte_timeout_ms;
+        if (d < deadline) deadline = d;
+    } else if (!x->paused) {
+        uint64_t d = x->last_byte_ms + x->idle_timeout_ms;
+        if (d < deadline) deadline = d;
+    }
+    uv_timer_start(&x->timer, on_x_timer, deadline > now ? deadline - now : 0, 0);
+}
+
+static void exchange_unlink(sg_exchange_t *x)
+{
+    sg_curlm_t *m = x->m;
+    if (x->prev)
+        x->prev->next = x->next;
+    else
+        m->exchanges = x->next;
+    if (x->next) x->next->prev = x->prev;
+    m->n_active--;
+}
+
+/* Removes the easy handle and notifies the owner (unless cancelled), then frees. */
+static void exchange_finish(sg_exchange_t *x, sg_ex_result_t res, const char *detail)
+{
+    x->finished = 1;
+    exchange_unlink(x);
+    curl_multi_remove_handle(x->m->multi, x->easy);
+    uv_timer_stop(&x->timer);
+    if (!x->cancelled && x->cbs.on_done) x->cbs.on_done(x, res, detail, x->ud);
+    exchange_free(x);
+}
+
+static void on_x_timer(uv_timer_t *t)
+{
+    sg_exchange_t *x = t->data;
+    if (x->finished) return;
+    if (x->cancelled) {
+        exchange_finish(x, SG_EX_ABORTED, NULL);
+        return;
+    }
+    uint64_t now = sg_now_ms();
+    const char *what = NULL;
+    if (now >= x->start_ms + x->total_timeout_ms)
+        what = "upstream total timeout";
+    else if (!x->first_byte_ms && now >= x->start_ms + x->first_byte_timeout_ms)
+        what = "upstream first-byte timeout";
+    else if (x->first_byte_ms && !x->paused && now >= x->last_byte_ms + x->idle_timeout_ms)
+        what = "upstream idle timeout";
+    if (!what) {
+        exchange_arm_timer(x);
+        return;
+    }
+    exchange_finish(x, SG_EX_TIMEOUT, what);
+}
+
+static void on_x_timer_closed(uv_handle_t *h)
+{
+    sg_exchange_t *x = h->data;
+    sg_buf_dispose(&x->resp_headers);
+    free(x);
+}
+
+static void exchange_free(sg_exchange_t *x)
+{
+    curl_easy_cleanup(x->easy);
+    curl_slist_free_all(x->headers);
+    free(x->body);
+    uv_close((uv_handle_t *)&x->timer, on_x_timer_closed);
+}
+
+static void check_multi_info(sg_curlm_t *m)
+{
+    CURLMsg *msg;
+    int left;
+    while ((msg = curl_multi_info_read(m->multi, &left))) {
+        if (msg->msg != CURLMSG_DONE) continue;
+        CURL *easy = msg->easy_handle;
+        CURLcode rc = msg->data.result;
+        sg_exchange_t *x = NULL;
+        curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&x);
+        SG_ASSERT(x != NULL);
+        sg_ex_result_t res = map_curl_error(rc);
+        const char *detail = rc == CURLE_OK ? NULL
+                             : x->errbuf[0] ? x->errbuf
+                                            : curl_easy_strerror(rc);
+        exchange_finish(x, res, detail);
+    }
+}
+
+sg_exchange_t *sg_exchange_start(sg_curlm_t *m, sg_exchange_req_t *req,
+                                 const sg_exchange_cbs_t *cbs, void *ud)
+{
+    sg_exchange_t *x = sg_xcalloc(1, sizeof(*x));
+    x->m = m;
+    x->cbs = *cbs;
+    x->ud = ud;
+    x->headers = req->headers;
+    x->body = req->body;
+    req->headers = NULL;
+    req->body = NULL;
+    sg_buf_init(&x->resp_headers, RESP_HEADERS_MAX);
+    x->easy = curl_easy_init();
+    SG_ASSERT(x->easy != NULL);
+    x->start_ms = sg_now_ms();
+    x->first_byte_timeout_ms = req->first_byte_timeout_ms ? req->first_byte_timeout_ms : 60000;
+    x->idle_timeout_ms = req->idle_timeout_ms ? req->idle_timeout_ms : 60000;
+    x->total_timeout_ms = req->total_timeout_ms ? req->total_timeout_ms : 600000;
+    /* No Expect: 100-continue round trip on upstream POSTs. */
+    x->headers = curl_slist_append(x->headers, "Expect:");
+    CURL *e = x->easy;
+    curl_easy_setopt(e, CURLOPT_URL, req->url);
+    curl_easy_setopt(e, CURLOPT_PRIVATE, x);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->headers);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
+    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write_body);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
+                     (long)(req->connect_timeout_ms ? req->connect_timeout_ms : 5000));
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, CURL_HTTP_VERSION_1_1);
+    /* Bytes are forwarded as they are; no decompression surprises. */
+    curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, NULL);
+    if (strcmp(req->method, "POST") == 0) {
+        curl_easy_setopt(e, CURLOPT_POST, 1L);
+        curl_easy_setopt(e, CURLOPT_POSTFIELDS, x->body ? x->body : "");
+        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+    } else if (strcmp(req->method, "GET") != 0) {
+        curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, req->method);
+    }
+    uv_timer_init(m->loop, &x->timer);
+    x->timer.data = x;
+    if (curl_multi_add_handle(m->multi, e) != CURLM_OK) {
+        curl_easy_cleanup(x->easy);
+        curl_slist_free_all(x->headers);
+        free(x->body);
+        x->easy = NULL;
+        x->headers = NULL;
+        x->body = NULL;
+        uv_close((uv_handle_t *)&x->timer, on_x_timer_closed);
+        return NULL;
+    }
+    x->next = m->exchanges;
+    if (m->exchanges) m->exchanges->prev = x;
+    m->exchanges = x;
+    m->n_active++;
+    exchange_arm_timer(x);
+    return x;
+}
+
+void sg_exchange_cancel(sg_exchange_t *x)
+{
+    if (x->finished || x->cancelled) return;
+    x->cancelled = 1;
+    if (x->in_cb || x->m->in_action) {
+        /* curl forbids removing a handle from inside its callbacks: the callback returns
+         * an error instead, curl stops the transfer, and check_multi_info frees it without
+         * telling the owner; if curl does not call back first (another handle's callback,
+         * or a paused transfer), the timer removes it on the next loop iteration. */
+        uv_timer_start(&x->timer, on_x_timer, 0, 0);
+        return;
+    }
+    exchange_finish(x, SG_EX_ABORTED, NULL);
+}
+
+void sg_exchange_resume(sg_exchange_t *x)
+{
+    if (x->finished || x->cancelled || !x->paused) return;
+    x->paused = 0;
+    /* Time spent paused by us does not count against the idle timeout. */
+    x->last_byte_ms = sg_now_ms();
+    exchange_arm_timer(x);
+    curl_easy_pause(x->easy, CURLPAUSE_CONT);
+}
+
+int sg_exchange_paused(const sg_exchange_t *x)
+{
+    return x->paused;
+}
+
+long sg_exchange_status(const sg_exchange_t *x)
+{
+    return x->status;
+}
+
+const char *sg_exchange_header(const sg_exchange_t *x, const char *name)
+{
+    size_t nl = strlen(name);
+    const char *p = x->resp_headers.data, *end = p + x->resp_headers.len;
+    while (p && p < end) {
+        size_t l = strlen(p);
+        if (l > nl && p[nl] == ':' && sg_strncaseeq(p, name, nl)) {
+            const char *v = p + nl + 1;
+            while (*v == ' ' || *v == '\t') v++;
+            return v;
+        }
+        p += l + 1;
+    }
+    return NULL;
+}
+
+uint64_t sg_exchange_ttfb_ms(const sg_exchange_t *x)
+{
+    return x->first_byte_ms ? x->first_byte_ms - x->start_ms : 0;
+}

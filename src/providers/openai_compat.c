@@ -1,0 +1,249 @@
+/* Adapter for OpenAI-compatible upstreams (Lambda-hosted vLLM / SGLang / TGI). */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sophia/buf.h"
+#include "sophia/core.h"
+#include "sophia/provider.h"
+#include "sophia/sse.h"
+
+#define SSE_EVENT_MAX (4 * 1024 * 1024)
+
+void sg_error_set(sg_error_t *e, int status, const char *type, const char *code,
+                  const char *fmt, ...)
+{
+    e->status = status;
+    e->type = type;
+    snprintf(e->code, sizeof(e->code), "%s", code ? code : "");
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->message, sizeof(e->message), fmt, ap);
+    va_end(ap);
+}
+
+void sg_usage_from_json(const cJSON *usage, sg_usage_t *u)
+{
+    if (!cJSON_IsObject(usage)) return;
+    const cJSON *p = cJSON_GetObjectItemCaseSensitive(usage, "prompt_tokens");
+    const cJSON *c = cJSON_GetObjectItemCaseSensitive(usage, "completion_tokens");
+    if (cJSON_IsNumber(p) || cJSON_IsNumber(c)) {
+        u->prompt_tokens = cJSON_IsNumber(p) ? (long)p->valuedouble : 0;
+        u->completion_tokens = cJSON_IsNumber(c) ? (long)c->valuedouble : 0;
+        u->known = 1;
+    }
+}
+
+static struct curl_slist *auth_headers(const sg_provider_cfg_t *p, int stream)
+{
+    struct curl_slist *h = NULL;
+    h = curl_slist_append(h, "Content-Type: application/json");
+    h = curl_slist_append(h, stream ? "Accept: text/event-stream" : "Accept: application/json");
+    if (p->api_key && p->api_key[0]) {
+        size_t n = strlen(p->api_key) + 32;
+        char *line = sg_xmalloc(n);
+        snprintf(line, n, "Authorization: Bearer %s", p->api_key);
+        h = curl_slist_append(h, line);
+        memset(line, 0, n);
+        free(line);
+    }
+    return h;
+}
+
+static int oa_build_chat(const sg_route_t *route, const cJSON *client, int stream,
+                         const sg_upstream_opts_t *uo, sg_exchange_req_t *out, char *url_buf,
+                         size_t url_cap, sg_error_t *err)
+{
+    const sg_provider_cfg_t *p = route->provider;
+    if (!p->base_url || !p->base_url[0]) {
+        sg_error_set(err, 503, "api_error", "provider_not_configured",
+                     "provider '%s' has no base URL configured", p->name);
+        return -1;
+    }
+    cJSON *body = cJSON_Duplicate(client, 1);
+    SG_ASSERT(body != NULL);
+    const char *upstream_model = route->model->upstream_id ? route->model->upstream_id
+                                                           : route->model->id;
+    cJSON_ReplaceItemInObjectCaseSensitive(body, "model", cJSON_CreateString(upstream_model));
+    if (stream) {
+        /* Always ask for usage so every token is accounted; the gateway drops the usage chunk
+         * when the client did not ask for it. */
+        cJSON *so = cJSON_GetObjectItemCaseSensitive(body, "stream_options");
+        if (!cJSON_IsObject(so)) {
+            cJSON_DeleteItemFromObjectCaseSensitive(body, "stream_options");
+            so = cJSON_AddObjectToObject(body, "stream_options");
+        }
+        cJSON_DeleteItemFromObjectCaseSensitive(so, "include_usage");
+        cJSON_AddTrueToObject(so, "include_usage");
+    }
+    char *json = cJSON_PrintUnformatted(body);
+    cJSON_Delete(body);
+    SG_ASSERT(json != NULL);
+    snprintf(url_buf, url_cap, "%s/chat/completions", p->base_url);
+    out->url = url_buf;
+    out->method = "POST";
+    out->headers = auth_headers(p, stream);
+    out->body = json;
+    out->body_len = strlen(json);
+    out->connect_timeout_ms = uo->connect_timeout_ms;
+    out->first_byte_timeout_ms = uo->first_byte_timeout_ms;
+    out->idle_timeout_ms = uo->idle_timeout_ms;
+    out->total_timeout_ms = uo->total_timeout_ms;
+    return 0;
+}
+
+typedef struct oa_decoder {
+    sg_sse_parser_t sse;
+    sg_decode_sink_t sink;
+    int ended;
+    int stopped;
+} oa_decoder_t;
+
+/* One SSE event of an OpenAI-compatible stream. */
+static int oa_on_event(void *ud, const sg_sse_event_t *ev)
+{
+    oa_decoder_t *d = ud;
+    if (d->ended) return 0; /* anything after [DONE] is ignored */
+    if (ev->data_len == 6 && memcmp(ev->data, "[DONE]", 6) == 0) {
+        d->ended = 1;
+        d->sink.end(d->sink.ud);
+        return 0;
+    }
+    if (ev->event_len && strcmp(ev->event, "message") != 0 && strcmp(ev->event, "error") != 0)
+        return 0; /* unknown event types are not part of the completion */
+    cJSON *j = cJSON_ParseWithLength(ev->data, ev->data_len);
+    if (!cJSON_IsObject(j)) {
+        cJSON_Delete(j);
+        sg_error_t e;
+        sg_error_set(&e, 502, "api_error", "upstream_bad_stream",
+                     "upstream sent an event that is not a JSON object");
+        d->sink.error(d->sink.ud, &e);
+        d->stopped = 1;
+        return 1;
+    }
+    const cJSON *errj = cJSON_GetObjectItemCaseSensitive(j, "error");
+    if (errj && !cJSON_IsNull(errj)) {
+        sg_error_t e;
+        const cJSON *msg = cJSON_IsObject(errj) ? cJSON_GetObjectItemCaseSensitive(errj, "message")
+                                                : errj;
+        sg_error_set(&e, 502, "api_error", "upstream_error", "upstream error: %s",
+                     cJSON_IsString(msg) ? msg->valuestring : "unknown");
+        cJSON_Delete(j);
+        d->sink.error(d->sink.ud, &e);
+        d->stopped = 1;
+        return 1;
+    }
+    sg_usage_t u = {0};
+    sg_usage_from_json(cJSON_GetObjectItemCaseSensitive(j, "usage"), &u);
+    if (u.known) d->sink.usage(d->sink.ud, &u);
+    int r = d->sink.chunk(d->sink.ud, j);
+    cJSON_Delete(j);
+    if (r) d->stopped = 1;
+    return r;
+}
+
+static void *oa_decoder_new(const sg_route_t *route, const sg_decode_sink_t *sink)
+{
+    SG_UNUSED(route);
+    oa_decoder_t *d = sg_xcalloc(1, sizeof(*d));
+    d->sink = *sink;
+    sg_sse_parser_init(&d->sse, SSE_EVENT_MAX, oa_on_event, d);
+    return d;
+}
+
+static int oa_decode(void *dec, const char *data, size_t len)
+{
+    oa_decoder_t *d = dec;
+    if (d->stopped) return -1;
+    int r = sg_sse_parser_feed(&d->sse, data, len);
+    if (r == SG_ERR_TOO_LARGE) {
+        sg_error_t e;
+        sg_error_set(&e, 502, "api_error", "upstream_bad_stream",
+                     "upstream stream event exceeds %d bytes", SSE_EVENT_MAX);
+        d->sink.error(d->sink.ud, &e);
+        d->stopped = 1;
+    }
+    return r == 0 ? 0 : -1;
+}
+
+static int oa_decode_finish(void *dec)
+{
+    oa_decoder_t *d = dec;
+    if (d->stopped) return -1;
+    return sg_sse_parser_finish(&d->sse) == 0 ? 0 : -1;
+}
+
+static void oa_decoder_free(void *dec)
+{
+    oa_decoder_t *d = dec;
+    if (!d) return;
+    sg_sse_parser_dispose(&d->sse);
+    free(d);
+}
+
+static cJSON *oa_convert_response(const sg_route_t *route, const char *body, size_t len,
+                                  sg_usage_t *usage, sg_error_t *err)
+{
+    SG_UNUSED(route);
+    cJSON *j = cJSON_ParseWithLength(body, len);
+    if (!cJSON_IsObject(j) || !cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(j, "choices"))) {
+        cJSON_Delete(j);
+        sg_error_set(err, 502, "api_error", "upstream_bad_response",
+                     "upstream response is not a chat completion");
+        return NULL;
+    }
+    sg_usage_from_json(cJSON_GetObjectItemCaseSensitive(j, "usage"), usage);
+    return j;
+}
+
+static const char *status_type(long status)
+{
+    switch (status) {
+    case 401: return "authentication_error";
+    case 403: return "permission_error";
+    case 404: return "not_found_error";
+    case 429: return "rate_limit_error";
+    default: return status < 500 ? "invalid_request_error" : "api_error";
+    }
+}
+
+/* Shared by adapters: an upstream error body (OpenAI {"error":{…}}, Snowflake
+ * {"message","code"}, or anything else) becomes an OpenAI error with the same status. */
+static void oa_map_error(long status, const char *body, size_t len, sg_error_t *err)
+{
+    cJSON *j = body && len ? cJSON_ParseWithLength(body, len) : NULL;
+    const char *msg = NULL, *code = NULL;
+    if (cJSON_IsObject(j)) {
+        const cJSON *e = cJSON_GetObjectItemCaseSensitive(j, "error");
+        const cJSON *src = cJSON_IsObject(e) ? e : j;
+        const cJSON *m = cJSON_GetObjectItemCaseSensitive(src, "message");
+        const cJSON *c = cJSON_GetObjectItemCaseSensitive(src, "code");
+        if (cJSON_IsString(e)) m = e;
+        if (cJSON_IsString(m)) msg = m->valuestring;
+        if (cJSON_IsString(c)) code = c->valuestring;
+    }
+    int st = status >= 400 && status <= 599 ? (int)status : 502;
+    if (msg)
+        sg_error_set(err, st, status_type(status), code, "upstream: %s", msg);
+    else
+        sg_error_set(err, st, status_type(status), code, "upstream returned HTTP %ld", status);
+    cJSON_Delete(j);
+}
+
+const sg_provider_vt_t sg_provider_openai = {
+    .kind = "openai",
+    .build_chat = oa_build_chat,
+    .decoder_new = oa_decoder_new,
+    .decode = oa_decode,
+    .decode_finish = oa_decode_finish,
+    .decoder_free = oa_decoder_free,
+    .convert_response = oa_convert_response,
+    .map_error = oa_map_error,
+};
+
+const sg_provider_vt_t *sg_provider_find(const char *kind)
+{
+    if (kind && strcmp(kind, "openai") == 0) return &sg_provider_openai;
+    return NULL;
+}

@@ -1,0 +1,834 @@
+/* Unit tests for the configuration loader (src/core/config.c). */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "sophia/config.h"
+
+#define SECRET "s3cr3t-TOKEN-value"
+
+static const char *const env_vars[] = {
+    "LAMBDA_BASE_URL", "LAMBDA_API_KEY", "SOPHIA_LISTEN", "SOPHIA_LOG_LEVEL", "SG_TEST_SECRET",
+    "SG_TEST_HOST",    "SG_TEST_PORT",   "SG_TEST_UNSET", "SG_TEST_UNSET2",   "SG_TEST_EMPTY",
+};
+
+static int clear_env(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof(env_vars) / sizeof(env_vars[0]); i++) unsetenv(env_vars[i]);
+    return 0;
+}
+
+/* Writes text to a fresh temp file; returns its path in a static buffer. */
+static const char *write_tmp(const char *text)
+{
+    static char path[64];
+    snprintf(path, sizeof(path), "/tmp/sg_test_config_XXXXXX");
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    size_t n = strlen(text);
+    assert_int_equal(write(fd, text, n), (ssize_t)n);
+    close(fd);
+    return path;
+}
+
+/* Loads text as a config file (the temp file is removed again). */
+static int load_text(const char *text, sg_config_t *cfg, sg_config_errors_t *errs)
+{
+    const char *path = write_tmp(text);
+    int rc = sg_config_load(cfg, path, errs);
+    unlink(path);
+    return rc;
+}
+
+static void dump_errors(const sg_config_errors_t *errs)
+{
+    for (size_t i = 0; i < errs->n; i++)
+        fprintf(stderr, "# error %s: %s\n", errs->items[i].path, errs->items[i].message);
+}
+
+/* 1 when some error has exactly this path and a message containing needle. */
+static int has_error(const sg_config_errors_t *errs, const char *path, const char *needle)
+{
+    for (size_t i = 0; i < errs->n; i++)
+        if (strcmp(errs->items[i].path, path) == 0 && strstr(errs->items[i].message, needle))
+            return 1;
+    return 0;
+}
+
+static void assert_has_error(const sg_config_errors_t *errs, const char *path, const char *needle)
+{
+    if (!has_error(errs, path, needle)) {
+        fprintf(stderr, "# expected error at %s containing \"%s\"\n", path, needle);
+        dump_errors(errs);
+        fail();
+    }
+}
+
+static void assert_no_secret(const sg_config_errors_t *errs, const char *secret)
+{
+    for (size_t i = 0; i < errs->n; i++) {
+        assert_null(strstr(errs->items[i].path, secret));
+        assert_null(strstr(errs->items[i].message, secret));
+    }
+}
+
+static const sg_model_cfg_t *find_model(const sg_provider_cfg_t *p, const char *id)
+{
+    for (size_t i = 0; i < p->n_models; i++)
+        if (strcmp(p->models[i].id, id) == 0) return &p->models[i];
+    return NULL;
+}
+
+static int model_has_alias(const sg_model_cfg_t *m, const char *alias)
+{
+    for (size_t i = 0; i < m->n_aliases; i++)
+        if (strcmp(m->aliases[i], alias) == 0) return 1;
+    return 0;
+}
+
+/* Loads text expecting success. */
+static void load_ok(const char *text, sg_config_t *cfg)
+{
+    sg_config_errors_t errs = {0};
+    int rc = load_text(text, cfg, &errs);
+    if (rc != 0) dump_errors(&errs);
+    assert_int_equal(rc, 0);
+    assert_int_equal(errs.n, 0);
+    sg_config_errors_free(&errs);
+}
+
+/* ---- tests ---------------------------------------------------------------------------- */
+
+static void test_defaults(void **state)
+{
+    (void)state;
+    sg_config_t cfg;
+    sg_config_defaults(&cfg);
+    assert_string_equal(cfg.listen_host, "127.0.0.1");
+    assert_int_equal(cfg.listen_port, 8080);
+    assert_string_equal(cfg.log_level, "info");
+    assert_int_equal(cfg.max_header_bytes, 16384);
+    assert_int_equal(cfg.max_body_bytes, 1048576);
+    assert_int_equal(cfg.header_timeout_ms, 10000);
+    assert_int_equal(cfg.idle_timeout_ms, 60000);
+    assert_int_equal(cfg.write_stall_timeout_ms, 30000);
+    assert_int_equal(cfg.max_connections, 10000);
+    assert_int_equal(cfg.high_watermark, 65536);
+    assert_int_equal(cfg.low_watermark, 16384);
+    assert_int_equal(cfg.n_cors_origins, 0);
+    assert_int_equal(cfg.connect_timeout_ms, 5000);
+    assert_int_equal(cfg.first_byte_timeout_ms, 60000);
+    assert_int_equal(cfg.upstream_idle_timeout_ms, 60000);
+    assert_int_equal(cfg.total_timeout_ms, 600000);
+    assert_int_equal(cfg.shutdown_grace_ms, 10000);
+    assert_int_equal(cfg.n_providers, 0);
+    sg_config_free(&cfg);
+    sg_config_free(&cfg); /* idempotent after free */
+
+    /* No file and no environment: the defaults, no providers, no errors. */
+    sg_config_errors_t errs = {0};
+    assert_int_equal(sg_config_load(&cfg, NULL, &errs), 0);
+    assert_int_equal(errs.n, 0);
+    assert_int_equal(cfg.listen_port, 8080);
+    assert_int_equal(cfg.n_providers, 0);
+    assert_null(sg_config_provider(&cfg, "lambda"));
+    sg_config_free(&cfg);
+
+    /* An empty object is valid too. */
+    load_ok("{}", &cfg);
+    assert_int_equal(cfg.n_providers, 0);
+    sg_config_free(&cfg);
+
+    /* errs may be NULL */
+    assert_int_equal(sg_config_load(&cfg, NULL, NULL), 0);
+    sg_config_free(&cfg);
+}
+
+static const char full_config[] =
+    "{\n"
+    "  \"listen\": \"0.0.0.0:9090\",\n"
+    "  \"log_level\": \"debug\",\n"
+    "  \"limits\": {\"max_header_bytes\":8192, \"max_body_bytes\":2097152,\n"
+    "             \"header_timeout_ms\":5000, \"idle_timeout_ms\":30000,\n"
+    "             \"write_stall_timeout_ms\":15000, \"max_connections\":500,\n"
+    "             \"high_watermark\":131072, \"low_watermark\":32768},\n"
+    "  \"cors\": {\"allowed_origins\": [\"https://app.example.com\", \"http://localhost:3000\"]},\n"
+    "  \"upstream\": {\"connect_timeout_ms\":2000, \"first_byte_timeout_ms\":30000,\n"
+    "               \"idle_timeout_ms\":20000, \"total_timeout_ms\":300000},\n"
+    "  \"shutdown_grace_ms\": 0,\n"
+    "  \"providers\": {\n"
+    "    \"lambda\": {\"kind\":\"openai\", \"base_url\":\"${LAMBDA_BASE_URL}\",\n"
+    "               \"api_key\":\"${LAMBDA_API_KEY}\",\n"
+    "               \"models\":[{\"id\":\"hermes3-70b\",\"upstream_id\":\"hermes3-70b\",\n"
+    "                          \"aliases\":[\"fast\"],\"price_in\":0.12,\"price_out\":0.30},\n"
+    "                         {\"id\":\"big\",\"upstream_id\":\"hermes3-405b\"},\n"
+    "                         {\"id\":\"custom\",\"price_in\":1.5}]},\n"
+    "    \"local-vllm\": {\"kind\":\"openai\", \"base_url\":\"http://10.0.0.5:8000/v1\",\n"
+    "                   \"api_key\": null,\n"
+    "                   \"models\":[{\"id\":\"my-model\",\"upstream_id\":\"org/My-Model-7B\"}]}\n"
+    "  }\n"
+    "}\n";
+
+static void test_full_valid_file(void **state)
+{
+    (void)state;
+    setenv("LAMBDA_BASE_URL", "https://lambda.example.com/v1/", 1);
+    setenv("LAMBDA_API_KEY", SECRET, 1);
+    sg_config_t cfg;
+    load_ok(full_config, &cfg);
+    assert_string_equal(cfg.listen_host, "0.0.0.0");
+    assert_int_equal(cfg.listen_port, 9090);
+    assert_string_equal(cfg.log_level, "debug");
+    assert_int_equal(cfg.max_header_bytes, 8192);
+    assert_int_equal(cfg.max_body_bytes, 2097152);
+    assert_int_equal(cfg.header_timeout_ms, 5000);
+    assert_int_equal(cfg.idle_timeout_ms, 30000);
+    assert_int_equal(cfg.write_stall_timeout_ms, 15000);
+    assert_int_equal(cfg.max_connections, 500);
+    assert_int_equal(cfg.high_watermark, 131072);
+    assert_int_equal(cfg.low_watermark, 32768);
+    assert_int_equal(cfg.n_cors_origins, 2);
+    assert_string_equal(cfg.cors_origins[0], "https://app.example.com");
+    assert_string_equal(cfg.cors_origins[1], "http://localhost:3000");
+    assert_int_equal(cfg.connect_timeout_ms, 2000);
+    assert_int_equal(cfg.first_byte_timeout_ms, 30000);
+    assert_int_equal(cfg.upstream_idle_timeout_ms, 20000);
+    assert_int_equal(cfg.total_timeout_ms, 300000);
+    assert_int_equal(cfg.shutdown_grace_ms, 0);
+
+    assert_int_equal(cfg.n_providers, 2);
+    const sg_provider_cfg_t *l = sg_config_provider(&cfg, "lambda");
+    assert_non_null(l);
+    assert_string_equal(l->name, "lambda");
+    assert_string_equal(l->kind, "openai");
+    assert_string_equal(l->base_url, "https://lambda.example.com/v1");
+    assert_string_equal(l->api_key, SECRET);
+    assert_int_equal(l->n_models, 3);
+    assert_string_equal(l->models[0].id, "hermes3-70b");
+    assert_string_equal(l->models[0].upstream_id, "hermes3-70b");
+    assert_int_equal(l->models[0].n_aliases, 1);
+    assert_string_equal(l->models[0].aliases[0], "fast");
+    assert_true(l->models[0].price_in_per_mtok == 0.12);
+    assert_true(l->models[0].price_out_per_mtok == 0.30);
+    /* missing prices of a known Lambda model come from the built-in catalog */
+    assert_string_equal(l->models[1].upstream_id, "hermes3-405b");
+    assert_true(l->models[1].price_in_per_mtok == 0.80);
+    assert_true(l->models[1].price_out_per_mtok == 0.80);
+    /* unknown model: upstream_id defaults to id; a missing price is 0 */
+    assert_string_equal(l->models[2].upstream_id, "custom");
+    assert_true(l->models[2].price_in_per_mtok == 1.5);
+    assert_true(l->models[2].price_out_per_mtok == 0);
+
+    const sg_provider_cfg_t *v = sg_config_provider(&cfg, "local-vllm");
+    assert_non_null(v);
+    assert_string_equal(v->base_url, "http://10.0.0.5:8000/v1");
+    assert_null(v->api_key);
+    assert_int_equal(v->n_models, 1);
+    assert_string_equal(v->models[0].upstream_id, "org/My-Model-7B");
+    assert_int_equal(v->models[0].n_aliases, 0);
+    assert_null(sg_config_provider(&cfg, "nope"));
+    sg_config_free(&cfg);
+}
+
+static void test_comments_allowed(void **state)
+{
+    (void)state;
+    sg_config_t cfg;
+    load_ok("// leading comment\n"
+            "{\n"
+            "  \"listen\": \"127.0.0.1:7000\", // trailing \"quoted\" comment\n"
+            "  /* block\n   comment */ \"log_level\": \"warn\",\n"
+            "  \"providers\": {\"p\": {\"kind\": \"openai\", /* inline */\n"
+            "    \"base_url\": \"http://h/v1//\", \"models\": [{\"id\": \"a/*b*/c\"}]}}\n"
+            "}\n",
+            &cfg);
+    assert_int_equal(cfg.listen_port, 7000);
+    assert_string_equal(cfg.log_level, "warn");
+    /* comment markers inside strings are kept */
+    assert_string_equal(cfg.providers[0].base_url, "http://h/v1");
+    assert_string_equal(cfg.providers[0].models[0].id, "a/*b*/c");
+    sg_config_free(&cfg);
+    /* "//" inside a string is not a comment: that origin has a path and is rejected */
+    sg_config_errors_t errs = {0};
+    assert_int_equal(
+        load_text("{\"cors\": {\"allowed_origins\": [\"https://a.example//x\"]}}", &cfg, &errs),
+        -1);
+    assert_has_error(&errs, "$.cors.allowed_origins[0]", "without a path");
+    sg_config_free(&cfg);
+    sg_config_errors_free(&errs);
+
+    assert_int_equal(load_text("{\n /* never closed\n}", &cfg, &errs), -1);
+    assert_has_error(&errs, "$", "unterminated /* comment at line 2, column 2");
+    sg_config_free(&cfg);
+    sg_config_errors_free(&errs);
+}
+
+static void test_env_only(void **state)
+{
+    (void)state;
+    setenv("LAMBDA_BASE_URL", "http://127.0.0.1:9000/v1/", 1);
+    setenv("LAMBDA_API_KEY", SECRET, 1);
+    setenv("SOPHIA_LISTEN", "[::1]:8443", 1);
+    setenv("SOPHIA_LOG_LEVEL", "error", 1);
+    sg_config_t cfg;
+    sg_config_errors_t errs = {0};
+    assert_int_equal(sg_config_load(&cfg, NULL, &errs), 0);
+    assert_int_equal(errs.n, 0);
+    assert_string_equal(cfg.listen_host, "::1");
+    assert_int_equal(cfg.listen_port, 8443);
+    assert_string_equal(cfg.log_level, "error");
+    assert_int_equal(cfg.n_providers, 1);
+    const sg_provider_cfg_t *l = sg_config_provider(&cfg, "lambda");
+    assert_non_null(l);
+    assert_string_equal(l->kind, "openai");
+    assert_string_equal(l->base_url, "http://127.0.0.1:9000/v1");
+    assert_string_equal(l->api_key, SECRET);
+    assert_int_equal(l->n_models, 14);
+    const sg_model_cfg_t *m = find_model(l, "llama3.1-8b-instruct");
+    assert_non_null(m);
+    assert_true(model_has_alias(m, "fast"));
+    sg_config_free(&cfg);
+
+    /* without an API key: no Authorization */
+    unsetenv("LAMBDA_API_KEY");
+    assert_int_equal(sg_config_load(&cfg, NULL, &errs), 0);
+    assert_null(sg_config_provider(&cfg, "lambda")->api_key);
+    sg_config_free(&cfg);
+
+    /* the environment overrides the file's listen / log_level */
+    load_ok("{\"listen\":\"1.2.3.4:1\",\"log_level\":\"debug\"}", &cfg);
+    assert_string_equal(cfg.listen_host, "::1");
+    assert_int_equal(cfg.listen_port, 8443);
+    assert_string_equal(cfg.log_level, "error");
+    sg_config_free(&cfg);
+
+    /* without LAMBDA_BASE_URL (or with it empty) there is no provider */
+    setenv("LAMBDA_BASE_URL", "", 1);
+    setenv("LAMBDA_API_KEY", SECRET, 1);
+    assert_int_equal(sg_config_load(&cfg, NULL, &errs), 0);
+    assert_int_equal(cfg.n_providers, 0);
+    sg_config_free(&cfg);
+
+    /* a file with other providers still gets "lambda" from the environment */
+    setenv("LAMBDA_BASE_URL", "https://lambda.example.com/v1", 1);
+    load_ok("{\"providers\":{\"other\":{\"kind\":\"openai\",\"base_url\":\"http://h\","
+            "\"models\":[{\"id\":\"m\",\"aliases\":[\"smart\"]}]}}}",
+            &cfg);
+    assert_int_equal(cfg.n_providers, 2);
+    l = sg_config_provider(&cfg, "lambda");
+    assert_non_null(l);
+    /* the configured alias wins over the catalog's default alias */
+    m = find_model(l, "llama3.3-70b-instruct-fp8");
+    assert_non_null(m);
+    assert_false(model_has_alias(m, "smart"));
+    sg_config_free(&cfg);
+    sg_config_errors_free(&errs);
+}
+
+static void test_env_errors(void **state)
+{
+    (void)state;
+    sg_config_t cfg;
+    sg_config_errors_t errs = {0};
+    setenv("SOPHIA_LISTEN", SECRET, 1);
+    setenv("SOPHIA_LOG_LEVEL", SECRET, 1);
+    setenv("LAMBDA_BASE_URL", "ftp://" SECRET, 1);
+    setenv("LAMBDA_API_KEY", "abc\r\nX-Injected: 1", 1);
+    assert_int_equal(sg_config_load(&cfg, NULL, &errs), -1);
+    assert_has_error(&errs, "env:SOPHIA_LISTEN", "invalid listen address");
+    assert_has_error(&errs, "env:SOPHIA_LOG_LEVEL", "invalid log level");
+    assert_has_error(&errs, "env:LAMBDA_BASE_URL", "http:// or https://");
+    assert_no_secret(&errs, SECRET);
+    sg_config_free(&cfg);
+    sg_config_errors_free(&errs);
+
+    setenv("LAMBDA_BASE_URL", "https://ok.example.com", 1);
+    unsetenv("SOPHIA_LISTEN");
+    unsetenv("SOPHIA_LOG_LEVEL");
+    assert_int_equal(sg_config_load(&cfg, NULL, &errs), -1);
+    assert_int_equal(errs.n, 1);
+    assert_has_error(&errs, "env:LAMBDA_API_KEY", "control characters");
+    assert_no_secret(&errs, "X-Injected");
+    sg_config_free(&cfg);
+    sg_config_errors_free(&errs);
+}
+
+static void test_interpolation(void **state)
+{
+    (void)state;
+    setenv("SG_TEST_HOST", "10.1.2.3", 1);
+    setenv("SG_TEST_PORT", "7777", 1);
+    setenv("SG_TEST_SECRET", SECRET, 1);
+    setenv("SG_TEST_EMPTY", "", 1);
+    sg_config_t cfg;
+    load_ok(
+        "{\"listen\":\"${SG_TEST_HOST}:${SG_TEST_PORT}\",\n"
+        " \"providers\":{\"p\":{\"kind\":\"openai\",\n"
+        "   \"base_url\":\"http://${SG_TEST_HOST}/v1\",\n"
+        "   \"api_key\":\"a$$b${SG_TEST_SECRET}c$5$\",\n"
+        "   \"models\":[{\"id\":\"m$$1\",\"upstream_id\":\"x${SG_TEST_EMPTY}y\"}]},\n"
+        "  \"q\":{\"kind\":\"openai\",\"base_url\":\"http://h\",\"api_key\":\"${SG_TEST_EMPTY}\","
+        "   \"models\":[{\"id\":\"n\"}]}}}",
+        &cfg);
+    assert_string_equal(cfg.listen_host, "10.1.2.3");
+    assert_int_equal(cfg.listen_port, 7777);
+    const sg_provider_cfg_t *p = sg_config_provider(&cfg, "p");
+    assert_non_null(p);
+    assert_string_equal(p->base_url, "http://10.1.2.3/v1");
+    assert_string_equal(p->api_key, "a$b" SECRET "c$5$");
+    assert_string_equal(p->models[0].id, "m$1");
+    assert_string_equal(p->models[0].upstream_id, "xy");
+    /* an empty api_key means no key */
+    assert_null(sg_config_provider(&cfg, "q")->api_key);
+    sg_config_free(&cfg);
+}
+
+static void test_interpolation_errors_hide_secrets(void **state)
+{
+    (void)state;
+    setenv("SG_TEST_SECRET", SECRET, 1);
+    setenv("LAMBDA_API_KEY", SECRET, 1);
+    sg_config_t cfg;
+    sg_config_errors_t errs = {0};
+    int rc =
+        load_text("{\"listen\":\"${SG_TEST_SECRET}\",\n"
+                  " \"log_level\":\"${SG_TEST_SECRET}\",\n"
+                  " \"cors\":{\"allowed_origins\":[\"${SG_TEST_SECRET}\"]},\n"
+                  " \"providers\":{\n"
+                  "  \"lambda\":{\"base_url\":\"http://h\",\"api_key\":\"${SG_TEST_UNSET}\",\n"
+                  "    "
+                  "\"models\":[{\"id\":\"${SG_TEST_SECRET}\"},{\"id\":\"x\",\"aliases\":[\"${SG_"
+                  "TEST_SECRET}\"]},\n"
+                  "                {\"id\":\"${SG_TEST_UNSET2}-${SG_TEST_UNSET}\"}]},\n"
+                  "  \"p\":{\"kind\":\"${SG_TEST_SECRET}\",\"base_url\":\"${SG_TEST_SECRET}\",\n"
+                  "       \"api_key\":\"${SG_TEST_SECRET}\\n\",\"models\":[{\"id\":\"m\"}]}}}",
+                  &cfg, &errs);
+    assert_int_equal(rc, -1);
+    assert_has_error(&errs, "$.providers.lambda.api_key",
+                     "environment variable SG_TEST_UNSET is not set");
+    assert_has_error(&errs, "$.providers.lambda.models[2].id",
+                     "environment variable SG_TEST_UNSET2 is not set");
+    assert_has_error(&errs, "$.providers.lambda.models[2].id",
+                     "environment variable SG_TEST_UNSET is not set");
+    assert_has_error(&errs, "$.listen", "invalid listen address");
+    assert_has_error(&errs, "$.log_level", "invalid log level");
+    assert_has_error(&errs, "$.cors.allowed_origins[0]", "origin");
+    assert_has_error(&errs, "$.providers.lambda.models[1].aliases[0]", "duplicate model name");
+    assert_has_error(&errs, "$.providers.p.kind", "unsupported provider kind");
+    assert_has_error(&errs, "$.providers.p.base_url", "http:// or https://");
+    assert_has_error(&errs, "$.providers.p.api_key", "control characters");
+    assert_no_secret(&errs, SECRET);
+    /* not even a fragment of it */
+    assert_no_secret(&errs, "s3cr3t");
+    sg_config_free(&cfg);
+    sg_config_errors_free(&errs);
+}
+
+static void test_unterminated_and_bad_var(void **state)
+{
+    (void)state;
+    sg_config_t cfg;
+    sg_config_errors_t errs = {0};
+    assert_int_equal(
+        load_text("{\"listen\":\"${SG_TEST_HOST:8080\",\"log_level\":\"${}\","
+                  "\"providers\":{\"p\":{\"kind\":\"openai\",\"base_url\":\"http://h\","
+                  "\"models\":[{\"id\":\"${A-B}\"}]}}}",
+                  &cfg, &errs),
+        -1);
+    assert_has_error(&errs, "$.listen", "unterminated ${");
+    assert_has_error(&errs, "$.log_level", "invalid environment variable name");
+    assert_has_error(&errs, "$.providers.p.models[0].id", "invalid environment variable name");
+    assert_int_equal(errs.n, 3);
+    sg_config_free(&cfg);
+    sg_config_errors_free(&errs);
+}
+
+typedef struct bad_case {
+    const char *json;
+    const char *path;
+    const char *needle;
+} bad_case_t;
+
+#define P(body) "{\"providers\":{\"p\":{\"kind\":\"openai\",\"base_url\":\"http://h\"," body "}}}"
+#define M(body) P("\"models\":[{\"id\":\"m\"}," body "]")
+
+static const bad_case_t bad_cases[] = {
+    /* top level */
+    {"[]", "$", "must be an object"},
+    {"{\"listn\":\"1.2.3.4:80\"}", "$.listn", "unknown key"},
+    {"{\"listen\":8080}", "$.listen", "must be a string"},
+    {"{\"listen\":\"localhost\"}", "$.listen", "HOST:PORT"},
+    {"{\"listen\":\":8080\"}", "$.listen", "missing host"},
+    {"{\"listen\":\"localhost:\"}", "$.listen", "missing port"},
+    {"{\"listen\":\"localhost:http\"}", "$.listen", "decimal number"},
+    {"{\"listen\":\"localhost:65536\"}", "$.listen", "port out of range"},
+    {"{\"listen\":\"localhost:-1\"}", "$.listen", "decimal number"},
+    {"{\"listen\":\"::1:80\"}", "$.listen", "brackets"},
+    {"{\"listen\":\"[::1:80\"}", "$.listen", "missing ']'"},
+    {"{\"listen\":\"[::1]80\"}", "$.listen", "[IPv6]:PORT"},
+    {"{\"listen\":\"[zz::1]:80\"}", "$.listen", "invalid IPv6"},
+    {"{\"listen\":\"a b:80\"}", "$.listen", "invalid character"},
+    {"{\"log_level\":\"verbose\"}", "$.log_level", "invalid log level \"verbose\""},
+    {"{\"log_level\":null}", "$.log_level", "must be a string, not null"},
+    {"{\"log_level\":\"info\",\"log_level\":\"debug\"}", "$.log_level", "duplicate key"},
+    {"{\"shutdown_grace_ms\":-1}", "$.shutdown_grace_ms", "non-negative integer"},
+    {"{\"shutdown_grace_ms\":\"10\"}", "$.shutdown_grace_ms", "not a string"},
+    /* limits */
+    {"{\"limits\":[]}", "$.limits", "must be an object"},
+    {"{\"limits\":{\"max_body_byte\":1}}", "$.limits.max_body_byte", "unknown key"},
+    {"{\"limits\":{\"max_body_bytes\":0}}", "$.limits.max_body_bytes", "positive integer"},
+    {"{\"limits\":{\"max_body_bytes\":-5}}", "$.limits.max_body_bytes", "positive integer"},
+    {"{\"limits\":{\"max_body_bytes\":1.5}}", "$.limits.max_body_bytes", "fraction"},
+    {"{\"limits\":{\"max_body_bytes\":1e300}}", "$.limits.max_body_bytes", "too large"},
+    {"{\"limits\":{\"max_body_bytes\":\"1MB\"}}", "$.limits.max_body_bytes", "not a string"},
+    {"{\"limits\":{\"max_header_bytes\":0}}", "$.limits.max_header_bytes", "positive"},
+    {"{\"limits\":{\"header_timeout_ms\":0}}", "$.limits.header_timeout_ms", "positive"},
+    {"{\"limits\":{\"idle_timeout_ms\":true}}", "$.limits.idle_timeout_ms", "not a boolean"},
+    {"{\"limits\":{\"write_stall_timeout_ms\":0}}", "$.limits.write_stall_timeout_ms", "positive"},
+    {"{\"limits\":{\"max_connections\":-1}}", "$.limits.max_connections", "positive"},
+    {"{\"limits\":{\"high_watermark\":0}}", "$.limits.high_watermark", "positive"},
+    {"{\"limits\":{\"low_watermark\":-1}}", "$.limits.low_watermark", "non-negative"},
+    {"{\"limits\":{\"low_watermark\":65536}}", "$.limits.low_watermark",
+     "must be less than high_watermark"},
+    {"{\"limits\":{\"high_watermark\":100,\"low_watermark\":200}}", "$.limits.low_watermark",
+     "must be less than high_watermark"},
+    {"{\"limits\":{\"high_watermark\":1000}}", "$.limits.high_watermark",
+     "must be less than high_watermark"},
+    /* cors */
+    {"{\"cors\":{\"origins\":[]}}", "$.cors.origins", "unknown key"},
+    {"{\"cors\":{\"allowed_origins\":\"*\"}}", "$.cors.allowed_origins", "array of strings"},
+    {"{\"cors\":{\"allowed_origins\":[\"*\",1]}}", "$.cors.allowed_origins[1]", "must be a string"},
+    {"{\"cors\":{\"allowed_origins\":[\"app.example.com\"]}}", "$.cors.allowed_origins[0]",
+     "origin"},
+    {"{\"cors\":{\"allowed_origins\":[\"https://a.example.com/\"]}}", "$.cors.allowed_origins[0]",
+     "trailing"},
+    /* upstream */
+    {"{\"upstream\":{\"connect_timeout\":1}}", "$.upstream.connect_timeout", "unknown key"},
+    {"{\"upstream\":{\"connect_timeout_ms\":0}}", "$.upstream.connect_timeout_ms", "positive"},
+    {"{\"upstream\":{\"first_byte_timeout_ms\":-1}}", "$.upstream.first_byte_timeout_ms",
+     "positive"},
+    {"{\"upstream\":{\"idle_timeout_ms\":0}}", "$.upstream.idle_timeout_ms", "positive"},
+    {"{\"upstream\":{\"total_timeout_ms\":0.5}}", "$.upstream.total_timeout_ms", "fraction"},
+    /* providers */
+    {"{\"providers\":[]}", "$.providers", "must be an object"},
+    {"{\"providers\":{\"p\":1}}", "$.providers.p", "must be an object"},
+    {"{\"providers\":{\"p\":{\"base_url\":\"http://h\",\"models\":[{\"id\":\"m\"}]}}}",
+     "$.providers.p", "missing required key \"kind\""},
+    {"{\"providers\":{\"a b\":{\"kind\":\"openai\",\"base_url\":\"http://h\","
+     "\"models\":[{\"id\":\"m\"}]}}}",
+     "$.providers[\"a b\"]", "provider name"},
+    {"{\"providers\":{\"p\":{\"kind\":\"anthropic\",\"base_url\":\"http://h\","
+     "\"models\":[{\"id\":\"m\"}]}}}",
+     "$.providers.p.kind", "unsupported provider kind \"anthropic\""},
+    {"{\"providers\":{\"p\":{\"kind\":\"openai\",\"models\":[{\"id\":\"m\"}]}}}", "$.providers.p",
+     "missing required key \"base_url\""},
+    {"{\"providers\":{\"lambda\":{\"models\":[{\"id\":\"m\"}]}}}", "$.providers.lambda",
+     "LAMBDA_BASE_URL"},
+    {"{\"providers\":{\"p\":{\"kind\":\"openai\",\"base_url\":\"ftp://h\","
+     "\"models\":[{\"id\":\"m\"}]}}}",
+     "$.providers.p.base_url", "http:// or https://"},
+    {P("\"models\":[{\"id\":\"m\"}],\"base_url\":\"http://h2\""), "$.providers.p.base_url",
+     "duplicate key"},
+    {"{\"providers\":{\"p\":{\"kind\":\"openai\",\"base_url\":\"https://\","
+     "\"models\":[{\"id\":\"m\"}]}}}",
+     "$.providers.p.base_url", "no host"},
+    {"{\"providers\":{\"p\":{\"kind\":\"openai\",\"base_url\":\"http://a b\","
+     "\"models\":[{\"id\":\"m\"}]}}}",
+     "$.providers.p.base_url", "spaces"},
+    {P("\"models\":[{\"id\":\"m\"}],\"api_key\":5"), "$.providers.p.api_key", "string or null"},
+    {P("\"models\":[{\"id\":\"m\"}],\"apikey\":\"x\""), "$.providers.p.apikey", "unknown key"},
+    {P("\"models\":[{\"id\":\"m\"}],\"api_key\":\"a\\nb\""), "$.providers.p.api_key",
+     "control characters"},
+    {P("\"models\":{}"), "$.providers.p.models", "array of model objects"},
+    {P("\"models\":[]"), "$.providers.p.models", "at least one model"},
+    {"{\"providers\":{\"p\":{\"kind\":\"openai\",\"base_url\":\"http://h\"}}}", "$.providers.p",
+     "missing required key \"models\""},
+    {"{\"providers\":{\"p\":{\"kind\":\"openai\",\"base_url\":\"http://h\","
+     "\"models\":[{\"id\":\"m\"}]},"
+     "\"p\":{\"kind\":\"openai\",\"base_url\":\"http://h\",\"models\":[{\"id\":\"n\"}]}}}",
+     "$.providers.p", "duplicate provider"},
+    /* models */
+    {M("\"m2\""), "$.providers.p.models[1]", "must be an object"},
+    {M("{}"), "$.providers.p.models[1]", "missing required key \"id\""},
+    {M("{\"id\":\"\"}"), "$.providers.p.models[1].id", "must not be empty"},
+    {M("{\"id\":7}"), "$.providers.p.models[1].id", "must be a string"},
+    {M("{\"id\":\"x\",\"price\":1}"), "$.providers.p.models[1].price", "unknown key"},
+    {M("{\"id\":\"x\",\"upstream_id\":\"\"}"), "$.providers.p.models[1].upstream_id",
+     "must not be empty"},
+    {M("{\"id\":\"x\",\"aliases\":\"y\"}"), "$.providers.p.models[1].aliases", "array of strings"},
+    {M("{\"id\":\"x\",\"aliases\":[\"y\",\"\"]}"), "$.providers.p.models[1].aliases[1]",
+     "must not be empty"},
+    {M("{\"id\":\"x\",\"price_in\":-0.1}"), "$.providers.p.models[1].price_in", "non-negative"},
+    {M("{\"id\":\"x\",\"price_out\":\"0.3\"}"), "$.providers.p.models[1].price_out",
+     "must be a number"},
+    {M("{\"id\":\"m\"}"), "$.providers.p.models[1].id",
+     "duplicate model name \"m\" (already used at $.providers.p.models[0].id)"},
+    {M("{\"id\":\"x\",\"aliases\":[\"m\"]}"), "$.providers.p.models[1].aliases[0]",
+     "duplicate model name \"m\""},
+    {M("{\"id\":\"x\",\"aliases\":[\"y\",\"y\"]}"), "$.providers.p.models[1].aliases[1]",
+     "duplicate model name \"y\""},
+    {"{\"providers\":{\"p\":{\"kind\":\"openai\",\"base_url\":\"http://h\","
+     "\"models\":[{\"id\":\"m\",\"aliases\":[\"fast\"]}]},"
+     "\"q\":{\"kind\":\"openai\",\"base_url\":\"http://h\",\"models\":[{\"id\":\"fast\"}]}}}",
+     "$.providers.q.models[0].id",
+     "duplicate model name \"fast\" (already used at $.providers.p.models[0].aliases[0])"},
+};
+
+static void test_each_validation(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof(bad_cases) / sizeof(bad_cases[0]); i++) {
+        const bad_case_t *bc = &bad_cases[i];
+        sg_config_t cfg;
+        sg_config_errors_t errs = {0};
+        int rc = load_text(bc->json, &cfg, &errs);
+        if (rc != -1 || !has_error(&errs, bc->path, bc->needle)) {
+            fprintf(stderr, "# case %zu: %s\n# expected error at %s containing \"%s\"\n", i,
+                    bc->json, bc->path, bc->needle);
+            dump_errors(&errs);
+            fail();
+        }
+        sg_config_free(&cfg);
+        sg_config_errors_free(&errs);
+    }
+}
+
+static void test_multiple_errors(void **state)
+{
+    (void)state;
+    sg_config_t cfg;
+    sg_config_errors_t errs = {0};
+    int rc = load_text("{\"listen\":\"nohost\",\"log_level\":\"loud\",\"bogus\":1,\n"
+                       " \"limits\":{\"max_body_bytes\":0,\"high_watermark\":10,"
+                       "\"low_watermark\":10},\n"
+                       " \"upstream\":{\"total_timeout_ms\":-1},\n"
+                       " \"providers\":{\"x\":{\"kind\":\"grpc\",\"base_url\":\"h\","
+                       "\"models\":[{\"id\":\"a\",\"price_in\":-1},{\"id\":\"a\"}]}}}",
+                       &cfg, &errs);
+    assert_int_equal(rc, -1);
+    assert_has_error(&errs, "$.listen", "HOST:PORT");
+    assert_has_error(&errs, "$.log_level", "invalid log level");
+    assert_has_error(&errs, "$.bogus", "unknown key");
+    assert_has_error(&errs, "$.limits.max_body_bytes", "positive");
+    assert_has_error(&errs, "$.limits.low_watermark", "less than");
+    assert_has_error(&errs, "$.upstream.total_timeout_ms", "positive");
+    assert_has_error(&errs, "$.providers.x.kind", "unsupported");
+    assert_has_error(&errs, "$.providers.x.base_url", "http://");
+    assert_has_error(&errs, "$.providers.x.models[0].price_in", "non-negative");
+    assert_has_error(&errs, "$.providers.x.models[1].id", "duplicate model name");
+    assert_int_equal(errs.n, 10);
+    sg_config_free(&cfg);
+    sg_config_errors_free(&errs);
+}
+
+static void test_malformed_json(void **state)
+{
+    (void)state;
+    sg_config_t cfg;
+    sg_config_errors_t errs = {0};
+    assert_int_equal(
+        load_text("{\n  \"listen\": \"a:1\",\n  \"log_level\" \"info\"\n}", &cfg, &errs), -1);
+    assert_int_equal(errs.n, 1);
+    assert_string_equal(errs.items[0].path, "$");
+    assert_has_error(&errs, "$", "invalid JSON at line 3");
+    /* the loader still leaves the defaults in place */
+    assert_int_equal(cfg.listen_port, 8080);
+    sg_config_free(&cfg);
+    sg_config_errors_free(&errs);
+
+    assert_int_equal(load_text("{\"a\":1} trailing", &cfg, &errs), -1);
+    assert_has_error(&errs, "$", "invalid JSON at line 1");
+    sg_config_free(&cfg);
+    sg_config_errors_free(&errs);
+
+    assert_int_equal(load_text("  \n", &cfg, &errs), -1);
+    assert_has_error(&errs, "$", "empty");
+    sg_config_free(&cfg);
+    sg_config_errors_free(&errs);
+
+    /* the error never quotes the file, which may hold a key */
+    assert_int_equal(
+        load_text("{\"providers\":{\"p\":{\"api_key\":\"" SECRET "\",}}}", &cfg, &errs), -1);
+    assert_has_error(&errs, "$", "invalid JSON");
+    assert_no_secret(&errs, SECRET);
+    sg_config_free(&cfg);
+    sg_config_errors_free(&errs);
+}
+
+static void test_file_missing(void **state)
+{
+    (void)state;
+    sg_config_t cfg;
+    sg_config_errors_t errs = {0};
+    const char *path = "/tmp/sg_test_config_does_not_exist.json";
+    assert_int_equal(sg_config_load(&cfg, path, &errs), -1);
+    assert_int_equal(errs.n, 1);
+    assert_string_equal(errs.items[0].path, "$");
+    assert_non_null(strstr(errs.items[0].message, path));
+    assert_non_null(strstr(errs.items[0].message, "No such file or directory"));
+    sg_config_free(&cfg);
+    sg_config_errors_free(&errs);
+
+    /* a directory is not a readable config file either */
+    assert_int_equal(sg_config_load(&cfg, "/tmp", &errs), -1);
+    assert_int_equal(errs.n, 1);
+    assert_string_equal(errs.items[0].path, "$");
+    assert_non_null(strstr(errs.items[0].message, "/tmp"));
+    sg_config_free(&cfg);
+    sg_config_errors_free(&errs);
+}
+
+static void test_trailing_slash(void **state)
+{
+    (void)state;
+    sg_config_t cfg;
+    load_ok(
+        "{\"providers\":{"
+        "\"a\":{\"kind\":\"openai\",\"base_url\":\"http://h:1/v1/\",\"models\":[{\"id\":\"m1\"}]},"
+        "\"b\":{\"kind\":\"openai\",\"base_url\":\"HTTPS://h//\",\"models\":[{\"id\":\"m2\"}]},"
+        "\"c\":{\"kind\":\"openai\",\"base_url\":\"https://h\",\"models\":[{\"id\":\"m3\"}]}}}",
+        &cfg);
+    assert_string_equal(sg_config_provider(&cfg, "a")->base_url, "http://h:1/v1");
+    assert_string_equal(sg_config_provider(&cfg, "b")->base_url, "HTTPS://h");
+    assert_string_equal(sg_config_provider(&cfg, "c")->base_url, "https://h");
+    sg_config_free(&cfg);
+}
+
+static void test_builtin_catalog(void **state)
+{
+    (void)state;
+    setenv("LAMBDA_API_KEY", SECRET, 1);
+    sg_config_t cfg;
+    load_ok("{\"providers\":{\"lambda\":{\"base_url\":\"http://127.0.0.1:9000/v1\"}}}", &cfg);
+    const sg_provider_cfg_t *l = sg_config_provider(&cfg, "lambda");
+    assert_non_null(l);
+    assert_string_equal(l->kind, "openai");
+    assert_string_equal(l->api_key, SECRET); /* api_key absent: taken from LAMBDA_API_KEY */
+    assert_int_equal(l->n_models, 14);
+    static const struct {
+        const char *id;
+        double in, out;
+    } want[] = {
+        {"llama3.1-8b-instruct", 0.025, 0.04},
+        {"hermes3-8b", 0.025, 0.04},
+        {"llama3.1-70b-instruct-fp8", 0.12, 0.30},
+        {"llama3.3-70b-instruct-fp8", 0.12, 0.30},
+        {"hermes3-70b", 0.12, 0.30},
+        {"llama3.1-405b-instruct-fp8", 0.80, 0.80},
+        {"hermes3-405b", 0.80, 0.80},
+        {"llama-4-maverick-17b-128e-instruct-fp8", 0.18, 0.60},
+        {"llama-4-scout-17b-16e-instruct", 0.08, 0.30},
+        {"deepseek-r1-0528", 0.54, 2.19},
+        {"deepseek-v3-0324", 0.34, 0.88},
+        {"qwen25-coder-32b-instruct", 0.07, 0.16},
+        {"qwen3-32b-fp8", 0.10, 0.30},
+        {"lfm-40b", 0.10, 0.20},
+    };
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+        const sg_model_cfg_t *m = find_model(l, want[i].id);
+        assert_non_null(m);
+        assert_string_equal(m->upstream_id, want[i].id);
+        assert_true(m->price_in_per_mtok == want[i].in);
+        assert_true(m->price_out_per_mtok == want[i].out);
+    }
+    assert_true(model_has_alias(find_model(l, "llama3.1-8b-instruct"), "fast"));
+    assert_true(model_has_alias(find_model(l, "llama3.3-70b-instruct-fp8"), "smart"));
+    sg_config_free(&cfg);
+
+    /* explicit null api_key: no key even with LAMBDA_API_KEY set */
+    load_ok("{\"providers\":{\"lambda\":{\"base_url\":\"http://h\",\"api_key\":null}}}", &cfg);
+    assert_null(sg_config_provider(&cfg, "lambda")->api_key);
+    sg_config_free(&cfg);
+
+    /* names configured elsewhere win over the catalog, without errors */
+    load_ok("{\"providers\":{\"lambda\":{\"base_url\":\"http://h\"},"
+            "\"z\":{\"kind\":\"openai\",\"base_url\":\"http://z\","
+            "\"models\":[{\"id\":\"hermes3-8b\",\"aliases\":[\"fast\"]}]}}}",
+            &cfg);
+    l = sg_config_provider(&cfg, "lambda");
+    assert_int_equal(l->n_models, 13);
+    assert_null(find_model(l, "hermes3-8b"));
+    assert_false(model_has_alias(find_model(l, "llama3.1-8b-instruct"), "fast"));
+    assert_true(model_has_alias(find_model(l, "llama3.3-70b-instruct-fp8"), "smart"));
+    sg_config_free(&cfg);
+
+    /* base_url absent in the file: LAMBDA_BASE_URL fills it */
+    setenv("LAMBDA_BASE_URL", "https://env.example.com/v1/", 1);
+    load_ok("{\"providers\":{\"lambda\":{\"models\":[{\"id\":\"hermes3-70b\"}]}}}", &cfg);
+    l = sg_config_provider(&cfg, "lambda");
+    assert_int_equal(cfg.n_providers, 1);
+    assert_string_equal(l->base_url, "https://env.example.com/v1");
+    assert_int_equal(l->n_models, 1);
+    assert_true(l->models[0].price_in_per_mtok == 0.12);
+    sg_config_free(&cfg);
+}
+
+static void test_listen_forms(void **state)
+{
+    (void)state;
+    sg_config_t cfg;
+    load_ok("{\"listen\":\"[::]:0\"}", &cfg);
+    assert_string_equal(cfg.listen_host, "::");
+    assert_int_equal(cfg.listen_port, 0);
+    sg_config_free(&cfg);
+    load_ok("{\"listen\":\"localhost:65535\"}", &cfg);
+    assert_string_equal(cfg.listen_host, "localhost");
+    assert_int_equal(cfg.listen_port, 65535);
+    sg_config_free(&cfg);
+}
+
+static void test_failed_load_is_freeable(void **state)
+{
+    (void)state;
+    /* Partially built providers/models must be freed without leaks (LeakSanitizer). */
+    setenv("LAMBDA_API_KEY", SECRET, 1);
+    sg_config_t cfg;
+    sg_config_errors_t errs = {0};
+    assert_int_equal(
+        load_text(
+            "{\"cors\":{\"allowed_origins\":[\"*\",\"bad\"]},"
+            "\"providers\":{\"lambda\":{\"base_url\":\"http://h\",\"models\":["
+            "{\"id\":\"a\",\"aliases\":[\"b\",\"c\",\"\",3]},{\"id\":\"a\",\"price_in\":\"x\"},"
+            "{\"upstream_id\":\"u\"},7]},"
+            "\"q\":{\"kind\":\"k\",\"base_url\":\"http://q\",\"api_key\":\"k\","
+            "\"models\":[{\"id\":\"q\"}]}}}",
+            &cfg, &errs),
+        -1);
+    assert_true(errs.n >= 5);
+    assert_int_equal(cfg.n_cors_origins, 1);
+    sg_config_free(&cfg);
+    sg_config_errors_free(&errs);
+    sg_config_errors_free(&errs);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_defaults, clear_env, clear_env),
+        cmocka_unit_test_setup_teardown(test_full_valid_file, clear_env, clear_env),
+        cmocka_unit_test_setup_teardown(test_comments_allowed, clear_env, clear_env),
+        cmocka_unit_test_setup_teardown(test_env_only, clear_env, clear_env),
+        cmocka_unit_test_setup_teardown(test_env_errors, clear_env, clear_env),
+        cmocka_unit_test_setup_teardown(test_interpolation, clear_env, clear_env),
+        cmocka_unit_test_setup_teardown(test_interpolation_errors_hide_secrets, clear_env,
+                                        clear_env),
+        cmocka_unit_test_setup_teardown(test_unterminated_and_bad_var, clear_env, clear_env),
+        cmocka_unit_test_setup_teardown(test_each_validation, clear_env, clear_env),
+        cmocka_unit_test_setup_teardown(test_multiple_errors, clear_env, clear_env),
+        cmocka_unit_test_setup_teardown(test_malformed_json, clear_env, clear_env),
+        cmocka_unit_test_setup_teardown(test_file_missing, clear_env, clear_env),
+        cmocka_unit_test_setup_teardown(test_trailing_slash, clear_env, clear_env),
+        cmocka_unit_test_setup_teardown(test_builtin_catalog, clear_env, clear_env),
+        cmocka_unit_test_setup_teardown(test_listen_forms, clear_env, clear_env),
+        cmocka_unit_test_setup_teardown(test_failed_load_is_freeable, clear_env, clear_env),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
