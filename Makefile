@@ -31,7 +31,7 @@ MOCK_OBJ := $(MOCK_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps run test test-unit test-integration test-asan bench fuzz clean format check-format
+.PHONY: all deps run test test-one test-asan unit-bins bench fuzz clean format check-format
 
 all: $(BUILD)/sophia-gateway $(BUILD)/mockllm
 
@@ -67,12 +67,18 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(BUILD)/libsophia.a $(LLHTTP_LIB)
 run: all
 	@scripts/run.sh $(BUILD)
 
-test-unit: $(UNIT_BIN) all
-test: all $(UNIT_BIN)
+# Every test, twice: the normal build, then the ASan+UBSan build. One summary line at the end.
+test:
+	@scripts/test-all.sh
+
+# The suite on one build only (BUILD=…, SAN=1 for sanitizers).
+test-one: all $(UNIT_BIN)
 	@tests/run.sh $(BUILD)
 
 test-asan:
-	@$(MAKE) --no-print-directory BUILD=build-asan SAN=1 test
+	@$(MAKE) --no-print-directory BUILD=build-asan SAN=1 test-one
+
+unit-bins: $(UNIT_BIN)
 
 bench: all
 	@bench/run.sh $(BUILD)

@@ -21,16 +21,15 @@ typedef struct app {
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: sophia-gateway [--listen HOST:PORT] [--config PATH] [--check-config]\n"
-            "\n"
-            "  --listen HOST:PORT  address to listen on (overrides the config's \"listen\")\n"
-            "  --config PATH       JSON configuration file (${ENV} interpolated)\n"
-            "  --check-config      validate the configuration, print every problem, exit\n"
-            "                      (0 when valid, 2 when not)\n"
-            "\n"
-            "Environment: LAMBDA_BASE_URL, LAMBDA_API_KEY (the lambda provider),\n"
-            "SOPHIA_LISTEN, SOPHIA_LOG_LEVEL.\n");
+    fprintf(f, "usage: sophia-gateway [--listen HOST:PORT] [--config PATH] [--check-config]\n"
+               "\n"
+               "  --listen HOST:PORT  address to listen on (overrides the config's \"listen\")\n"
+               "  --config PATH       JSON configuration file (${ENV} interpolated)\n"
+               "  --check-config      validate the configuration, print every problem, exit\n"
+               "                      (0 when valid, 2 when not)\n"
+               "\n"
+               "Environment: LAMBDA_BASE_URL, LAMBDA_API_KEY (the lambda provider),\n"
+               "SOPHIA_LISTEN, SOPHIA_LOG_LEVEL.\n");
 }
 
 static void on_handle_close_noop(uv_handle_t *h)
@@ -131,11 +130,21 @@ int main(int argc, char **argv)
     int ch;
     while ((ch = getopt_long(argc, argv, "l:c:kh", opts, NULL)) != -1) {
         switch (ch) {
-        case 'l': listen_arg = optarg; break;
-        case 'c': config_path = optarg; break;
-        case 'k': check_only = 1; break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case 'l':
+            listen_arg = optarg;
+            break;
+        case 'c':
+            config_path = optarg;
+            break;
+        case 'k':
+            check_only = 1;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
         }
     }
     if (optind < argc) {

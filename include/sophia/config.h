@@ -30,23 +30,23 @@ typedef struct sg_config {
     char *log_level;   /* "debug|info|warn|error", default "info" */
 
     /* ingress limits */
-    size_t max_header_bytes;     /* default 16384 → 431 */
-    size_t max_body_bytes;       /* default 1 MiB → 413 */
-    uint64_t header_timeout_ms;  /* default 10000 → 408 then close */
-    uint64_t idle_timeout_ms;    /* keep-alive idle, default 60000 */
+    size_t max_header_bytes;         /* default 16384 → 431 */
+    size_t max_body_bytes;           /* default 1 MiB → 413 */
+    uint64_t header_timeout_ms;      /* default 10000 → 408 then close */
+    uint64_t idle_timeout_ms;        /* keep-alive idle, default 60000 */
     uint64_t write_stall_timeout_ms; /* client not reading, default 30000 → close */
-    size_t max_connections;      /* default 10000 */
-    size_t high_watermark;       /* default 65536 bytes queued per client */
-    size_t low_watermark;        /* default 16384 */
+    size_t max_connections;          /* default 10000 */
+    size_t high_watermark;           /* default 65536 bytes queued per client */
+    size_t low_watermark;            /* default 16384 */
 
     char **cors_origins; /* allowed origins; "*" allows any */
     size_t n_cors_origins;
 
     /* egress */
-    uint64_t connect_timeout_ms;    /* default 5000 */
-    uint64_t first_byte_timeout_ms; /* default 60000 */
+    uint64_t connect_timeout_ms;       /* default 5000 */
+    uint64_t first_byte_timeout_ms;    /* default 60000 */
     uint64_t upstream_idle_timeout_ms; /* between bytes, default 60000 */
-    uint64_t total_timeout_ms;      /* default 600000 */
+    uint64_t total_timeout_ms;         /* default 600000 */
 
     uint64_t shutdown_grace_ms; /* default 10000 */
 

@@ -9,11 +9,11 @@
 /* Error codes: functions return 0 on success or one of these (negative). */
 enum {
     SG_OK = 0,
-    SG_ERR = -1,         /* generic failure */
+    SG_ERR = -1,           /* generic failure */
     SG_ERR_TOO_LARGE = -2, /* a bounded buffer would exceed its cap */
-    SG_ERR_PARSE = -3,   /* malformed input */
-    SG_ERR_NOMEM = -4,   /* never returned: allocation failure aborts */
-    SG_ERR_STOP = -5,    /* a callback asked to stop */
+    SG_ERR_PARSE = -3,     /* malformed input */
+    SG_ERR_NOMEM = -4,     /* never returned: allocation failure aborts */
+    SG_ERR_STOP = -5,      /* a callback asked to stop */
 };
 
 #define SG_ASSERT(cond)                                                                            \

@@ -14,12 +14,12 @@ typedef struct sg_exchange sg_exchange_t;
 
 /* Outcome of an exchange, passed to on_done. */
 typedef enum {
-    SG_EX_OK = 0,       /* transfer completed (whatever the HTTP status) */
-    SG_EX_CONNECT,      /* could not connect / resolve / TLS handshake failed */
-    SG_EX_BROKEN,       /* connection reset or closed early, malformed framing */
-    SG_EX_TIMEOUT,      /* connect, first-byte, idle or total timeout */
-    SG_EX_ABORTED,      /* the owner asked to stop (on_data returned SG_EX_DATA_ABORT) */
-    SG_EX_INTERNAL,     /* anything else */
+    SG_EX_OK = 0,   /* transfer completed (whatever the HTTP status) */
+    SG_EX_CONNECT,  /* could not connect / resolve / TLS handshake failed */
+    SG_EX_BROKEN,   /* connection reset or closed early, malformed framing */
+    SG_EX_TIMEOUT,  /* connect, first-byte, idle or total timeout */
+    SG_EX_ABORTED,  /* the owner asked to stop (on_data returned SG_EX_DATA_ABORT) */
+    SG_EX_INTERNAL, /* anything else */
 } sg_ex_result_t;
 
 /* on_data return values */

@@ -27,7 +27,8 @@ typedef struct sg_gateway {
 void sg_router_on_request(sg_http_req_t *req, void *ud);
 /* POST /v1/chat/completions. */
 void sg_chat_handle(sg_gateway_t *gw, sg_http_req_t *req);
-/* Logs the one line for a finished request that had no chat handler (404, /healthz, …). */
+/* Logs the one line for a request answered synchronously without the chat handler (404,
+ * /healthz, …). The request stays readable until the next one on its connection begins. */
 void sg_log_simple_request(const sg_http_req_t *req);
 
 #endif

@@ -43,9 +43,9 @@ struct sg_http_req {
     const char *body; /* NUL-terminated; body_len bytes */
     size_t body_len;
     char request_id[SG_HTTP_REQUEST_ID_MAX + 1];
-    uint64_t start_ns;  /* first byte of the request seen */
-    int status;         /* status sent, 0 until then */
-    size_t bytes_sent;  /* body bytes handed to the socket layer */
+    uint64_t start_ns; /* first byte of the request seen */
+    int status;        /* status sent, 0 until then */
+    size_t bytes_sent; /* body bytes handed to the socket layer */
     /* private */
     sg_http_abort_cb abort_cb;
     sg_http_drain_cb drain_cb;
@@ -95,8 +95,8 @@ size_t sg_http_server_conn_count(const sg_http_server_t *srv);
 /* Returns the first header with this lower-case name, or NULL. */
 const char *sg_http_req_header(const sg_http_req_t *req, const char *lname);
 /* Registers the per-request hooks (either may be NULL). */
-void sg_http_req_set_hooks(sg_http_req_t *req, sg_http_abort_cb on_abort,
-                           sg_http_drain_cb on_drain, void *ud);
+void sg_http_req_set_hooks(sg_http_req_t *req, sg_http_abort_cb on_abort, sg_http_drain_cb on_drain,
+                           void *ud);
 /* Bytes queued for the client but not yet accepted by the kernel. */
 size_t sg_http_req_queued(const sg_http_req_t *req);
 /* 1 when queued bytes are at or above the high watermark (the producer should pause). */

@@ -25,8 +25,8 @@ typedef struct sg_error {
     char message[512];
 } sg_error_t;
 
-void sg_error_set(sg_error_t *e, int status, const char *type, const char *code,
-                  const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+void sg_error_set(sg_error_t *e, int status, const char *type, const char *code, const char *fmt,
+                  ...) __attribute__((format(printf, 5, 6)));
 
 /* What a decoder reports while decoding a response. */
 typedef struct sg_decode_sink {

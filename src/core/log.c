@@ -42,11 +42,21 @@ void sg_json_escape_append(sg_buf_t *b, const char *s, size_t n)
         unsigned char c = (unsigned char)s[i];
         char esc[7];
         switch (c) {
-        case '"': sg_buf_append(b, "\\\"", 2); break;
-        case '\\': sg_buf_append(b, "\\\\", 2); break;
-        case '\n': sg_buf_append(b, "\\n", 2); break;
-        case '\r': sg_buf_append(b, "\\r", 2); break;
-        case '\t': sg_buf_append(b, "\\t", 2); break;
+        case '"':
+            sg_buf_append(b, "\\\"", 2);
+            break;
+        case '\\':
+            sg_buf_append(b, "\\\\", 2);
+            break;
+        case '\n':
+            sg_buf_append(b, "\\n", 2);
+            break;
+        case '\r':
+            sg_buf_append(b, "\\r", 2);
+            break;
+        case '\t':
+            sg_buf_append(b, "\\t", 2);
+            break;
         default:
             if (c < 0x20 || c == 0x7f) {
                 memcpy(esc, "\\u00", 4);

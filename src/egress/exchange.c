@@ -190,25 +190,31 @@ size_t sg_curlm_active(const sg_curlm_t *m)
 static sg_ex_result_t map_curl_error(CURLcode rc)
 {
     switch (rc) {
-    case CURLE_OK: return SG_EX_OK;
+    case CURLE_OK:
+        return SG_EX_OK;
     case CURLE_COULDNT_CONNECT:
     case CURLE_COULDNT_RESOLVE_HOST:
     case CURLE_COULDNT_RESOLVE_PROXY:
     case CURLE_SSL_CONNECT_ERROR:
     case CURLE_PEER_FAILED_VERIFICATION:
     case CURLE_UNSUPPORTED_PROTOCOL:
-    case CURLE_URL_MALFORMAT: return SG_EX_CONNECT;
-    case CURLE_OPERATION_TIMEDOUT: return SG_EX_TIMEOUT;
+    case CURLE_URL_MALFORMAT:
+        return SG_EX_CONNECT;
+    case CURLE_OPERATION_TIMEDOUT:
+        return SG_EX_TIMEOUT;
     case CURLE_WRITE_ERROR:
-    case CURLE_ABORTED_BY_CALLBACK: return SG_EX_ABORTED;
+    case CURLE_ABORTED_BY_CALLBACK:
+        return SG_EX_ABORTED;
     case CURLE_GOT_NOTHING:
     case CURLE_RECV_ERROR:
     case CURLE_SEND_ERROR:
     case CURLE_PARTIAL_FILE:
     case CURLE_HTTP2:
     case CURLE_HTTP2_STREAM:
-    case CURLE_WEIRD_SERVER_REPLY: return SG_EX_BROKEN;
-    default: return SG_EX_INTERNAL;
+    case CURLE_WEIRD_SERVER_REPLY:
+        return SG_EX_BROKEN;
+    default:
+        return SG_EX_INTERNAL;
     }
 }
 

@@ -24,16 +24,16 @@ typedef struct chat {
     void *dec;
     int stream;
     int include_usage;
-    int head_sent;     /* SSE response head sent */
-    int client_gone;   /* client left before the response ended */
-    int in_upstream;   /* inside an exchange callback */
-    int upstream_end;  /* decoder saw the end marker */
-    int finish_seen;   /* a chunk carried a finish_reason */
-    int usage_sent;    /* a usage chunk went to the client */
-    long status;       /* upstream HTTP status */
-    int out_status;    /* status sent to the client */
-    sg_buf_t body;     /* non-stream body or error body */
-    sg_buf_t out;      /* scratch for one SSE event */
+    int head_sent;    /* SSE response head sent */
+    int client_gone;  /* client left before the response ended */
+    int in_upstream;  /* inside an exchange callback */
+    int upstream_end; /* decoder saw the end marker */
+    int finish_seen;  /* a chunk carried a finish_reason */
+    int usage_sent;   /* a usage chunk went to the client */
+    long status;      /* upstream HTTP status */
+    int out_status;   /* status sent to the client */
+    sg_buf_t body;    /* non-stream body or error body */
+    sg_buf_t out;     /* scratch for one SSE event */
     sg_usage_t usage;
     long est_prompt_tokens;
     long content_chunks;
@@ -361,7 +361,8 @@ static const char *finish_upstream(chat_t *c, sg_ex_result_t res, const char *de
         {
             const cJSON *msg = cJSON_GetObjectItemCaseSensitive(ch, "message");
             const cJSON *content = cJSON_GetObjectItemCaseSensitive(msg, "content");
-            if (cJSON_IsString(content)) c->content_chunks += (long)strlen(content->valuestring) / 4;
+            if (cJSON_IsString(content))
+                c->content_chunks += (long)strlen(content->valuestring) / 4;
         }
         c->first_token_ns = sg_now_ns();
         char *s = cJSON_PrintUnformatted(resp);
@@ -468,8 +469,7 @@ static int validate(const cJSON *j, sg_error_t *e)
     }
     const cJSON *stream = cJSON_GetObjectItemCaseSensitive(j, "stream");
     if (stream && !cJSON_IsBool(stream) && !cJSON_IsNull(stream)) {
-        sg_error_set(e, 400, "invalid_request_error", "invalid_type",
-                     "'stream' must be a boolean");
+        sg_error_set(e, 400, "invalid_request_error", "invalid_type", "'stream' must be a boolean");
         return -1;
     }
     const cJSON *so = cJSON_GetObjectItemCaseSensitive(j, "stream_options");
@@ -495,8 +495,7 @@ static void json_error_position(const char *body, size_t len, sg_error_t *e)
             }
         }
         sg_error_set(e, 400, "invalid_request_error", "invalid_json",
-                     "request body is not valid JSON (error near line %zu, column %zu)", line,
-                     col);
+                     "request body is not valid JSON (error near line %zu, column %zu)", line, col);
     } else {
         sg_error_set(e, 400, "invalid_request_error", "invalid_json",
                      "request body is not valid JSON");

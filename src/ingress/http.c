@@ -45,15 +45,15 @@ struct sg_http_conn {
     conn_state_t state;
     int handles_open; /* tcp + timer; freed when both closed */
     int reading;
-    int keep_alive;      /* current request allows keep-alive */
-    int close_after;     /* close once the current response is written */
-    int in_process;      /* inside process_input: do not re-enter */
-    int need_process;    /* pending input should be parsed (deferred to the timer) */
-    int eof;             /* client half-closed */
-    int over_high;       /* queued went above the high watermark */
-    int shutting_down;   /* uv_shutdown issued */
-    int req_ready;       /* message complete, dispatch after llhttp_execute returns */
-    int parse_error;     /* status to answer a protocol error with (0 none) */
+    int keep_alive;    /* current request allows keep-alive */
+    int close_after;   /* close once the current response is written */
+    int in_process;    /* inside process_input: do not re-enter */
+    int need_process;  /* pending input should be parsed (deferred to the timer) */
+    int eof;           /* client half-closed */
+    int over_high;     /* queued went above the high watermark */
+    int shutting_down; /* uv_shutdown issued */
+    int req_ready;     /* message complete, dispatch after llhttp_execute returns */
+    int parse_error;   /* status to answer a protocol error with (0 none) */
     const char *parse_reason;
     int expect_continue;
     int in_url;
@@ -61,7 +61,7 @@ struct sg_http_conn {
     uint64_t last_activity; /* ms: last read */
     uint64_t last_progress; /* ms: last write completion or when queue became non-empty */
     uint64_t req_start_ms;
-    sg_buf_t hbuf;    /* url + header names/values, NUL-separated */
+    sg_buf_t hbuf; /* url + header names/values, NUL-separated */
     size_t name_off[SG_HTTP_MAX_HEADERS];
     size_t value_off[SG_HTTP_MAX_HEADERS];
     size_t n_hdr;
@@ -104,34 +104,62 @@ void sg_http_opts_defaults(sg_http_opts_t *o)
 const char *sg_http_reason(int status)
 {
     switch (status) {
-    case 100: return "Continue";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 402: return "Payment Required";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 411: return "Length Required";
-    case 413: return "Content Too Large";
-    case 414: return "URI Too Long";
-    case 415: return "Unsupported Media Type";
-    case 417: return "Expectation Failed";
-    case 422: return "Unprocessable Content";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 499: return "Client Closed Request";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    default: return status < 300 ? "OK" : status < 500 ? "Client Error" : "Server Error";
+    case 100:
+        return "Continue";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 202:
+        return "Accepted";
+    case 204:
+        return "No Content";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 402:
+        return "Payment Required";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 409:
+        return "Conflict";
+    case 411:
+        return "Length Required";
+    case 413:
+        return "Content Too Large";
+    case 414:
+        return "URI Too Long";
+    case 415:
+        return "Unsupported Media Type";
+    case 417:
+        return "Expectation Failed";
+    case 422:
+        return "Unprocessable Content";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 499:
+        return "Client Closed Request";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    default:
+        return status < 300 ? "OK" : status < 500 ? "Client Error" : "Server Error";
     }
 }
 
@@ -242,7 +270,8 @@ static int send_head(sg_http_req_t *req, int status, const char *ctype, const ch
         sg_buf_append_str(&h, "\r\n");
     uv_buf_t bufs[2] = {uv_buf_init(h.data, (unsigned)h.len),
                         uv_buf_init((char *)(body ? body : ""), (unsigned)body_len)};
-    int r = conn_write(c, bufs, body_len ? 2 : 1);
+    /* A HEAD response carries the headers of the GET, never its body. */
+    int r = conn_write(c, bufs, body_len && req->method != HTTP_HEAD ? 2 : 1);
     sg_buf_dispose(&h);
     req->bytes_sent += body_len;
     return r;
@@ -325,8 +354,8 @@ int sg_http_req_congested(const sg_http_req_t *req)
     return req->conn->queued >= req->conn->srv->opts.high_watermark;
 }
 
-void sg_http_req_set_hooks(sg_http_req_t *req, sg_http_abort_cb on_abort,
-                           sg_http_drain_cb on_drain, void *ud)
+void sg_http_req_set_hooks(sg_http_req_t *req, sg_http_abort_cb on_abort, sg_http_drain_cb on_drain,
+                           void *ud)
 {
     req->abort_cb = on_abort;
     req->drain_cb = on_drain;
@@ -466,7 +495,7 @@ static void finish_request(sg_http_conn_t *c)
     c->state = CS_IDLE;
     c->over_high = 0;
     c->last_activity = sg_now_ms();
-    reset_request_state(c);
+    /* The request stays readable (status, id, path) until the next message begins. */
     if (c->pending.len && !c->in_process) c->need_process = 1;
     update_io(c);
 }
@@ -506,7 +535,8 @@ static void on_timer(uv_timer_t *t)
             return;
         }
         break;
-    case CS_CLOSING: return;
+    case CS_CLOSING:
+        return;
     }
     update_io(c);
 }
@@ -542,13 +572,20 @@ static void update_io(sg_http_conn_t *c)
         deadline = c->last_progress + o->write_stall_timeout_ms;
     } else {
         switch (c->state) {
-        case CS_IDLE: deadline = c->last_activity + o->idle_timeout_ms; break;
-        case CS_HEAD: deadline = c->req_start_ms + o->header_timeout_ms; break;
-        case CS_BODY: deadline = c->last_activity + o->idle_timeout_ms; break;
+        case CS_IDLE:
+            deadline = c->last_activity + o->idle_timeout_ms;
+            break;
+        case CS_HEAD:
+            deadline = c->req_start_ms + o->header_timeout_ms;
+            break;
+        case CS_BODY:
+            deadline = c->last_activity + o->idle_timeout_ms;
+            break;
         case CS_HANDLING:
             if (c->queued > 0) deadline = c->last_progress + o->write_stall_timeout_ms;
             break;
-        case CS_CLOSING: break;
+        case CS_CLOSING:
+            break;
         }
     }
     if (deadline) {
@@ -574,6 +611,7 @@ static int on_message_begin(llhttp_t *p)
 {
     sg_http_conn_t *c = p->data;
     if (c->state == CS_IDLE) {
+        reset_request_state(c);
         c->state = CS_HEAD;
         c->req_start_ms = sg_now_ms();
         c->req.start_ns = sg_now_ns();
@@ -874,8 +912,10 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
             conn_close(c);
             return;
         }
-        if (c->state != CS_HANDLING) process_input(c);
-        else update_io(c);
+        if (c->state != CS_HANDLING)
+            process_input(c);
+        else
+            update_io(c);
         return;
     }
     /* Fast path: parse straight from the read buffer; keep only what is left unparsed. */

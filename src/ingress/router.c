@@ -57,10 +57,8 @@ static void chat(sg_gateway_t *gw, sg_http_req_t *req)
 }
 
 static const route_t routes[] = {
-    {"/v1/chat/completions", HTTP_POST, chat},
-    {"/chat/completions", HTTP_POST, chat},
-    {"/v1/models", HTTP_GET, handle_models},
-    {"/models", HTTP_GET, handle_models},
+    {"/v1/chat/completions", HTTP_POST, chat}, {"/chat/completions", HTTP_POST, chat},
+    {"/v1/models", HTTP_GET, handle_models},   {"/models", HTTP_GET, handle_models},
     {"/healthz", HTTP_GET, handle_health},
 };
 
@@ -68,14 +66,20 @@ void sg_router_on_request(sg_http_req_t *req, void *ud)
 {
     sg_gateway_t *gw = ud;
     gw->requests_total++;
+
     int path_known = 0;
     for (size_t i = 0; i < SG_ARRAY_LEN(routes); i++) {
         if (strcmp(routes[i].path, req->path) != 0) continue;
         path_known = 1;
         int m = req->method;
         if (m == routes[i].method || (m == HTTP_HEAD && routes[i].method == HTTP_GET)) {
+            /* The chat handler logs its own richer line when it ends. */
+            if (routes[i].fn == chat) {
+                sg_chat_handle(gw, req);
+                return;
+            }
             routes[i].fn(gw, req);
-            if (routes[i].fn != chat) sg_log_simple_request(req);
+            sg_log_simple_request(req);
             return;
         }
     }
@@ -90,8 +94,8 @@ void sg_router_on_request(sg_http_req_t *req, void *ud)
             sg_http_respond(req, 204, NULL, NULL, 0, extra);
         } else {
             char msg[160];
-            snprintf(msg, sizeof(msg), "method %s not allowed on %s (allowed: %s)",
-                     req->method_str, req->path, allow);
+            snprintf(msg, sizeof(msg), "method %s not allowed on %s (allowed: %s)", req->method_str,
+                     req->path, allow);
             sg_http_respond_error(req, 405, "invalid_request_error", "method_not_allowed", msg);
         }
     } else {

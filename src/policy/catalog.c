@@ -26,8 +26,7 @@ void sg_catalog_build(sg_catalog_t *cat, const sg_config_t *cfg)
             char *name = sg_xmalloc(n);
             snprintf(name, n, "%s/%s", p->name, m->id);
             add(cat, name, p, m, 0);
-            for (size_t k = 0; k < m->n_aliases; k++)
-                add(cat, sg_xstrdup(m->aliases[k]), p, m, 1);
+            for (size_t k = 0; k < m->n_aliases; k++) add(cat, sg_xstrdup(m->aliases[k]), p, m, 1);
         }
     }
 }

@@ -11,8 +11,8 @@
 
 #define SSE_EVENT_MAX (4 * 1024 * 1024)
 
-void sg_error_set(sg_error_t *e, int status, const char *type, const char *code,
-                  const char *fmt, ...)
+void sg_error_set(sg_error_t *e, int status, const char *type, const char *code, const char *fmt,
+                  ...)
 {
     e->status = status;
     e->type = type;
@@ -63,8 +63,8 @@ static int oa_build_chat(const sg_route_t *route, const cJSON *client, int strea
     }
     cJSON *body = cJSON_Duplicate(client, 1);
     SG_ASSERT(body != NULL);
-    const char *upstream_model = route->model->upstream_id ? route->model->upstream_id
-                                                           : route->model->id;
+    const char *upstream_model =
+        route->model->upstream_id ? route->model->upstream_id : route->model->id;
     cJSON_ReplaceItemInObjectCaseSensitive(body, "model", cJSON_CreateString(upstream_model));
     if (stream) {
         /* Always ask for usage so every token is accounted; the gateway drops the usage chunk
@@ -125,8 +125,8 @@ static int oa_on_event(void *ud, const sg_sse_event_t *ev)
     const cJSON *errj = cJSON_GetObjectItemCaseSensitive(j, "error");
     if (errj && !cJSON_IsNull(errj)) {
         sg_error_t e;
-        const cJSON *msg = cJSON_IsObject(errj) ? cJSON_GetObjectItemCaseSensitive(errj, "message")
-                                                : errj;
+        const cJSON *msg =
+            cJSON_IsObject(errj) ? cJSON_GetObjectItemCaseSensitive(errj, "message") : errj;
         sg_error_set(&e, 502, "api_error", "upstream_error", "upstream error: %s",
                      cJSON_IsString(msg) ? msg->valuestring : "unknown");
         cJSON_Delete(j);
@@ -200,11 +200,16 @@ static cJSON *oa_convert_response(const sg_route_t *route, const char *body, siz
 static const char *status_type(long status)
 {
     switch (status) {
-    case 401: return "authentication_error";
-    case 403: return "permission_error";
-    case 404: return "not_found_error";
-    case 429: return "rate_limit_error";
-    default: return status < 500 ? "invalid_request_error" : "api_error";
+    case 401:
+        return "authentication_error";
+    case 403:
+        return "permission_error";
+    case 404:
+        return "not_found_error";
+    case 429:
+        return "rate_limit_error";
+    default:
+        return status < 500 ? "invalid_request_error" : "api_error";
     }
 }
 

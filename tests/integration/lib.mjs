@@ -1,0 +1,163 @@
+// Shared helpers for the integration tests: start the real binaries on free ports, talk to
+// them with fetch, raw sockets and curl, and check that they exit cleanly (which, on the
+// sanitizer build, also means no leak or UB report).
+import { spawn, execFile } from 'node:child_process';
+import net from 'node:net';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import assert from 'node:assert/strict';
+
+export const BUILD = process.env.SOPHIA_BUILD || path.resolve('build');
+export const SANITIZED = process.env.SOPHIA_SANITIZED === '1';
+export const GATEWAY_BIN = path.join(BUILD, 'sophia-gateway');
+export const MOCK_BIN = path.join(BUILD, 'mockllm');
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// A child process with its output captured; `ready` resolves with the port it listens on.
+class Proc {
+  constructor(bin, args, env, readyRe) {
+    this.out = '';
+    this.err = '';
+    this.exited = null;
+    this.child = spawn(bin, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    this.exitPromise = new Promise((resolve) => {
+      this.child.on('exit', (code, signal) => {
+        this.exited = { code, signal };
+        resolve(this.exited);
+      });
+    });
+    this.ready = new Promise((resolve, reject) => {
+      const check = () => {
+        const m = (this.out + this.err).match(readyRe);
+        if (m) resolve(Number(m[1]));
+      };
+      this.child.stdout.on('data', (d) => { this.out += d; check(); });
+      this.child.stderr.on('data', (d) => { this.err += d; check(); });
+      this.exitPromise.then((e) =>
+        reject(new Error(`${path.basename(bin)} exited early (${JSON.stringify(e)}): ${this.err}`)));
+    });
+  }
+  get pid() { return this.child.pid; }
+  // Log lines (JSON) printed on stderr so far.
+  logLines() {
+    return this.err.split('\n').filter((l) => l.startsWith('{')).map((l) => {
+      try { return JSON.parse(l); } catch { return { unparsed: l }; }
+    });
+  }
+  // Sends SIGTERM (unless already gone) and waits; returns the exit status.
+  async stop(signal = 'SIGTERM', timeoutMs = 20000) {
+    if (!this.exited) this.child.kill(signal);
+    const t = setTimeout(() => this.child.kill('SIGKILL'), timeoutMs);
+    const e = await this.exitPromise;
+    clearTimeout(t);
+    return e;
+  }
+  // Stops and asserts a clean exit with no sanitizer report.
+  async stopClean() {
+    const e = await this.stop();
+    assert.doesNotMatch(this.err, /AddressSanitizer|LeakSanitizer|runtime error:/, 'sanitizer report');
+    assert.deepEqual(e, { code: 0, signal: null }, `exit status; stderr tail: ${this.err.slice(-2000)}`);
+  }
+  rssKiB() {
+    const s = fs.readFileSync(`/proc/${this.pid}/status`, 'utf8');
+    return Number(s.match(/VmRSS:\s+(\d+)/)[1]);
+  }
+}
+
+export async function startMock(args = [], env = {}) {
+  const p = new Proc(MOCK_BIN, ['--listen', '127.0.0.1:0', '--quiet', ...args], env,
+    /mockllm listening on [^\s:]+:(\d+)/);
+  p.port = await p.ready;
+  p.url = `http://127.0.0.1:${p.port}`;
+  return p;
+}
+
+// Starts the gateway. opts.config: an object written to a temp JSON file; opts.env: extra
+// environment; opts.mock: a mock whose /v1 becomes LAMBDA_BASE_URL.
+export async function startGateway(opts = {}) {
+  const env = { SOPHIA_LOG_LEVEL: 'debug', ...(opts.env || {}) };
+  if (opts.mock) env.LAMBDA_BASE_URL = `${opts.mock.url}/v1`;
+  const args = ['--listen', '127.0.0.1:0'];
+  if (opts.config) {
+    const f = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'sg-')), 'config.json');
+    fs.writeFileSync(f, JSON.stringify(opts.config));
+    args.push('--config', f);
+  }
+  const p = new Proc(GATEWAY_BIN, [...args, ...(opts.args || [])], env,
+    /"msg":"sophia-gateway listening".*?"port":(\d+)/);
+  p.port = await p.ready;
+  p.url = `http://127.0.0.1:${p.port}`;
+  return p;
+}
+
+export async function mockStats(mock) {
+  const r = await fetch(`${mock.url}/stats`);
+  return r.json();
+}
+
+export async function resetMockStats(mock) {
+  await fetch(`${mock.url}/stats/reset`, { method: 'POST' });
+}
+
+// Polls fn until it returns a truthy value or the deadline passes; returns the last value.
+export async function waitFor(fn, timeoutMs = 5000, stepMs = 20) {
+  const end = Date.now() + timeoutMs;
+  let v;
+  while (Date.now() < end) {
+    v = await fn();
+    if (v) return v;
+    await sleep(stepMs);
+  }
+  return v;
+}
+
+export function chatBody(extra = {}) {
+  return JSON.stringify({
+    model: 'lambda/llama3.1-8b-instruct',
+    messages: [{ role: 'user', content: 'Say hello' }],
+    ...extra,
+  });
+}
+
+export async function postChat(gw, body, headers = {}) {
+  return fetch(`${gw.url}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...headers },
+    body: typeof body === 'string' ? body : JSON.stringify(body),
+  });
+}
+
+// Parses an SSE body into the list of data payloads.
+export function sseData(text) {
+  return text.split(/\r?\n\r?\n/).filter((e) => e.trim()).map((e) =>
+    e.split(/\r?\n/).filter((l) => l.startsWith('data:')).map((l) => l.slice(5).trimStart()).join('\n'));
+}
+
+// Sends raw bytes on a new TCP connection; resolves with everything read until the server
+// closes or idleMs passes without data.
+export function rawRequest(port, data, idleMs = 1000) {
+  return new Promise((resolve, reject) => {
+    const s = net.connect(port, '127.0.0.1');
+    let buf = Buffer.alloc(0);
+    let timer;
+    const done = () => { clearTimeout(timer); s.destroy(); resolve(buf.toString('latin1')); };
+    const arm = () => { clearTimeout(timer); timer = setTimeout(done, idleMs); };
+    s.on('connect', () => { s.write(data); arm(); });
+    s.on('data', (d) => { buf = Buffer.concat([buf, d]); arm(); });
+    s.on('end', done);
+    s.on('error', (e) => (buf.length ? done() : reject(e)));
+  });
+}
+
+export function run(cmd, args, opts = {}) {
+  return new Promise((resolve) => {
+    execFile(cmd, args, { maxBuffer: 64 * 1024 * 1024, ...opts }, (err, stdout, stderr) =>
+      resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr }));
+  });
+}
+
+export function curl(args) {
+  return run('curl', ['-sS', ...args]);
+}
