@@ -115,8 +115,9 @@ int sg_http_stream_begin(sg_http_req_t *req, int status, const char *content_typ
                          const char *extra_headers);
 /* Queues body bytes of a streamed response. Never blocks; check sg_http_req_congested. */
 int sg_http_stream_write(sg_http_req_t *req, const char *data, size_t len);
-/* Ends a streamed response and the request. */
-int sg_http_stream_end(sg_http_req_t *req);
+/* Ends a streamed response and the request, after queuing data (may be NULL) in the same
+ * write. */
+int sg_http_stream_end(sg_http_req_t *req, const char *data, size_t len);
 
 /* Closes the connection now, abandoning the response (the client sees a truncated reply).
  * The abort hook does not fire; the request is dead afterwards. */

@@ -30,9 +30,11 @@ void sg_error_set(sg_error_t *e, int status, const char *type, const char *code,
 
 /* What a decoder reports while decoding a response. */
 typedef struct sg_decode_sink {
-    /* An OpenAI chat.completion.chunk (streaming). Borrowed: valid during the call. Returns 0,
-     * or non-zero to stop decoding (the client is gone). */
-    int (*chunk)(void *ud, cJSON *chunk);
+    /* An OpenAI chat.completion.chunk (streaming). Borrowed: valid during the call. raw is
+     * the chunk's JSON text when the upstream sent it in OpenAI form (the sink may forward it
+     * as it is when it changes nothing), else NULL. Returns 0, or non-zero to stop decoding
+     * (the client is gone). */
+    int (*chunk)(void *ud, cJSON *chunk, const char *raw, size_t raw_len);
     /* Usage reported by the upstream. */
     void (*usage)(void *ud, const sg_usage_t *u);
     /* The upstream ended the stream normally ([DONE] or its equivalent). */
@@ -54,6 +56,9 @@ typedef struct sg_upstream_opts {
 
 typedef struct sg_provider_vt {
     const char *kind;
+    /* 1 when a 2xx non-streaming body is already an OpenAI chat.completion and can be
+     * forwarded byte for byte once convert_response accepted it. */
+    int passthrough_response;
     /* Builds the upstream request for a chat completion. client is the client's request
      * (validated: has model and messages); stream says whether the client streams. Fills out
      * (url/headers/body owned by out; the url is written into url_buf) or returns -1 with

@@ -38,8 +38,12 @@ void sg_json_escape_append(sg_buf_t *b, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
     sg_buf_append(b, "\"", 1);
+    size_t run = 0; /* start of the pending run of bytes that need no escaping */
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != '"' && c != '\\' && c != 0x7f) continue;
+        sg_buf_append(b, s + run, i - run);
+        run = i + 1;
         char esc[7];
         switch (c) {
         case '"':
@@ -63,16 +67,21 @@ void sg_json_escape_append(sg_buf_t *b, const char *s, size_t n)
                 esc[4] = hex[c >> 4];
                 esc[5] = hex[c & 15];
                 sg_buf_append(b, esc, 6);
-            } else {
-                sg_buf_append(b, &s[i], 1);
             }
         }
     }
+    sg_buf_append(b, s + run, n - run);
     sg_buf_append(b, "\"", 1);
 }
 
 void sg_logline_begin(sg_logline_t *l, sg_log_level_t level, const char *msg)
 {
+    l->level = (int)level;
+    /* A disabled line costs nothing: fields are not formatted (max 0 refuses every append). */
+    if (!sg_log_enabled(level)) {
+        sg_buf_init(&l->b, 0);
+        return;
+    }
     struct timeval tv;
     struct tm tm;
     char ts[64];
@@ -86,16 +95,18 @@ void sg_logline_begin(sg_logline_t *l, sg_log_level_t level, const char *msg)
     sg_json_escape_append(&l->b, msg, strlen(msg));
 }
 
-static void key(sg_logline_t *l, const char *k)
+static int key(sg_logline_t *l, const char *k)
 {
+    if (l->b.max == 0) return 0;
     sg_buf_append(&l->b, ",", 1);
     sg_json_escape_append(&l->b, k, strlen(k));
     sg_buf_append(&l->b, ":", 1);
+    return 1;
 }
 
 void sg_logline_str(sg_logline_t *l, const char *k, const char *val)
 {
-    key(l, k);
+    if (!key(l, k)) return;
     if (val)
         sg_json_escape_append(&l->b, val, strlen(val));
     else
@@ -104,25 +115,25 @@ void sg_logline_str(sg_logline_t *l, const char *k, const char *val)
 
 void sg_logline_int(sg_logline_t *l, const char *k, long long val)
 {
-    key(l, k);
+    if (!key(l, k)) return;
     sg_buf_printf(&l->b, "%lld", val);
 }
 
 void sg_logline_num(sg_logline_t *l, const char *k, double val)
 {
-    key(l, k);
+    if (!key(l, k)) return;
     sg_buf_printf(&l->b, "%.3f", val);
 }
 
 void sg_logline_bool(sg_logline_t *l, const char *k, int val)
 {
-    key(l, k);
+    if (!key(l, k)) return;
     sg_buf_append_str(&l->b, val ? "true" : "false");
 }
 
 void sg_logline_emit(sg_logline_t *l)
 {
-    if (sg_log_enabled((sg_log_level_t)l->level)) {
+    if (l->b.max != 0 && sg_log_enabled((sg_log_level_t)l->level)) {
         /* A line over the cap lost fields; close it so it is still one JSON object. */
         if (sg_buf_append(&l->b, "}\n", 2) != 0) {
             l->b.len = l->b.max - 16 < l->b.len ? l->b.max - 16 : l->b.len;

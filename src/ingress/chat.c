@@ -114,7 +114,7 @@ static void stream_end(chat_t *c)
     if (!c->req) return;
     sg_http_req_t *req = c->req;
     c->req = NULL;
-    sg_http_stream_end(req);
+    sg_http_stream_end(req, NULL, 0);
 }
 
 /* ---- SSE output ------------------------------------------------------------------------- */
@@ -129,13 +129,15 @@ static int send_head(chat_t *c)
                                 "Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\n");
 }
 
+/* Sends one SSE event. The HTTP layer corks stream output until the end of the loop
+ * iteration, so events that arrive together leave in one write, with no added delay. */
 static int send_event_json(chat_t *c, const char *json, size_t len)
 {
+    if (send_head(c) || !c->req) return -1;
     sg_buf_reset(&c->out);
     if (sg_buf_append(&c->out, "data: ", 6) || sg_buf_append(&c->out, json, len) ||
         sg_buf_append(&c->out, "\n\n", 2))
         return -1;
-    if (send_head(c) || !c->req) return -1;
     return sg_http_stream_write(c->req, c->out.data, c->out.len);
 }
 
@@ -194,7 +196,7 @@ static void send_usage_chunk(chat_t *c)
 
 /* ---- decoder sink ----------------------------------------------------------------------- */
 
-static int sink_chunk(void *ud, cJSON *chunk)
+static int sink_chunk(void *ud, cJSON *chunk, const char *raw, size_t raw_len)
 {
     chat_t *c = ud;
     if (c->client_gone) return 1;
@@ -224,9 +226,12 @@ static int sink_chunk(void *ud, cJSON *chunk)
             if (cJSON_IsString(fr)) c->finish_seen = 1;
         }
         /* Per-chunk usage (vLLM continuous usage) is not forwarded unless asked for. */
-        if (!c->include_usage) cJSON_DeleteItemFromObjectCaseSensitive(chunk, "usage");
+        if (!c->include_usage && cJSON_GetObjectItemCaseSensitive(chunk, "usage")) {
+            cJSON_DeleteItemFromObjectCaseSensitive(chunk, "usage");
+            raw = NULL;
+        }
     }
-    if (send_event_obj(c, chunk) != 0) return 1;
+    if ((raw ? send_event_json(c, raw, raw_len) : send_event_obj(c, chunk)) != 0) return 1;
     return c->client_gone ? 1 : 0;
 }
 
@@ -365,13 +370,19 @@ static const char *finish_upstream(chat_t *c, sg_ex_result_t res, const char *de
                 c->content_chunks += (long)strlen(content->valuestring) / 4;
         }
         c->first_token_ns = sg_now_ns();
-        char *s = cJSON_PrintUnformatted(resp);
-        cJSON_Delete(resp);
         c->out_status = 200;
         sg_http_req_t *req = c->req;
         c->req = NULL;
-        sg_http_respond(req, 200, "application/json", s, strlen(s), NULL);
-        free(s);
+        if (c->vt->passthrough_response) {
+            /* Already an OpenAI chat.completion: forwarded without re-printing. */
+            sg_http_respond(req, 200, "application/json", c->body.data, c->body.len, NULL);
+        } else {
+            char *s = cJSON_PrintUnformatted(resp);
+            SG_ASSERT(s != NULL);
+            sg_http_respond(req, 200, "application/json", s, strlen(s), NULL);
+            free(s);
+        }
+        cJSON_Delete(resp);
         return "ok";
     }
     /* Streaming: flush the decoder (an upstream may close without a final blank line). */
@@ -387,6 +398,7 @@ static const char *finish_upstream(chat_t *c, sg_ex_result_t res, const char *de
     settle_usage(c);
     if (c->include_usage && !c->usage_sent) send_usage_chunk(c);
     send_event_json(c, "[DONE]", 6);
+    if (send_head(c) != 0) return "client_closed";
     stream_end(c);
     return c->client_gone ? "client_closed" : "ok";
 }

@@ -12,6 +12,9 @@
 
 /* Bytes of pipelined input kept while a request is being handled; past it reading stops. */
 #define PENDING_INPUT_MAX (64 * 1024)
+/* Streamed output is corked and written once per loop iteration (after the I/O callbacks that
+ * produced it: no delay, fewer syscalls); past this many bytes it is written at once. */
+#define CORK_MAX (32 * 1024)
 
 typedef enum {
     CS_IDLE,     /* waiting for the first byte of a request */
@@ -34,6 +37,11 @@ struct sg_http_server {
     sg_http_closed_cb on_closed;
     void *closed_ud;
     int port;
+    uv_check_t cork_check; /* flushes corked connections after each loop's I/O phase */
+    uv_idle_t cork_idle;   /* keeps the loop from blocking while output is corked */
+    int cork_active;
+    int cork_handles_open;
+    sg_http_conn_t *corked; /* connections with corked output */
 };
 
 struct sg_http_conn {
@@ -70,6 +78,9 @@ struct sg_http_conn {
     size_t field_start; /* hbuf offset of the header name being read */
     sg_buf_t body;
     sg_buf_t pending; /* unparsed input */
+    sg_buf_t cork;    /* streamed output not yet handed to the socket */
+    sg_http_conn_t *cork_prev, *cork_next;
+    int in_cork_list;
     sg_http_req_t req;
     char origin_ok; /* the request's Origin is allowed by CORS */
     char *origin;   /* borrowed pointer into hbuf */
@@ -232,6 +243,78 @@ static int conn_write(sg_http_conn_t *c, uv_buf_t *bufs, unsigned nbufs)
     return 0;
 }
 
+static void cork_unlink(sg_http_conn_t *c)
+{
+    if (!c->in_cork_list) return;
+    if (c->cork_prev)
+        c->cork_prev->cork_next = c->cork_next;
+    else
+        c->srv->corked = c->cork_next;
+    if (c->cork_next) c->cork_next->cork_prev = c->cork_prev;
+    c->cork_prev = c->cork_next = NULL;
+    c->in_cork_list = 0;
+}
+
+/* Hands corked output to the socket. Returns like conn_write. */
+static int cork_flush(sg_http_conn_t *c)
+{
+    cork_unlink(c);
+    if (c->cork.len == 0 || c->state == CS_CLOSING) return c->state == CS_CLOSING ? -1 : 0;
+    uv_buf_t b = uv_buf_init(c->cork.data, (unsigned)c->cork.len);
+    int r = conn_write(c, &b, 1);
+    sg_buf_reset(&c->cork);
+    return r;
+}
+
+static void on_cork_check(uv_check_t *h)
+{
+    sg_http_server_t *srv = h->data;
+    while (srv->corked) {
+        sg_http_conn_t *c = srv->corked;
+        cork_flush(c);
+        if (c->state != CS_CLOSING) update_io(c);
+    }
+    uv_check_stop(&srv->cork_check);
+    uv_idle_stop(&srv->cork_idle);
+    srv->cork_active = 0;
+}
+
+static void on_cork_idle(uv_idle_t *h)
+{
+    SG_UNUSED(h);
+}
+
+/* Queues bytes for the end of this loop iteration. */
+static int cork_append(sg_http_conn_t *c, const uv_buf_t *bufs, unsigned nbufs)
+{
+    if (c->state == CS_CLOSING || c->shutting_down) return -1;
+    /* While the server stops, its cork handles are closing: write straight through. */
+    if (c->srv->stopping) return conn_write(c, (uv_buf_t *)bufs, nbufs);
+    size_t total = 0;
+    for (unsigned i = 0; i < nbufs; i++) total += bufs[i].len;
+    size_t limit = c->srv->opts.high_watermark < CORK_MAX ? c->srv->opts.high_watermark : CORK_MAX;
+    if (c->cork.len + total > limit) {
+        if (cork_flush(c) != 0) return -1;
+        if (total > limit) return conn_write(c, (uv_buf_t *)bufs, nbufs);
+    }
+    for (unsigned i = 0; i < nbufs; i++)
+        SG_ASSERT(sg_buf_append(&c->cork, bufs[i].base, bufs[i].len) == 0);
+    if (!c->in_cork_list) {
+        sg_http_server_t *srv = c->srv;
+        c->in_cork_list = 1;
+        c->cork_prev = NULL;
+        c->cork_next = srv->corked;
+        if (srv->corked) srv->corked->cork_prev = c;
+        srv->corked = c;
+        if (!srv->cork_active) {
+            srv->cork_active = 1;
+            uv_check_start(&srv->cork_check, on_cork_check);
+            uv_idle_start(&srv->cork_idle, on_cork_idle);
+        }
+    }
+    return 0;
+}
+
 static void append_common_headers(sg_http_conn_t *c, sg_buf_t *h)
 {
     sg_buf_printf(h, "X-Request-Id: %s\r\n", c->req.request_id);
@@ -270,8 +353,10 @@ static int send_head(sg_http_req_t *req, int status, const char *ctype, const ch
         sg_buf_append_str(&h, "\r\n");
     uv_buf_t bufs[2] = {uv_buf_init(h.data, (unsigned)h.len),
                         uv_buf_init((char *)(body ? body : ""), (unsigned)body_len)};
-    /* A HEAD response carries the headers of the GET, never its body. */
-    int r = conn_write(c, bufs, body_len && req->method != HTTP_HEAD ? 2 : 1);
+    /* A HEAD response carries the headers of the GET, never its body. A stream's head waits
+     * in the cork for its first bytes. */
+    int r = content_length < 0 ? cork_append(c, bufs, 1)
+                               : conn_write(c, bufs, body_len && req->method != HTTP_HEAD ? 2 : 1);
     sg_buf_dispose(&h);
     req->bytes_sent += body_len;
     return r;
@@ -322,24 +407,33 @@ int sg_http_stream_write(sg_http_req_t *req, const char *data, size_t len)
     req->bytes_sent += len;
     if (c->close_after && !(c->parser.http_major == 1 && c->parser.http_minor >= 1)) {
         uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
-        return conn_write(c, &b, 1);
+        return cork_append(c, &b, 1);
     }
     char head[24];
     int hl = snprintf(head, sizeof(head), "%zx\r\n", len);
     uv_buf_t bufs[3] = {uv_buf_init(head, (unsigned)hl), uv_buf_init((char *)data, (unsigned)len),
                         uv_buf_init("\r\n", 2)};
-    return conn_write(c, bufs, 3);
+    return cork_append(c, bufs, 3);
 }
 
-int sg_http_stream_end(sg_http_req_t *req)
+int sg_http_stream_end(sg_http_req_t *req, const char *data, size_t len)
 {
     sg_http_conn_t *c = req->conn;
     if (req->done || !req->streaming) return -1;
     int r = 0;
     if (c->parser.http_major == 1 && c->parser.http_minor >= 1) {
-        uv_buf_t b = uv_buf_init("0\r\n\r\n", 5);
-        r = conn_write(c, &b, 1);
+        req->bytes_sent += len;
+        char head[24];
+        int hl = len ? snprintf(head, sizeof(head), "%zx\r\n", len) : 0;
+        uv_buf_t bufs[4] = {uv_buf_init(head, (unsigned)hl),
+                            uv_buf_init((char *)(data ? data : ""), (unsigned)len),
+                            uv_buf_init("\r\n", len ? 2 : 0), uv_buf_init("0\r\n\r\n", 5)};
+        r = cork_append(c, bufs, 4);
+    } else if (len) {
+        r = sg_http_stream_write(req, data, len);
     }
+    /* The response is complete: write it now, before the connection moves on or closes. */
+    if (r == 0) r = cork_flush(c);
     if (!req->done && c->state != CS_CLOSING) finish_request(c);
     return r;
 }
@@ -378,6 +472,7 @@ static void conn_free_if_closed(sg_http_conn_t *c)
     sg_buf_dispose(&c->hbuf);
     sg_buf_dispose(&c->body);
     sg_buf_dispose(&c->pending);
+    sg_buf_dispose(&c->cork);
     free(c);
     maybe_server_closed(srv);
 }
@@ -393,6 +488,7 @@ static void conn_close(sg_http_conn_t *c)
     if (c->state == CS_CLOSING) return;
     int had_req = c->state == CS_HANDLING && !c->req.done;
     c->state = CS_CLOSING;
+    cork_unlink(c);
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -951,6 +1047,7 @@ static void on_connection(uv_stream_t *ls, int status)
     sg_buf_init(&c->hbuf, srv->opts.max_header_bytes);
     sg_buf_init(&c->body, srv->opts.max_body_bytes);
     sg_buf_init(&c->pending, PENDING_INPUT_MAX + 65536);
+    sg_buf_init(&c->cork, CORK_MAX + 64);
     llhttp_init(&c->parser, HTTP_REQUEST, &parser_settings);
     c->parser.data = c;
     reset_request_state(c);
@@ -1014,6 +1111,10 @@ sg_http_server_t *sg_http_server_new(uv_loop_t *loop, const char *host, int port
         uv_close((uv_handle_t *)&srv->listener, on_failed_listener_closed);
         return NULL;
     }
+    uv_check_init(loop, &srv->cork_check);
+    uv_idle_init(loop, &srv->cork_idle);
+    srv->cork_check.data = srv->cork_idle.data = srv;
+    srv->cork_handles_open = 2;
     struct sockaddr_storage bound;
     int len = sizeof(bound);
     uv_tcp_getsockname(&srv->listener, (struct sockaddr *)&bound, &len);
@@ -1039,7 +1140,8 @@ size_t sg_http_server_conn_count(const sg_http_server_t *srv)
 
 static void maybe_server_closed(sg_http_server_t *srv)
 {
-    if (srv->stopping && srv->listener_closed && srv->n_conns == 0 && srv->on_closed) {
+    if (srv->stopping && srv->listener_closed && srv->n_conns == 0 && srv->cork_handles_open == 0 &&
+        srv->on_closed) {
         sg_http_closed_cb cb = srv->on_closed;
         srv->on_closed = NULL;
         cb(srv, srv->closed_ud);
@@ -1053,6 +1155,13 @@ static void on_listener_closed(uv_handle_t *h)
     maybe_server_closed(srv);
 }
 
+static void on_cork_handle_closed(uv_handle_t *h)
+{
+    sg_http_server_t *srv = h->data;
+    srv->cork_handles_open--;
+    maybe_server_closed(srv);
+}
+
 void sg_http_server_stop(sg_http_server_t *srv, sg_http_closed_cb on_closed, void *ud)
 {
     if (srv->stopping) return;
@@ -1061,6 +1170,10 @@ void sg_http_server_stop(sg_http_server_t *srv, sg_http_closed_cb on_closed, voi
     srv->closed_ud = ud;
     uv_close((uv_handle_t *)&srv->listener, on_listener_closed);
     sg_http_conn_t *c = srv->conns;
+    /* Corked bytes must reach the connections that stay to finish. */
+    while (srv->corked) cork_flush(srv->corked);
+    uv_close((uv_handle_t *)&srv->cork_check, on_cork_handle_closed);
+    uv_close((uv_handle_t *)&srv->cork_idle, on_cork_handle_closed);
     while (c) {
         sg_http_conn_t *next = c->next;
         if (c->state == CS_IDLE)
@@ -1079,6 +1192,6 @@ void sg_http_server_close_all(sg_http_server_t *srv)
 void sg_http_server_free(sg_http_server_t *srv)
 {
     if (!srv) return;
-    SG_ASSERT(srv->n_conns == 0 && srv->listener_closed);
+    SG_ASSERT(srv->n_conns == 0 && srv->listener_closed && srv->cork_handles_open == 0);
     free(srv);
 }

@@ -491,7 +491,7 @@ static void job_step(mock_job_t *j)
         mock_out_append(&o, mock_garbage1, sizeof(mock_garbage1) - 1);
         mock_out_append(&o, mock_garbage2, sizeof(mock_garbage2) - 1);
         if (job_flush(j, &o) < 0) return;
-        sg_http_stream_end(j->req);
+        sg_http_stream_end(j->req, NULL, 0);
         if (!j->dead) job_finish(j, MOCK_DONE_OK);
         return;
     }
@@ -525,7 +525,7 @@ static void job_step(mock_job_t *j)
     }
     j->wire->stream_close(j, &o);
     if (job_flush(j, &o) < 0) return;
-    sg_http_stream_end(j->req);
+    sg_http_stream_end(j->req, NULL, 0);
     if (!j->dead) job_finish(j, MOCK_DONE_OK);
 }
 

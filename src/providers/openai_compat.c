@@ -137,7 +137,7 @@ static int oa_on_event(void *ud, const sg_sse_event_t *ev)
     sg_usage_t u = {0};
     sg_usage_from_json(cJSON_GetObjectItemCaseSensitive(j, "usage"), &u);
     if (u.known) d->sink.usage(d->sink.ud, &u);
-    int r = d->sink.chunk(d->sink.ud, j);
+    int r = d->sink.chunk(d->sink.ud, j, ev->data, ev->data_len);
     cJSON_Delete(j);
     if (r) d->stopped = 1;
     return r;
@@ -238,6 +238,7 @@ static void oa_map_error(long status, const char *body, size_t len, sg_error_t *
 
 const sg_provider_vt_t sg_provider_openai = {
     .kind = "openai",
+    .passthrough_response = 1,
     .build_chat = oa_build_chat,
     .decoder_new = oa_decoder_new,
     .decode = oa_decode,
