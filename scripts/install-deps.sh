@@ -24,7 +24,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # The official openai SDK for the integration tests, pinned by tests/package-lock.json.
-if [ ! -d tests/node_modules/openai ]; then
+if [ "${SKIP_NPM:-0}" != 1 ] && [ ! -d tests/node_modules/openai ]; then
     echo "install-deps: npm ci in tests/" >&2
     (cd tests && npm ci --no-audit --no-fund --loglevel=error)
 fi

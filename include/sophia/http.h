@@ -119,8 +119,9 @@ int sg_http_stream_write(sg_http_req_t *req, const char *data, size_t len);
  * write. */
 int sg_http_stream_end(sg_http_req_t *req, const char *data, size_t len);
 
-/* Closes the connection now, abandoning the response (the client sees a truncated reply).
- * The abort hook does not fire; the request is dead afterwards. */
+/* Ends the connection in the middle of the response: bytes already produced are sent, then
+ * the connection closes (the client sees a truncated reply). The abort hook does not fire;
+ * the request is dead afterwards. */
 void sg_http_req_close(sg_http_req_t *req);
 
 /* Standard reason phrase for a status code. */

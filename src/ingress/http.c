@@ -503,12 +503,7 @@ static void conn_close(sg_http_conn_t *c)
     uv_close((uv_handle_t *)&c->timer, on_handle_closed);
 }
 
-void sg_http_req_close(sg_http_req_t *req)
-{
-    req->abort_cb = NULL;
-    req->done = 1;
-    conn_close(req->conn);
-}
+
 
 static void on_shutdown(uv_shutdown_t *s, int status)
 {
@@ -539,6 +534,16 @@ static void conn_close_graceful(sg_http_conn_t *c)
         c->reading = 0;
     }
     update_io(c);
+}
+
+void sg_http_req_close(sg_http_req_t *req)
+{
+    sg_http_conn_t *c = req->conn;
+    req->abort_cb = NULL;
+    req->done = 1;
+    c->close_after = 1;
+    /* What was already produced still goes out; then the connection ends mid-response. */
+    if (cork_flush(c) == 0) conn_close_graceful(c);
 }
 
 static void reset_request_state(sg_http_conn_t *c)
