@@ -94,6 +94,7 @@ typedef struct write_req {
 } write_req_t;
 
 static void conn_close(sg_http_conn_t *c);
+static void on_timer(uv_timer_t *t);
 static void update_io(sg_http_conn_t *c);
 static void process_input(sg_http_conn_t *c);
 static void finish_request(sg_http_conn_t *c);
@@ -239,6 +240,10 @@ static int conn_write(sg_http_conn_t *c, uv_buf_t *bufs, unsigned nbufs)
     }
     if (c->queued == 0) c->last_progress = sg_now_ms();
     c->queued += rest;
+    /* Bytes now wait on the client: make sure the stall deadline is armed even when this
+     * write came from outside the server's own callbacks (an upstream or timer callback). */
+    if (!uv_is_active((uv_handle_t *)&c->timer))
+        uv_timer_start(&c->timer, on_timer, c->srv->opts.write_stall_timeout_ms, 0);
     if (c->queued >= c->srv->opts.high_watermark) c->over_high = 1;
     return 0;
 }
@@ -502,8 +507,6 @@ static void conn_close(sg_http_conn_t *c)
     uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
     uv_close((uv_handle_t *)&c->timer, on_handle_closed);
 }
-
-
 
 static void on_shutdown(uv_shutdown_t *s, int status)
 {
@@ -1064,12 +1067,15 @@ static void on_connection(uv_stream_t *ls, int status)
     }
     uv_tcp_nodelay(&c->tcp, 1);
     if (srv->n_conns > srv->opts.max_connections) {
-        static const char busy[] =
-            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-            "Connection: close\r\nRetry-After: 1\r\nContent-Length: 112\r\n\r\n"
-            "{\"error\":{\"message\":\"too many connections\",\"type\":\"server_error\","
-            "\"param\":null,\"code\":\"too_many_connections\"}}";
-        uv_buf_t b = uv_buf_init((char *)busy, sizeof(busy) - 1);
+#define BUSY_BODY                                                                                  \
+    "{\"error\":{\"message\":\"too many connections\",\"type\":\"server_error\","                  \
+    "\"param\":null,\"code\":\"too_many_connections\"}}"
+        char busy[512];
+        int n = snprintf(busy, sizeof(busy),
+                         "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                         "Connection: close\r\nRetry-After: 1\r\nContent-Length: %zu\r\n\r\n%s",
+                         sizeof(BUSY_BODY) - 1, BUSY_BODY);
+        uv_buf_t b = uv_buf_init(busy, (unsigned)n);
         uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
         if (srv->opts.log_requests_errors)
             sg_log(SG_LOG_WARN, "connection refused: %zu connections open (max %zu)",
