@@ -633,8 +633,12 @@ static void on_timer(uv_timer_t *t)
         break;
     case CS_HANDLING:
         if (c->queued > 0 && now - c->last_progress >= o->write_stall_timeout_ms) {
-            sg_log(SG_LOG_WARN, "client stalled for %llu ms with %zu bytes queued; closing",
-                   (unsigned long long)(now - c->last_progress), c->queued);
+            sg_logline_t l;
+            sg_logline_begin(&l, SG_LOG_WARN, "client stalled; closing");
+            sg_logline_str(&l, "request_id", c->req.request_id);
+            sg_logline_int(&l, "stalled_ms", (long long)(now - c->last_progress));
+            sg_logline_int(&l, "queued_bytes", (long long)c->queued);
+            sg_logline_emit(&l);
             conn_close(c);
             return;
         }
