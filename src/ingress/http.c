@@ -190,7 +190,7 @@ static void on_write(uv_write_t *w, int status)
         return;
     }
     c->last_progress = sg_now_ms();
-    if (c->over_high && c->queued < c->srv->opts.low_watermark) {
+    if (c->over_high && c->queued <= c->srv->opts.low_watermark) {
         c->over_high = 0;
         if (!c->req.done && c->req.drain_cb) c->req.drain_cb(&c->req, c->req.hook_ud);
     }
