@@ -13,7 +13,9 @@
 
 typedef struct app {
     sg_gateway_t gw;
-    uv_signal_t sigint, sigterm;
+    const char *config_path;
+    const char *listen_arg;
+    uv_signal_t sigint, sigterm, sighup;
     uv_timer_t grace;
     int stopping;
     int exit_code;
@@ -21,15 +23,22 @@ typedef struct app {
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: sophia-gateway [--listen HOST:PORT] [--config PATH] [--check-config]\n"
-               "\n"
-               "  --listen HOST:PORT  address to listen on (overrides the config's \"listen\")\n"
-               "  --config PATH       JSON configuration file (${ENV} interpolated)\n"
-               "  --check-config      validate the configuration, print every problem, exit\n"
-               "                      (0 when valid, 2 when not)\n"
-               "\n"
-               "Environment: LAMBDA_BASE_URL, LAMBDA_API_KEY (the lambda provider),\n"
-               "SOPHIA_LISTEN, SOPHIA_LOG_LEVEL.\n");
+    fprintf(f,
+            "usage: sophia-gateway [--listen HOST:PORT] [--config PATH] [--check-config]\n"
+            "\n"
+            "  --listen HOST:PORT  address to listen on (overrides the config's \"listen\")\n"
+            "  --config PATH       JSON configuration file (${ENV} and ${file:PATH} interpolated)\n"
+            "  --check-config      validate the configuration and credentials, print every\n"
+            "                      problem, exit (0 when valid, 2 when not)\n"
+            "\n"
+            "Environment: LAMBDA_BASE_URL, LAMBDA_API_KEY (the lambda provider);\n"
+            "SNOWFLAKE_ACCOUNT, SNOWFLAKE_USER, SNOWFLAKE_PAT or SNOWFLAKE_PRIVATE_KEY_PATH\n"
+            "(+ SNOWFLAKE_PRIVATE_KEY_PASSPHRASE), SNOWFLAKE_ROLE, SNOWFLAKE_WAREHOUSE,\n"
+            "SNOWFLAKE_DATABASE, SNOWFLAKE_SCHEMA, SNOWFLAKE_BASE_URL (the cortex provider);\n"
+            "SOPHIA_LISTEN, SOPHIA_LOG_LEVEL.\n"
+            "\n"
+            "Signals: SIGTERM/SIGINT drain and exit; SIGHUP re-reads the configuration and its\n"
+            "secrets (requests in flight finish on the old ones).\n");
 }
 
 static void on_handle_close_noop(uv_handle_t *h)
@@ -45,6 +54,7 @@ static void on_http_closed(sg_http_server_t *srv, void *ud)
     uv_close((uv_handle_t *)&a->grace, on_handle_close_noop);
     uv_close((uv_handle_t *)&a->sigint, on_handle_close_noop);
     uv_close((uv_handle_t *)&a->sigterm, on_handle_close_noop);
+    uv_close((uv_handle_t *)&a->sighup, on_handle_close_noop);
     sg_curlm_free(a->gw.curlm);
     a->gw.curlm = NULL;
 }
@@ -67,30 +77,12 @@ static void on_signal(uv_signal_t *s, int signum)
     }
     a->stopping = 1;
     a->gw.draining = 1;
+    uint64_t grace = a->gw.gen->cfg.shutdown_grace_ms;
     sg_log(SG_LOG_INFO, "%s received: draining %zu connection(s) for up to %llu ms",
            signum == SIGINT ? "SIGINT" : "SIGTERM", sg_http_server_conn_count(a->gw.http),
-           (unsigned long long)a->gw.cfg.shutdown_grace_ms);
-    uv_timer_start(&a->grace, on_grace, a->gw.cfg.shutdown_grace_ms, 0);
+           (unsigned long long)grace);
+    uv_timer_start(&a->grace, on_grace, grace, 0);
     sg_http_server_stop(a->gw.http, on_http_closed, a);
-}
-
-static int parse_listen(const char *s, char **host, int *port)
-{
-    const char *colon = strrchr(s, ':');
-    if (!colon || colon == s) return -1;
-    char *end;
-    long p = strtol(colon + 1, &end, 10);
-    if (*end || p < 0 || p > 65535) return -1;
-    const char *h = s;
-    size_t hl = (size_t)(colon - s);
-    if (h[0] == '[' && hl >= 2 && h[hl - 1] == ']') {
-        h++;
-        hl -= 2;
-    }
-    free(*host);
-    *host = sg_xstrndup(h, hl);
-    *port = (int)p;
-    return 0;
 }
 
 static void raise_nofile(void)
@@ -102,20 +94,82 @@ static void raise_nofile(void)
     }
 }
 
-static void http_opts_from_config(const sg_config_t *cfg, sg_http_opts_t *o)
+static void print_errors(const sg_config_errors_t *errs, int to_log)
 {
-    sg_http_opts_defaults(o);
-    o->max_header_bytes = cfg->max_header_bytes;
-    o->max_body_bytes = cfg->max_body_bytes;
-    o->header_timeout_ms = cfg->header_timeout_ms;
-    o->idle_timeout_ms = cfg->idle_timeout_ms;
-    o->write_stall_timeout_ms = cfg->write_stall_timeout_ms;
-    o->max_connections = cfg->max_connections;
-    o->high_watermark = cfg->high_watermark;
-    o->low_watermark = cfg->low_watermark;
-    o->cors_origins = cfg->cors_origins;
-    o->n_cors_origins = cfg->n_cors_origins;
-    o->log_requests_errors = 1;
+    for (size_t i = 0; i < errs->n; i++) {
+        if (to_log) {
+            sg_logline_t l;
+            sg_logline_begin(&l, SG_LOG_ERROR, "config error");
+            sg_logline_str(&l, "path", errs->items[i].path);
+            sg_logline_str(&l, "error", errs->items[i].message);
+            sg_logline_emit(&l);
+        } else {
+            fprintf(stderr, "config error: %s: %s\n", errs->items[i].path, errs->items[i].message);
+        }
+    }
+}
+
+static void log_providers(const sg_gen_t *g)
+{
+    for (size_t i = 0; i < g->cfg.n_providers; i++) {
+        const sg_provider_cfg_t *p = &g->cfg.providers[i];
+        sg_logline_t l;
+        sg_logline_begin(&l, SG_LOG_INFO, "provider");
+        sg_logline_str(&l, "name", p->name);
+        sg_logline_str(&l, "kind", p->kind);
+        sg_logline_str(&l, "base_url", p->base_url);
+        if (g->sf_auth[i]) {
+            sg_logline_str(&l, "auth", sg_sf_auth_method(g->sf_auth[i]));
+            int64_t exp = sg_sf_auth_expires_at(g->sf_auth[i]);
+            if (exp && strcmp(sg_sf_auth_method(g->sf_auth[i]), "pat") == 0)
+                sg_logline_num(&l, "token_days_left", (double)(exp - sg_unix_time()) / 86400.0);
+        } else {
+            sg_logline_bool(&l, "api_key_set", p->api_key && p->api_key[0]);
+        }
+        sg_logline_int(&l, "models", (long long)p->n_models);
+        sg_logline_emit(&l);
+    }
+    if (g->cfg.n_providers == 0)
+        sg_log(SG_LOG_WARN,
+               "no provider configured: set LAMBDA_BASE_URL or SNOWFLAKE_ACCOUNT, or use --config");
+}
+
+/* SIGHUP: a new generation from the same sources. Requests in flight keep the old one, which
+ * is freed when the last of them ends. */
+static void on_sighup(uv_signal_t *s, int signum)
+{
+    SG_UNUSED(signum);
+    app_t *a = s->data;
+    sg_gateway_t *gw = &a->gw;
+    if (a->stopping) return;
+    sg_config_errors_t errs = {0};
+    sg_gen_t *g = sg_gen_load(a->config_path, a->listen_arg, gw->gen->id + 1, &errs);
+    if (!g) {
+        print_errors(&errs, 1);
+        sg_config_errors_free(&errs);
+        gw->reloads_failed++;
+        sg_log(SG_LOG_ERROR, "reload failed; the running configuration stays in force");
+        return;
+    }
+    sg_config_errors_free(&errs);
+    if (strcmp(g->cfg.listen_host, gw->gen->cfg.listen_host) != 0 ||
+        g->cfg.listen_port != gw->gen->cfg.listen_port)
+        sg_log(SG_LOG_WARN, "the listen address changed; it takes effect at the next restart");
+    sg_http_opts_t ho;
+    sg_gateway_http_opts(&g->cfg, &ho);
+    sg_http_server_set_opts(gw->http, &ho);
+    sg_log_level_t lvl;
+    if (sg_log_level_parse(g->cfg.log_level, &lvl) == 0) sg_log_set_level(lvl);
+    sg_gen_t *old = gw->gen;
+    gw->gen = g;
+    gw->reloads_ok++;
+    sg_logline_t l;
+    sg_logline_begin(&l, SG_LOG_INFO, "configuration reloaded");
+    sg_logline_int(&l, "generation", (long long)g->id);
+    sg_logline_int(&l, "requests_on_previous", (long long)(old->refs - 1));
+    sg_logline_emit(&l);
+    log_providers(g);
+    sg_gen_unref(old);
 }
 
 int main(int argc, char **argv)
@@ -155,78 +209,62 @@ int main(int argc, char **argv)
 
     static app_t app;
     sg_gateway_t *gw = &app.gw;
+    app.config_path = config_path;
+    app.listen_arg = listen_arg;
     sg_config_errors_t errs = {0};
-    int rc = sg_config_load(&gw->cfg, config_path, &errs);
-    if (listen_arg && parse_listen(listen_arg, &gw->cfg.listen_host, &gw->cfg.listen_port) != 0) {
-        fprintf(stderr, "sophia-gateway: --listen: expected HOST:PORT, got '%s'\n", listen_arg);
-        rc = -1;
-    }
-    if (rc != 0) {
-        for (size_t i = 0; i < errs.n; i++)
-            fprintf(stderr, "config error: %s: %s\n", errs.items[i].path, errs.items[i].message);
+    gw->gen = sg_gen_load(config_path, listen_arg, 1, &errs);
+    if (!gw->gen) {
+        print_errors(&errs, 0);
         fprintf(stderr, "sophia-gateway: invalid configuration (%zu problem%s)\n", errs.n,
                 errs.n == 1 ? "" : "s");
         sg_config_errors_free(&errs);
-        sg_config_free(&gw->cfg);
         return 2;
     }
     sg_config_errors_free(&errs);
+    const sg_config_t *cfg = &gw->gen->cfg;
     if (check_only) {
-        printf("configuration OK: listen %s:%d, %zu provider(s)\n", gw->cfg.listen_host,
-               gw->cfg.listen_port, gw->cfg.n_providers);
-        sg_config_free(&gw->cfg);
+        printf("configuration OK: listen %s:%d, %zu provider(s), %zu model name(s)\n",
+               cfg->listen_host, cfg->listen_port, cfg->n_providers, gw->gen->catalog.n);
+        sg_gen_unref(gw->gen);
         return 0;
     }
     sg_log_level_t lvl;
-    if (sg_log_level_parse(gw->cfg.log_level, &lvl) == 0) sg_log_set_level(lvl);
+    if (sg_log_level_parse(cfg->log_level, &lvl) == 0) sg_log_set_level(lvl);
     signal(SIGPIPE, SIG_IGN);
     raise_nofile();
 
     uv_loop_t *loop = uv_default_loop();
     gw->loop = loop;
-    sg_catalog_build(&gw->catalog, &gw->cfg);
     gw->curlm = sg_curlm_new(loop);
     sg_http_opts_t ho;
-    http_opts_from_config(&gw->cfg, &ho);
-    gw->http = sg_http_server_new(loop, gw->cfg.listen_host, gw->cfg.listen_port, &ho,
-                                  sg_router_on_request, gw);
+    sg_gateway_http_opts(cfg, &ho);
+    gw->http =
+        sg_http_server_new(loop, cfg->listen_host, cfg->listen_port, &ho, sg_router_on_request, gw);
     if (!gw->http) {
         sg_curlm_free(gw->curlm);
         uv_run(loop, UV_RUN_DEFAULT);
         uv_loop_close(loop);
-        sg_catalog_free(&gw->catalog);
-        sg_config_free(&gw->cfg);
+        sg_gen_unref(gw->gen);
         return 1;
     }
     uv_signal_init(loop, &app.sigint);
     uv_signal_init(loop, &app.sigterm);
-    app.sigint.data = app.sigterm.data = &app;
+    uv_signal_init(loop, &app.sighup);
+    app.sigint.data = app.sigterm.data = app.sighup.data = &app;
     uv_signal_start(&app.sigint, on_signal, SIGINT);
     uv_signal_start(&app.sigterm, on_signal, SIGTERM);
+    uv_signal_start(&app.sighup, on_sighup, SIGHUP);
     uv_timer_init(loop, &app.grace);
     app.grace.data = &app;
 
-    {
-        sg_logline_t l;
-        sg_logline_begin(&l, SG_LOG_INFO, "sophia-gateway listening");
-        sg_logline_str(&l, "host", gw->cfg.listen_host);
-        sg_logline_int(&l, "port", sg_http_server_port(gw->http));
-        sg_logline_int(&l, "providers", (long long)gw->cfg.n_providers);
-        sg_logline_int(&l, "models", (long long)gw->catalog.n);
-        sg_logline_emit(&l);
-        for (size_t i = 0; i < gw->cfg.n_providers; i++) {
-            const sg_provider_cfg_t *p = &gw->cfg.providers[i];
-            sg_logline_begin(&l, SG_LOG_INFO, "provider");
-            sg_logline_str(&l, "name", p->name);
-            sg_logline_str(&l, "kind", p->kind);
-            sg_logline_str(&l, "base_url", p->base_url);
-            sg_logline_bool(&l, "api_key_set", p->api_key && p->api_key[0]);
-            sg_logline_int(&l, "models", (long long)p->n_models);
-            sg_logline_emit(&l);
-        }
-        if (gw->cfg.n_providers == 0)
-            sg_log(SG_LOG_WARN, "no provider configured: set LAMBDA_BASE_URL or use --config");
-    }
+    sg_logline_t l;
+    sg_logline_begin(&l, SG_LOG_INFO, "sophia-gateway listening");
+    sg_logline_str(&l, "host", cfg->listen_host);
+    sg_logline_int(&l, "port", sg_http_server_port(gw->http));
+    sg_logline_int(&l, "providers", (long long)cfg->n_providers);
+    sg_logline_int(&l, "models", (long long)gw->gen->catalog.n);
+    sg_logline_emit(&l);
+    log_providers(gw->gen);
 
     uv_run(loop, UV_RUN_DEFAULT);
     sg_http_server_free(gw->http);
@@ -236,8 +274,7 @@ int main(int argc, char **argv)
                uv_strerror(close_rc));
         app.exit_code = 1;
     }
-    sg_catalog_free(&gw->catalog);
-    sg_config_free(&gw->cfg);
+    sg_gen_unref(gw->gen);
     curl_global_cleanup();
     sg_log(SG_LOG_INFO, "stopped");
     return app.exit_code;

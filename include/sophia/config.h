@@ -13,15 +13,34 @@ typedef struct sg_model_cfg {
     size_t n_aliases;
     double price_in_per_mtok;  /* USD per 1M prompt tokens */
     double price_out_per_mtok; /* USD per 1M completion tokens */
+    /* kind "cortex" only: which Snowflake endpoint serves the model: "complete"
+     * (/api/v2/cortex/inference:complete, the default) or "openai"
+     * (/api/v2/cortex/v1/chat/completions). NULL for other kinds. */
+    char *api;
 } sg_model_cfg_t;
 
 typedef struct sg_provider_cfg {
     char *name;     /* "lambda" */
-    char *kind;     /* adapter: "openai" (OpenAI-compatible) */
-    char *base_url; /* e.g. "http://127.0.0.1:9000/v1" (no trailing slash after load) */
+    char *kind;     /* adapter: "openai" (OpenAI-compatible) or "cortex" (Snowflake) */
+    char *base_url; /* e.g. "http://127.0.0.1:9000/v1" (no trailing slash after load); for
+                       cortex the Snowflake host URL, default
+                       https://<account host part>.snowflakecomputing.com */
     char *api_key;  /* secret; may be NULL (no Authorization sent) */
     sg_model_cfg_t *models;
     size_t n_models;
+
+    /* kind "cortex" (Snowflake). account and user are required; exactly one of pat and
+     * private_key_path. */
+    char *account; /* account identifier as given, e.g. "myorg-myacct" */
+    char *user;
+    char *role;                   /* may be NULL */
+    char *warehouse;              /* may be NULL */
+    char *database;               /* may be NULL */
+    char *schema;                 /* may be NULL */
+    char *pat;                    /* secret: programmatic access token */
+    char *private_key_path;       /* PKCS#8 PEM (RSA), possibly encrypted */
+    char *private_key_passphrase; /* secret; may be NULL */
+    int pat_warn_days;            /* warn when the PAT expires within this many days (7) */
 } sg_provider_cfg_t;
 
 typedef struct sg_config {
@@ -47,6 +66,8 @@ typedef struct sg_config {
     uint64_t first_byte_timeout_ms;    /* default 60000 */
     uint64_t upstream_idle_timeout_ms; /* between bytes, default 60000 */
     uint64_t total_timeout_ms;         /* default 600000 */
+    size_t max_retries;                /* retries of 429/503/504 before any output, default 2 */
+    uint64_t retry_base_ms;            /* first backoff, doubled each retry, default 250 */
 
     uint64_t shutdown_grace_ms; /* default 10000 */
 
@@ -72,8 +93,10 @@ void sg_config_defaults(sg_config_t *cfg);
  * applies the file, then the environment: LAMBDA_BASE_URL and LAMBDA_API_KEY fill the
  * "lambda" provider's base_url / api_key when the file leaves them unset (and create the
  * provider, with the built-in Lambda model catalog, when the file has none and
- * LAMBDA_BASE_URL is set). String values in the file may contain ${NAME} (replaced by the
- * environment variable; an unset variable is an error naming it) and $$ for a literal $.
+ * LAMBDA_BASE_URL is set); SNOWFLAKE_* likewise fill or create the "cortex" provider (see
+ * config.c). String values in the file may contain ${NAME} (replaced by the environment
+ * variable; an unset variable is an error naming it), ${file:PATH} (a secret file's content)
+ * and $$ for a literal $.
  * Every problem is appended to errs (all of them, not just the first); returns 0 when errs
  * is empty, -1 otherwise. On return cfg is always safe to sg_config_free. */
 int sg_config_load(sg_config_t *cfg, const char *path, sg_config_errors_t *errs);

@@ -47,7 +47,8 @@ typedef struct sg_decode_sink {
 typedef struct sg_route {
     const sg_provider_cfg_t *provider;
     const sg_model_cfg_t *model;
-    char public_name[256]; /* "lambda/hermes3-70b" */
+    char public_name[256];      /* "lambda/hermes3-70b" */
+    struct sg_sf_auth *sf_auth; /* kind "cortex": the provider's Snowflake credentials */
 } sg_route_t;
 
 typedef struct sg_upstream_opts {
@@ -87,6 +88,7 @@ typedef struct sg_provider_vt {
 const sg_provider_vt_t *sg_provider_find(const char *kind);
 
 extern const sg_provider_vt_t sg_provider_openai;
+extern const sg_provider_vt_t sg_provider_cortex;
 
 /* Extracts an OpenAI-shaped usage object into u (u->known set when present). */
 void sg_usage_from_json(const cJSON *usage, sg_usage_t *u);

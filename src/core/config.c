@@ -16,14 +16,16 @@
  *     "low_watermark": 16384           // integer >= 0; must be < high_watermark
  *   },
  *   "cors": {"allowed_origins": ["https://app.example.com"]},  // "*" or scheme://host[:port]
- *   "upstream": {                      // every value an integer >= 1
+ *   "upstream": {                      // every value an integer >= 1 (max_retries >= 0)
  *     "connect_timeout_ms": 5000, "first_byte_timeout_ms": 60000,
- *     "idle_timeout_ms": 60000, "total_timeout_ms": 600000
+ *     "idle_timeout_ms": 60000, "total_timeout_ms": 600000,
+ *     "max_retries": 2, "retry_base_ms": 250  // 429/503/504 retried before any output
  *   },
  *   "shutdown_grace_ms": 10000,        // integer >= 0
  *   "providers": {                     // object keyed by provider name ([A-Za-z0-9_.-]+)
  *     "lambda": {
- *       "kind": "openai",              // required, except "lambda" defaults to "openai"
+ *       "kind": "openai",              // required ("openai" | "cortex"), except that "lambda"
+ *                                      // defaults to "openai" and "cortex" to "cortex"
  *       "base_url": "${LAMBDA_BASE_URL}", // required http:// or https:// URL; a trailing '/'
  *                                      // is stripped; "lambda" falls back to LAMBDA_BASE_URL
  *       "api_key": "${LAMBDA_API_KEY}", // string or null (no Authorization header); when the
@@ -36,31 +38,71 @@
  *          "price_in": 0.12,           // optional USD per 1M prompt tokens, >= 0
  *          "price_out": 0.30}          // optional USD per 1M completion tokens, >= 0
  *       ]                              // (missing prices: the built-in catalog price for
- *     }                                // "lambda" models it knows, else 0)
+ *     },                               // "lambda" models it knows, else 0)
+ *     "cortex": {                      // Snowflake Cortex REST (kind "cortex")
+ *       "kind": "cortex",              // optional for a provider named "cortex"
+ *       "account": "${SNOWFLAKE_ACCOUNT}", // required; account identifier, e.g.
+ *                                      // "myorg-myacct" or a locator "xy12345.us-east-1"
+ *                                      // (letters, digits, '-', '_', '.')
+ *       "user": "SVC_GATEWAY",         // required, non-empty
+ *       "role": "CORTEX_ROLE",         // optional (string or null), like the next three
+ *       "warehouse": "WH", "database": "DB", "schema": "PUBLIC",
+ *       "pat": "${SNOWFLAKE_PAT}",     // programmatic access token (no whitespace/control
+ *                                      // characters), OR
+ *       "private_key_path": "/path/key.p8", // PKCS#8 PEM RSA key; must be a readable file
+ *       "private_key_passphrase": "${SNOWFLAKE_PRIVATE_KEY_PASSPHRASE}", // optional, only
+ *                                      // with private_key_path (string or null)
+ *                                      // exactly one of "pat" and "private_key_path"
+ *       "base_url": "https://…",       // optional http(s) override; default
+ *                                      // https://<host>.snowflakecomputing.com where host is
+ *                                      // the account lower-cased with '_' → '-' (dots kept)
+ *       "pat_warn_days": 7,            // integer 0-3650: warn when the PAT expires sooner
+ *       "models": [                    // optional: without it, the built-in Cortex catalog
+ *         {"id": "llama3.1-70b", "upstream_id": "llama3.1-70b", "aliases": ["big"],
+ *          "price_in": 2.42, "price_out": 2.42, // default: built-in Cortex catalog price
+ *          "api": "complete"}          // "complete" (default; /api/v2/cortex/inference:
+ *       ]                              // complete) or "openai" (/api/v2/cortex/v1/chat/
+ *     }                                // completions); only on kind "cortex" models
  *   }
  * }
+ * "api_key" is an error on a cortex provider (cortex uses pat or private_key_path), and the
+ * Snowflake keys (account, user, role, warehouse, database, schema, pat, private_key_path,
+ * private_key_passphrase, pat_warn_days) and a model's "api" are unknown keys elsewhere.
  *
  * Every string value may contain ${NAME} (replaced by that environment variable; unset is
- * an error) and $$ (a literal $); any other $ is kept as is. // line and block comments are
- * allowed. Environment (applied after the file): SOPHIA_LISTEN overrides "listen",
+ * an error), ${file:PATH} (the file's content minus trailing white space; for secrets that
+ * are rotated with SIGHUP) and $$ (a literal $); any other $ is kept as is. // line and block
+ * comments are allowed. Environment (applied after the file): SOPHIA_LISTEN overrides "listen",
  * SOPHIA_LOG_LEVEL overrides "log_level"; LAMBDA_BASE_URL / LAMBDA_API_KEY as described
  * above, and when the file defines no "lambda" provider and LAMBDA_BASE_URL is set, a
- * "lambda" provider is created with the built-in catalog. Empty environment variables count
- * as unset (except inside ${NAME}, where the empty value is used).
+ * "lambda" provider is created with the built-in catalog. SNOWFLAKE_ACCOUNT, SNOWFLAKE_USER,
+ * SNOWFLAKE_ROLE, SNOWFLAKE_WAREHOUSE, SNOWFLAKE_DATABASE, SNOWFLAKE_SCHEMA,
+ * SNOWFLAKE_BASE_URL, SNOWFLAKE_PAT, SNOWFLAKE_PRIVATE_KEY_PATH and
+ * SNOWFLAKE_PRIVATE_KEY_PASSPHRASE fill the keys the provider named "cortex" leaves out
+ * (SNOWFLAKE_BASE_URL thus replaces the derived default; the credential variables are used
+ * only when the file sets neither "pat" nor "private_key_path", and setting both
+ * SNOWFLAKE_PAT and SNOWFLAKE_PRIVATE_KEY_PATH then is an error). When the file has no
+ * provider named "cortex" or of kind "cortex" and SNOWFLAKE_ACCOUNT is set, a "cortex"
+ * provider is created from these variables with the built-in Cortex catalog, validated
+ * like the file (errors at "env:SNOWFLAKE_..."). Empty environment variables count as unset
+ * (except inside ${NAME}, where the empty value is used).
  *
  * Errors carry a JSON path ("$" for the file as a whole, "$.limits.max_body_bytes",
  * "$.providers.lambda.models[2].price_in") or "env:NAME" for an environment variable.
- * Error messages never contain api_key values, interpolated values, base URLs or
- * environment values. */
+ * Error messages never contain api_key, pat or passphrase values, interpolated values, base
+ * URLs or environment values (a private_key_path written literally in the file may appear). */
 #include "sophia/config.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cjson/cJSON.h>
 
@@ -71,6 +113,9 @@
 #define CONFIG_FILE_MAX (16u * 1024 * 1024)
 #define MAX_JSON_INT 9007199254740991.0 /* 2^53 - 1: every integer a double holds exactly */
 #define BUILTIN_PATH "(built-in Lambda catalog)"
+#define CORTEX_BUILTIN_PATH "(built-in Cortex catalog)"
+#define PAT_WARN_DAYS_DEFAULT 7
+#define PAT_WARN_DAYS_MAX 3650
 
 /* ---- built-in Lambda model catalog ----------------------------------------------------
  * DEFAULTS ONLY, overridable by configuration: used for the "lambda" provider when it is
@@ -102,10 +147,54 @@ static const catalog_entry_t lambda_catalog[] = {
     {"lfm-40b", 0.10, 0.20, NULL},
 };
 
-static const catalog_entry_t *catalog_find(const char *id)
+/* ---- built-in Snowflake Cortex model catalog ------------------------------------------
+ * DEFAULTS ONLY, overridable by configuration: used for a kind "cortex" provider created
+ * from the environment or configured without "models", and for the prices of cortex models
+ * that omit price_in / price_out. Names are the current Cortex names (PROVIDERS.md
+ * section 2). Prices are USD per 1M tokens at $2.00 per AI credit:
+ *  - from PROVIDERS.md credits per 1M tokens (one rate for input and output): llama3.1-8b
+ *    0.19, llama3.1-70b 1.21, llama3.1-405b 3.00, mistral-large2 1.95, mistral-7b 0.12,
+ *    claude-3-5-sonnet 2.55 (e.g. 1.21 credits x $2.00 = $2.42);
+ *  - every other entry is an ESTIMATE (no credit price in PROVIDERS.md): the model vendor's
+ *    public list price plus 10% for the Claude and OpenAI models, and a guess close to
+ *    comparable open models for llama4-maverick, deepseek-r1 and snowflake-llama-3.3-70b.
+ *    Configure real prices with price_in / price_out. */
+#define CREDIT_USD 2.00
+
+static const catalog_entry_t cortex_catalog[] = {
+    {"claude-sonnet-4-5", 3.30, 16.50, "cortex-smart"}, /* estimate */
+    {"claude-haiku-4-5", 1.10, 5.50, NULL},             /* estimate */
+    {"claude-3-7-sonnet", 3.30, 16.50, NULL},           /* estimate */
+    {"claude-3-5-sonnet", 2.55 * CREDIT_USD, 2.55 * CREDIT_USD, NULL},
+    {"openai-gpt-4.1", 2.20, 8.80, NULL},    /* estimate */
+    {"openai-gpt-5", 1.38, 11.00, NULL},     /* estimate */
+    {"openai-gpt-5-mini", 0.28, 2.20, NULL}, /* estimate */
+    {"llama4-maverick", 0.50, 0.50, NULL},   /* estimate (0.25 credits) */
+    {"llama3.1-8b", 0.19 * CREDIT_USD, 0.19 * CREDIT_USD, "cortex-fast"},
+    {"llama3.1-70b", 1.21 * CREDIT_USD, 1.21 * CREDIT_USD, NULL},
+    {"llama3.1-405b", 3.00 * CREDIT_USD, 3.00 * CREDIT_USD, NULL},
+    {"deepseek-r1", 2.70, 2.70, NULL}, /* estimate (1.35 credits) */
+    {"mistral-7b", 0.12 * CREDIT_USD, 0.12 * CREDIT_USD, NULL},
+    {"mistral-large2", 1.95 * CREDIT_USD, 1.95 * CREDIT_USD, NULL},
+    {"snowflake-llama-3.3-70b", 1.20, 1.20, NULL}, /* estimate (0.60 credits) */
+};
+
+typedef struct catalog {
+    const catalog_entry_t *entries;
+    size_t n;
+    const char *label; /* shown as the "already used at" place of its names */
+    const char *api;   /* the models' "api" (cortex), or NULL */
+} catalog_t;
+
+static const catalog_t lambda_cat = {lambda_catalog, SG_ARRAY_LEN(lambda_catalog), BUILTIN_PATH,
+                                     NULL};
+static const catalog_t cortex_cat = {cortex_catalog, SG_ARRAY_LEN(cortex_catalog),
+                                     CORTEX_BUILTIN_PATH, "complete"};
+
+static const catalog_entry_t *catalog_find(const catalog_t *cat, const char *id)
 {
-    for (size_t i = 0; i < SG_ARRAY_LEN(lambda_catalog); i++)
-        if (strcmp(lambda_catalog[i].id, id) == 0) return &lambda_catalog[i];
+    for (size_t i = 0; i < cat->n; i++)
+        if (strcmp(cat->entries[i].id, id) == 0) return &cat->entries[i];
     return NULL;
 }
 
@@ -223,21 +312,36 @@ static int is_dup_key(const cJSON *obj, const cJSON *it)
     return 0;
 }
 
-/* Reports unknown and duplicate keys of obj (at the current path). */
-static void check_keys(ctx_t *c, const cJSON *obj, const char *const *allowed, size_t n)
+static int in_list(const char *const *list, size_t n, const char *k)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(list[i], k) == 0) return 1;
+    return 0;
+}
+
+/* Reports unknown and duplicate keys of obj (at the current path). Keys in foreign (which
+ * belong to another provider kind) are reported with foreign_msg instead of "unknown key". */
+static void check_keys_ex(ctx_t *c, const cJSON *obj, const char *const *allowed, size_t n,
+                          const char *const *foreign, size_t nf, const char *foreign_msg)
 {
     for (const cJSON *it = obj->child; it; it = it->next) {
         const char *k = it->string ? it->string : "";
         size_t old = path_push_key(c, k);
-        int known = 0;
-        for (size_t i = 0; i < n && !known; i++) known = strcmp(allowed[i], k) == 0;
-        if (!known) {
-            errf(c, "unknown key");
+        if (!in_list(allowed, n, k)) {
+            if (foreign && in_list(foreign, nf, k))
+                errf(c, "%s", foreign_msg);
+            else
+                errf(c, "unknown key");
         } else if (is_dup_key(obj, it)) {
             errf(c, "duplicate key");
         }
         path_pop(c, old);
     }
+}
+
+static void check_keys(ctx_t *c, const cJSON *obj, const char *const *allowed, size_t n)
+{
+    check_keys_ex(c, obj, allowed, n, NULL, 0, NULL);
 }
 
 /* ---- values ---------------------------------------------------------------------------- */
@@ -248,8 +352,39 @@ static int is_env_name_char(char ch, int first)
            (!first && ch >= '0' && ch <= '9');
 }
 
-/* Expands ${NAME} and $$ in in. Returns 0 with *out (caller frees), or -1 after reporting
- * every problem at the current path. *interp is set when a variable was substituted. */
+/* Appends the content of a secret file (at most 64 KiB, trailing white space dropped).
+ * Returns 0, or -1 after reporting (the message names the path, never the content). */
+static int read_secret_file(ctx_t *c, const char *path, sg_buf_t *b)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        errf(c, "cannot read secret file %s: %s", path, strerror(errno));
+        return -1;
+    }
+    char *data = sg_xmalloc(65537);
+    size_t n = fread(data, 1, 65537, f);
+    int err = ferror(f);
+    fclose(f);
+    int rc = 0;
+    if (err) {
+        errf(c, "cannot read secret file %s", path);
+        rc = -1;
+    } else if (n > 65536) {
+        errf(c, "secret file %s is larger than 64 KiB", path);
+        rc = -1;
+    } else {
+        while (n > 0 && (data[n - 1] == '\n' || data[n - 1] == '\r' || data[n - 1] == ' ' ||
+                         data[n - 1] == '\t'))
+            n--;
+        sg_buf_append(b, data, n);
+    }
+    memset(data, 0, 65537);
+    free(data);
+    return rc;
+}
+
+/* Expands ${NAME}, ${file:PATH} and $$ in in. Returns 0 with *out (caller frees), or -1 after
+ * reporting every problem at the current path. *interp is set when a variable was substituted. */
 static int interpolate(ctx_t *c, const char *in, char **out, int *interp)
 {
     sg_buf_t b;
@@ -276,6 +411,18 @@ static int interpolate(ctx_t *c, const char *in, char **out, int *interp)
             break;
         }
         size_t n = (size_t)(end - name);
+        if (n > 5 && strncmp(name, "file:", 5) == 0) {
+            /* ${file:PATH}: the file's content without trailing white space, so secrets can
+             * live in files (mounted secrets) and be rotated with SIGHUP. */
+            char *path = sg_xstrndup(name + 5, n - 5);
+            if (read_secret_file(c, path, &b) != 0)
+                bad = 1;
+            else
+                *interp = 1;
+            free(path);
+            p = end + 1;
+            continue;
+        }
         int valid = n > 0;
         for (size_t i = 0; i < n && valid; i++) valid = is_env_name_char(name[i], i == 0);
         if (!valid) {
@@ -516,6 +663,8 @@ static const num_field_t upstream_fields[] = {
     NUM_U64("first_byte_timeout_ms", first_byte_timeout_ms, 1),
     NUM_U64("idle_timeout_ms", upstream_idle_timeout_ms, 1),
     NUM_U64("total_timeout_ms", total_timeout_ms, 1),
+    NUM_SIZE("max_retries", max_retries, 0),
+    NUM_U64("retry_base_ms", retry_base_ms, 1),
 };
 
 /* Reads the numeric fields of obj (an object at the current path) into the config. */
@@ -582,11 +731,32 @@ static void parse_cors(ctx_t *c, const cJSON *obj)
     path_pop(c, old);
 }
 
-static void parse_model(ctx_t *c, const cJSON *obj, sg_provider_cfg_t *p, int is_lambda)
+typedef enum { KIND_UNKNOWN, KIND_OPENAI, KIND_CORTEX } kind_t;
+
+/* Provider keys only kind "cortex" takes. */
+static const char *const cortex_only_keys[] = {"account",
+                                               "user",
+                                               "role",
+                                               "warehouse",
+                                               "database",
+                                               "schema",
+                                               "pat",
+                                               "private_key_path",
+                                               "private_key_passphrase",
+                                               "pat_warn_days"};
+
+static void parse_model(ctx_t *c, const cJSON *obj, sg_provider_cfg_t *p, kind_t kind,
+                        const catalog_t *cat)
 {
-    static const char *const keys[] = {"id", "upstream_id", "aliases", "price_in", "price_out"};
+    static const char *const keys[] = {"id",       "upstream_id", "aliases",
+                                       "price_in", "price_out",   "api"};
+    static const char *const api_keys[] = {"api"};
     if (expect_object(c, obj) != 0) return;
-    check_keys(c, obj, keys, SG_ARRAY_LEN(keys));
+    if (kind == KIND_OPENAI)
+        check_keys_ex(c, obj, keys, SG_ARRAY_LEN(keys) - 1, api_keys, 1,
+                      "unknown key (\"api\" applies only to models of kind \"cortex\")");
+    else
+        check_keys(c, obj, keys, SG_ARRAY_LEN(keys));
     sg_model_cfg_t *m = &p->models[p->n_models];
     int interp;
     size_t old;
@@ -642,8 +812,8 @@ static void parse_model(ctx_t *c, const cJSON *obj, sg_provider_cfg_t *p, int is
     }
 
     const catalog_entry_t *def = NULL;
-    if (is_lambda && m->upstream_id) def = catalog_find(m->upstream_id);
-    if (is_lambda && !def && m->id) def = catalog_find(m->id);
+    if (cat && m->upstream_id) def = catalog_find(cat, m->upstream_id);
+    if (cat && !def && m->id) def = catalog_find(cat, m->id);
     m->price_in_per_mtok = def ? def->price_in : 0;
     m->price_out_per_mtok = def ? def->price_out : 0;
     it = cJSON_GetObjectItemCaseSensitive(obj, "price_in");
@@ -658,6 +828,24 @@ static void parse_model(ctx_t *c, const cJSON *obj, sg_provider_cfg_t *p, int is
         get_price(c, it, &m->price_out_per_mtok);
         path_pop(c, old);
     }
+
+    it = cJSON_GetObjectItemCaseSensitive(obj, "api");
+    if (it && kind != KIND_OPENAI) {
+        old = path_push_key(c, "api");
+        char *api;
+        if (get_str(c, it, &api, &interp) == 0) {
+            if (strcmp(api, "complete") != 0 && strcmp(api, "openai") != 0) {
+                errf(c, "must be \"complete\" or \"openai\"");
+                free(api);
+            } else if (kind == KIND_CORTEX) {
+                m->api = api;
+            } else {
+                free(api); /* unknown provider kind: reported there */
+            }
+        }
+        path_pop(c, old);
+    }
+    if (kind == KIND_CORTEX && !m->api) m->api = sg_xstrdup("complete");
     /* Keep the entry even when invalid so that every string it owns is freed with it. */
     p->n_models++;
 }
@@ -668,26 +856,28 @@ static void free_model(sg_model_cfg_t *m)
     free(m->upstream_id);
     for (size_t i = 0; i < m->n_aliases; i++) free(m->aliases[i]);
     free(m->aliases);
+    free(m->api);
 }
 
-/* Fills p->models with the built-in catalog, dropping every id or alias already used. */
-static void fill_catalog(ctx_t *c, sg_provider_cfg_t *p)
+/* Fills p->models with a built-in catalog, dropping every id or alias already used. */
+static void fill_catalog(ctx_t *c, sg_provider_cfg_t *p, const catalog_t *cat)
 {
     SG_ASSERT(p->n_models == 0 && p->models == NULL);
-    p->models = sg_xcalloc(SG_ARRAY_LEN(lambda_catalog), sizeof(*p->models));
-    for (size_t i = 0; i < SG_ARRAY_LEN(lambda_catalog); i++) {
-        const catalog_entry_t *e = &lambda_catalog[i];
+    p->models = sg_xcalloc(cat->n, sizeof(*p->models));
+    for (size_t i = 0; i < cat->n; i++) {
+        const catalog_entry_t *e = &cat->entries[i];
         if (name_find(c, e->id)) continue;
         sg_model_cfg_t *m = &p->models[p->n_models++];
         m->id = sg_xstrdup(e->id);
         m->upstream_id = sg_xstrdup(e->id);
         m->price_in_per_mtok = e->price_in;
         m->price_out_per_mtok = e->price_out;
-        name_add(c, m->id, BUILTIN_PATH, 0);
+        if (cat->api) m->api = sg_xstrdup(cat->api);
+        name_add(c, m->id, cat->label, 0);
         if (e->alias && !name_find(c, e->alias)) {
             m->aliases = sg_xcalloc(1, sizeof(char *));
             m->aliases[m->n_aliases++] = sg_xstrdup(e->alias);
-            name_add(c, m->aliases[0], BUILTIN_PATH, 0);
+            name_add(c, m->aliases[0], cat->label, 0);
         }
     }
 }
@@ -732,43 +922,403 @@ static int valid_provider_name(const char *s)
     return 1;
 }
 
-/* Parses one provider object (at the current path). *want_catalog is set when the built-in
- * catalog should fill its models once every configured name is known. */
-static void parse_provider(ctx_t *c, const cJSON *obj, sg_provider_cfg_t *p, int *want_catalog)
+/* ---- Snowflake Cortex providers ----------------------------------------------------------- */
+
+static const char *env_nonempty(const char *name)
 {
-    static const char *const keys[] = {"kind", "base_url", "api_key", "models"};
-    int is_lambda = strcmp(p->name, "lambda") == 0;
+    const char *v = getenv(name);
+    return v && *v ? v : NULL;
+}
+
+/* The string settings of a cortex provider, each from the file or its environment variable. */
+enum {
+    SF_ACCOUNT,
+    SF_USER,
+    SF_ROLE,
+    SF_WAREHOUSE,
+    SF_DATABASE,
+    SF_SCHEMA,
+    SF_BASE_URL,
+    SF_PAT,
+    SF_KEY_PATH,
+    SF_PASSPHRASE,
+    SF_N
+};
+
+enum { SRC_NONE, SRC_FILE, SRC_ENV }; /* where a setting came from (even when invalid) */
+
+typedef struct sf_field {
+    const char *key;   /* JSON key */
+    const char *env;   /* environment variable */
+    const char *label; /* for messages */
+    size_t off;        /* offsetof(sg_provider_cfg_t, ...) */
+    int optional;      /* may be null or empty (= unset) */
+} sf_field_t;
+
+#define SF_FIELD(k, e, l, f, o)                                                                    \
+    {                                                                                              \
+        k, e, l, offsetof(sg_provider_cfg_t, f), o                                                 \
+    }
+
+static const sf_field_t sf_fields[SF_N] = {
+    SF_FIELD("account", "SNOWFLAKE_ACCOUNT", "account", account, 0),
+    SF_FIELD("user", "SNOWFLAKE_USER", "user", user, 0),
+    SF_FIELD("role", "SNOWFLAKE_ROLE", "role", role, 1),
+    SF_FIELD("warehouse", "SNOWFLAKE_WAREHOUSE", "warehouse", warehouse, 1),
+    SF_FIELD("database", "SNOWFLAKE_DATABASE", "database", database, 1),
+    SF_FIELD("schema", "SNOWFLAKE_SCHEMA", "schema", schema, 1),
+    SF_FIELD("base_url", "SNOWFLAKE_BASE_URL", "base URL", base_url, 0),
+    SF_FIELD("pat", "SNOWFLAKE_PAT", "PAT", pat, 0),
+    SF_FIELD("private_key_path", "SNOWFLAKE_PRIVATE_KEY_PATH", "private key path", private_key_path,
+             0),
+    SF_FIELD("private_key_passphrase", "SNOWFLAKE_PRIVATE_KEY_PASSPHRASE", "private key passphrase",
+             private_key_passphrase, 1),
+};
+
+static char **sf_slot(sg_provider_cfg_t *p, int f)
+{
+    return (char **)(void *)((char *)p + sf_fields[f].off);
+}
+
+/* Overwrites a secret before freeing it. */
+static void free_secret(char *s)
+{
+    if (!s) return;
+    volatile char *k = s;
+    while (*k) *k++ = '\0';
+    free(s);
+}
+
+#define SF_HOST_SUFFIX ".snowflakecomputing.com"
+
+static const char *check_account(const char *a)
+{
+    for (const char *q = a; *q; q++) {
+        char ch = *q;
+        if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+              ch == '_' || ch == '-' || ch == '.'))
+            return "must be an account identifier (letters, digits, '-', '_', '.'), e.g. "
+                   "myorg-myacct";
+    }
+    size_t n = strlen(a), sn = strlen(SF_HOST_SUFFIX);
+    if (n >= sn && sg_strncaseeq(a + n - sn, SF_HOST_SUFFIX, sn))
+        return "must be the account identifier without " SF_HOST_SUFFIX;
+    if (a[0] == '.' || a[n - 1] == '.') return "must not start or end with '.'";
+    return NULL;
+}
+
+static const char *check_pat(const char *t)
+{
+    for (const char *q = t; *q; q++)
+        if ((unsigned char)*q <= 0x20 || *q == 0x7f)
+            return "must not contain whitespace or control characters";
+    return NULL;
+}
+
+/* Checks that path names a readable regular file (without reading it). Returns 0, or -1
+ * with the reason in why. */
+static int check_key_file(const char *path, char *why, size_t n)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    if (fd < 0) {
+        snprintf(why, n, "cannot be opened: %s", strerror(errno));
+        return -1;
+    }
+    struct stat st;
+    int ok = fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
+    close(fd);
+    if (!ok) {
+        snprintf(why, n, "is not a regular file");
+        return -1;
+    }
+    return 0;
+}
+
+/* Validates v (owned) for setting f and stores it in p, or reports the problem at where and
+ * frees v. Only a private key path written literally (echo) may appear in the message. */
+static void sf_set(ctx_t *c, sg_provider_cfg_t *p, int f, char *v, const char *where, int echo)
+{
+    const sf_field_t *fd = &sf_fields[f];
+    const char *why = NULL;
+    if (!*v) {
+        if (fd->optional) {
+            free(v); /* empty: unset */
+            return;
+        }
+        why = "must not be empty";
+    } else {
+        switch (f) {
+        case SF_ACCOUNT:
+            why = check_account(v);
+            break;
+        case SF_BASE_URL:
+            why = check_base_url(v);
+            break;
+        case SF_PAT:
+            why = check_pat(v);
+            break;
+        case SF_PASSPHRASE:
+            break;
+        case SF_KEY_PATH: {
+            char reason[160];
+            if (check_key_file(v, reason, sizeof(reason)) != 0) {
+                if (echo)
+                    add_error(c->errs, where, "private key file %s %s", v, reason);
+                else
+                    add_error(c->errs, where, "private key file %s", reason);
+                free(v);
+                return;
+            }
+            break;
+        }
+        default:
+            why = check_api_key(v);
+            break; /* user, role, warehouse, database, schema */
+        }
+    }
+    if (why) {
+        add_error(c->errs, where, "%s %s", fd->label, why);
+        if (f == SF_PAT || f == SF_PASSPHRASE)
+            free_secret(v);
+        else
+            free(v);
+        return;
+    }
+    char **slot = sf_slot(p, f);
+    free(*slot);
+    *slot = v;
+}
+
+static void sf_env_set(ctx_t *c, sg_provider_cfg_t *p, unsigned char *src, int f)
+{
+    const char *v = env_nonempty(sf_fields[f].env);
+    if (!v) return;
+    char where[64];
+    snprintf(where, sizeof(where), "env:%s", sf_fields[f].env);
+    src[f] = SRC_ENV;
+    sf_set(c, p, f, sg_xstrdup(v), where, 0);
+}
+
+/* Fills the settings the file left out from SNOWFLAKE_*. The credential variables count only
+ * when the file sets neither "pat" nor "private_key_path"; the passphrase only with a key. */
+static void sf_env_fill(ctx_t *c, sg_provider_cfg_t *p, unsigned char *src)
+{
+    int file_creds = src[SF_PAT] != SRC_NONE || src[SF_KEY_PATH] != SRC_NONE;
+    for (int f = 0; f < SF_N; f++) {
+        if (src[f] != SRC_NONE || f == SF_PASSPHRASE) continue;
+        if ((f == SF_PAT || f == SF_KEY_PATH) && file_creds) continue;
+        sf_env_set(c, p, src, f);
+    }
+    if (src[SF_PASSPHRASE] == SRC_NONE && src[SF_KEY_PATH] != SRC_NONE)
+        sf_env_set(c, p, src, SF_PASSPHRASE);
+}
+
+/* Reports missing / conflicting settings (at the provider's path, or at env:SNOWFLAKE_* for
+ * a provider made from the environment) and derives the default base URL. */
+static void sf_finish(ctx_t *c, sg_provider_cfg_t *p, const unsigned char *src, int from_env)
+{
+    int named = strcmp(p->name, "cortex") == 0;
+    static const int required[] = {SF_ACCOUNT, SF_USER};
+    for (size_t i = 0; i < SG_ARRAY_LEN(required); i++) {
+        const sf_field_t *fd = &sf_fields[required[i]];
+        if (src[required[i]] != SRC_NONE) continue;
+        if (from_env) {
+            char where[64];
+            snprintf(where, sizeof(where), "env:%s", fd->env);
+            add_error(c->errs, where, "%s is not set (required with SNOWFLAKE_ACCOUNT)", fd->env);
+        } else if (named) {
+            errf(c, "missing required key \"%s\" (or set %s)", fd->key, fd->env);
+        } else {
+            errf(c, "missing required key \"%s\"", fd->key);
+        }
+    }
+
+    int has_pat = src[SF_PAT] != SRC_NONE, has_key = src[SF_KEY_PATH] != SRC_NONE;
+    if (!has_pat && !has_key) {
+        if (from_env)
+            add_error(c->errs, "env:SNOWFLAKE_PAT",
+                      "neither SNOWFLAKE_PAT nor SNOWFLAKE_PRIVATE_KEY_PATH is set (set one)");
+        else if (named)
+            errf(c, "missing credentials: set exactly one of \"pat\" and \"private_key_path\" "
+                    "(or SNOWFLAKE_PAT / SNOWFLAKE_PRIVATE_KEY_PATH)");
+        else
+            errf(c, "missing credentials: set exactly one of \"pat\" and \"private_key_path\"");
+    } else if (has_pat && has_key) {
+        if (src[SF_PAT] == SRC_ENV)
+            add_error(c->errs, "env:SNOWFLAKE_PRIVATE_KEY_PATH",
+                      "set only one of SNOWFLAKE_PAT and SNOWFLAKE_PRIVATE_KEY_PATH");
+        else
+            errf(c, "set exactly one of \"pat\" and \"private_key_path\", not both");
+    }
+    if (src[SF_PASSPHRASE] == SRC_FILE && !has_key) {
+        size_t old = path_push_key(c, "private_key_passphrase");
+        errf(c, "private_key_passphrase is only used with \"private_key_path\"");
+        path_pop(c, old);
+    }
+
+    if (src[SF_BASE_URL] == SRC_NONE && p->account && !p->base_url) {
+        /* https://<account lower-cased, '_' → '-'>.snowflakecomputing.com */
+        sg_buf_t b;
+        sg_buf_init(&b, (size_t)-2);
+        sg_buf_append_str(&b, "https://");
+        for (const char *q = p->account; *q; q++) {
+            char ch = *q == '_' ? '-' : (*q >= 'A' && *q <= 'Z') ? (char)(*q - 'A' + 'a') : *q;
+            sg_buf_append(&b, &ch, 1);
+        }
+        sg_buf_append_str(&b, SF_HOST_SUFFIX);
+        p->base_url = sg_buf_steal(&b, NULL);
+    }
+}
+
+/* Parses the Snowflake settings of a kind "cortex" provider object (at its path). */
+static void parse_cortex(ctx_t *c, const cJSON *obj, sg_provider_cfg_t *p)
+{
+    unsigned char src[SF_N] = {0};
+    int interp;
+    p->pat_warn_days = PAT_WARN_DAYS_DEFAULT;
+    for (int f = 0; f < SF_N; f++) {
+        const sf_field_t *fd = &sf_fields[f];
+        const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, fd->key);
+        if (!it) continue;
+        src[f] = SRC_FILE;
+        size_t old = path_push_key(c, fd->key);
+        char *v;
+        if (fd->optional && cJSON_IsNull(it)) {
+            /* explicitly unset */
+        } else if (fd->optional && !cJSON_IsString(it)) {
+            errf(c, "must be a string or null, not %s", json_type_name(it));
+        } else if (get_str(c, it, &v, &interp) == 0) {
+            sf_set(c, p, f, v, cur_path(c), !interp);
+        }
+        path_pop(c, old);
+    }
+
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, "pat_warn_days");
+    if (it) {
+        size_t old = path_push_key(c, "pat_warn_days");
+        uint64_t v;
+        if (get_uint(c, it, 0, &v) == 0) {
+            if (v > PAT_WARN_DAYS_MAX)
+                errf(c, "must be at most %d", PAT_WARN_DAYS_MAX);
+            else
+                p->pat_warn_days = (int)v;
+        }
+        path_pop(c, old);
+    }
+
+    if (strcmp(p->name, "cortex") == 0) sf_env_fill(c, p, src);
+    sf_finish(c, p, src, 0);
+}
+
+/* Parses "models" (at the provider's path); *want_catalog is set to cat when it is absent and
+ * cat may fill it. */
+static void parse_models(ctx_t *c, const cJSON *obj, sg_provider_cfg_t *p, kind_t kind,
+                         const catalog_t *cat, int catalog_ok, const catalog_t **want_catalog)
+{
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, "models");
+    if (it) {
+        size_t old = path_push_key(c, "models");
+        if (!cJSON_IsArray(it)) {
+            errf(c, "must be an array of model objects, not %s", json_type_name(it));
+        } else if (cJSON_GetArraySize(it) == 0) {
+            errf(c, "must contain at least one model");
+        } else {
+            p->models = sg_xcalloc((size_t)cJSON_GetArraySize(it), sizeof(*p->models));
+            size_t i = 0;
+            for (const cJSON *m = it->child; m; m = m->next, i++) {
+                size_t o2 = path_push_index(c, i);
+                parse_model(c, m, p, kind, cat);
+                path_pop(c, o2);
+            }
+        }
+        path_pop(c, old);
+    } else if (catalog_ok) {
+        *want_catalog = cat;
+    } else {
+        errf(c, "missing required key \"models\"");
+    }
+}
+
+/* Parses one provider object (at the current path). *want_catalog is set when a built-in
+ * catalog should fill its models once every configured name is known. */
+static void parse_provider(ctx_t *c, const cJSON *obj, sg_provider_cfg_t *p,
+                           const catalog_t **want_catalog)
+{
+    static const char *const openai_keys[] = {"kind", "base_url", "api_key", "models"};
+    static const char *const cortex_keys[] = {
+        "kind",         "base_url", "models",           "account",
+        "user",         "role",     "warehouse",        "database",
+        "schema",       "pat",      "private_key_path", "private_key_passphrase",
+        "pat_warn_days"};
+    static const char *const any_keys[] = {"kind",
+                                           "base_url",
+                                           "api_key",
+                                           "models",
+                                           "account",
+                                           "user",
+                                           "role",
+                                           "warehouse",
+                                           "database",
+                                           "schema",
+                                           "pat",
+                                           "private_key_path",
+                                           "private_key_passphrase",
+                                           "pat_warn_days"};
+    static const char *const api_key_key[] = {"api_key"};
+    int named_lambda = strcmp(p->name, "lambda") == 0;
+    int named_cortex = strcmp(p->name, "cortex") == 0;
+    kind_t kind = KIND_UNKNOWN;
     int interp;
     size_t old;
-    *want_catalog = 0;
+    *want_catalog = NULL;
 
     if (!valid_provider_name(p->name))
         errf(c, "provider name must be non-empty and use only letters, digits, '_', '-', '.'");
     if (expect_object(c, obj) != 0) return;
-    check_keys(c, obj, keys, SG_ARRAY_LEN(keys));
 
     const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, "kind");
     if (it) {
         old = path_push_key(c, "kind");
-        char *kind;
-        if (get_str(c, it, &kind, &interp) == 0) {
-            if (strcmp(kind, "openai") == 0) {
-                p->kind = kind;
+        char *k;
+        if (get_str(c, it, &k, &interp) == 0) {
+            if (strcmp(k, "openai") == 0 || strcmp(k, "cortex") == 0) {
+                kind = strcmp(k, "openai") == 0 ? KIND_OPENAI : KIND_CORTEX;
+                p->kind = k;
             } else {
                 if (interp)
-                    errf(c, "unsupported provider kind (supported: \"openai\")");
+                    errf(c, "unsupported provider kind (supported: \"openai\", \"cortex\")");
                 else
-                    errf(c, "unsupported provider kind \"%s\" (supported: \"openai\")", kind);
-                free(kind);
+                    errf(c, "unsupported provider kind \"%s\" (supported: \"openai\", \"cortex\")",
+                         k);
+                free(k);
             }
         }
         path_pop(c, old);
-    } else if (is_lambda) {
-        p->kind = sg_xstrdup("openai");
+    } else if (named_lambda || named_cortex) {
+        kind = named_cortex ? KIND_CORTEX : KIND_OPENAI;
+        p->kind = sg_xstrdup(named_cortex ? "cortex" : "openai");
     } else {
-        errf(c, "missing required key \"kind\" (supported: \"openai\")");
+        errf(c, "missing required key \"kind\" (supported: \"openai\", \"cortex\")");
     }
 
+    if (kind == KIND_OPENAI)
+        check_keys_ex(c, obj, openai_keys, SG_ARRAY_LEN(openai_keys), cortex_only_keys,
+                      SG_ARRAY_LEN(cortex_only_keys),
+                      "unknown key (only providers of kind \"cortex\" take it)");
+    else if (kind == KIND_CORTEX)
+        check_keys_ex(c, obj, cortex_keys, SG_ARRAY_LEN(cortex_keys), api_key_key, 1,
+                      "api_key is not used by kind \"cortex\": cortex uses pat or "
+                      "private_key_path");
+    else
+        check_keys(c, obj, any_keys, SG_ARRAY_LEN(any_keys));
+
+    if (kind == KIND_CORTEX) {
+        parse_cortex(c, obj, p);
+        parse_models(c, obj, p, kind, &cortex_cat, 1, want_catalog);
+        return;
+    }
+
+    int is_lambda = named_lambda;
     it = cJSON_GetObjectItemCaseSensitive(obj, "base_url");
     if (it) {
         old = path_push_key(c, "base_url");
@@ -816,28 +1366,7 @@ static void parse_provider(ctx_t *c, const cJSON *obj, sg_provider_cfg_t *p, int
         lambda_env_api_key(c, p);
     }
 
-    it = cJSON_GetObjectItemCaseSensitive(obj, "models");
-    if (it) {
-        old = path_push_key(c, "models");
-        if (!cJSON_IsArray(it)) {
-            errf(c, "must be an array of model objects, not %s", json_type_name(it));
-        } else if (cJSON_GetArraySize(it) == 0) {
-            errf(c, "must contain at least one model");
-        } else {
-            p->models = sg_xcalloc((size_t)cJSON_GetArraySize(it), sizeof(*p->models));
-            size_t i = 0;
-            for (const cJSON *m = it->child; m; m = m->next, i++) {
-                size_t o2 = path_push_index(c, i);
-                parse_model(c, m, p, is_lambda);
-                path_pop(c, o2);
-            }
-        }
-        path_pop(c, old);
-    } else if (is_lambda) {
-        *want_catalog = 1;
-    } else {
-        errf(c, "missing required key \"models\"");
-    }
+    parse_models(c, obj, p, kind, is_lambda ? &lambda_cat : NULL, is_lambda, want_catalog);
 }
 
 static void set_str(char **dst, char *val)
@@ -951,9 +1480,8 @@ static void parse_root(ctx_t *c, const cJSON *root)
     old = path_push_key(c, "providers");
     if (expect_object(c, provs) == 0) {
         size_t n = (size_t)cJSON_GetArraySize(provs);
-        /* +1: room for a "lambda" provider created from the environment */
-        cfg->providers = sg_xcalloc(n + 1, sizeof(*cfg->providers));
-        int *want = sg_xcalloc(n + 1, sizeof(int));
+        cfg->providers = sg_xcalloc(n, sizeof(*cfg->providers));
+        const catalog_t **want = sg_xcalloc(n, sizeof(*want));
         for (const cJSON *pj = provs->child; pj; pj = pj->next) {
             size_t o2 = path_push_key(c, pj->string ? pj->string : "");
             if (is_dup_key(provs, pj)) {
@@ -967,8 +1495,8 @@ static void parse_root(ctx_t *c, const cJSON *root)
         }
         /* The built-in catalog goes last so that configured names win over its defaults. */
         for (size_t k = 0; k < cfg->n_providers; k++)
-            if (want[k]) fill_catalog(c, &cfg->providers[k]);
-        free(want);
+            if (want[k]) fill_catalog(c, &cfg->providers[k], want[k]);
+        free((void *)want);
     }
     path_pop(c, old);
 }
@@ -1091,10 +1619,10 @@ static void load_file(ctx_t *c, const char *path)
 
 /* ---- environment ------------------------------------------------------------------------ */
 
-static const char *env_nonempty(const char *name)
+static void add_provider(sg_config_t *cfg, const sg_provider_cfg_t *p)
 {
-    const char *v = getenv(name);
-    return v && *v ? v : NULL;
+    cfg->providers = sg_xrealloc(cfg->providers, (cfg->n_providers + 1) * sizeof(*cfg->providers));
+    cfg->providers[cfg->n_providers++] = *p;
 }
 
 static void apply_env(ctx_t *c)
@@ -1106,14 +1634,30 @@ static void apply_env(ctx_t *c)
     if (v) apply_log_level(c, sg_xstrdup(v), 0, "env:SOPHIA_LOG_LEVEL");
 
     if (env_nonempty("LAMBDA_BASE_URL") && !sg_config_provider(cfg, "lambda")) {
-        if (!cfg->providers) cfg->providers = sg_xcalloc(1, sizeof(*cfg->providers));
         sg_provider_cfg_t p = {0};
-        if (lambda_env_base_url(c, &p) != 0) return;
-        p.name = sg_xstrdup("lambda");
-        p.kind = sg_xstrdup("openai");
-        lambda_env_api_key(c, &p);
-        fill_catalog(c, &p);
-        cfg->providers[cfg->n_providers++] = p;
+        if (lambda_env_base_url(c, &p) == 0) {
+            p.name = sg_xstrdup("lambda");
+            p.kind = sg_xstrdup("openai");
+            lambda_env_api_key(c, &p);
+            fill_catalog(c, &p, &lambda_cat);
+            add_provider(cfg, &p);
+        }
+    }
+
+    /* A "cortex" provider from SNOWFLAKE_* when the file configures none (by name or kind). */
+    int have_cortex = sg_config_provider(cfg, "cortex") != NULL;
+    for (size_t i = 0; i < cfg->n_providers && !have_cortex; i++)
+        have_cortex = cfg->providers[i].kind && strcmp(cfg->providers[i].kind, "cortex") == 0;
+    if (env_nonempty("SNOWFLAKE_ACCOUNT") && !have_cortex) {
+        sg_provider_cfg_t p = {0};
+        unsigned char src[SF_N] = {0};
+        p.name = sg_xstrdup("cortex");
+        p.kind = sg_xstrdup("cortex");
+        p.pat_warn_days = PAT_WARN_DAYS_DEFAULT;
+        sf_env_fill(c, &p, src);
+        sf_finish(c, &p, src, 1);
+        fill_catalog(c, &p, &cortex_cat);
+        add_provider(cfg, &p);
     }
 }
 
@@ -1134,6 +1678,8 @@ void sg_config_defaults(sg_config_t *cfg)
     cfg->high_watermark = 65536;
     cfg->low_watermark = 16384;
     cfg->connect_timeout_ms = 5000;
+    cfg->max_retries = 2;
+    cfg->retry_base_ms = 250;
     cfg->first_byte_timeout_ms = 60000;
     cfg->upstream_idle_timeout_ms = 60000;
     cfg->total_timeout_ms = 600000;
@@ -1173,12 +1719,17 @@ void sg_config_free(sg_config_t *cfg)
         free(p->name);
         free(p->kind);
         free(p->base_url);
-        if (p->api_key) {
-            /* scrub the secret before handing the memory back */
-            volatile char *k = p->api_key;
-            while (*k) *k++ = '\0';
-            free(p->api_key);
-        }
+        /* scrub the secrets before handing the memory back */
+        free_secret(p->api_key);
+        free(p->account);
+        free(p->user);
+        free(p->role);
+        free(p->warehouse);
+        free(p->database);
+        free(p->schema);
+        free_secret(p->pat);
+        free(p->private_key_path);
+        free_secret(p->private_key_passphrase);
         for (size_t j = 0; j < p->n_models; j++) free_model(&p->models[j]);
         free(p->models);
     }

@@ -41,15 +41,42 @@ typedef struct chat {
     char request_id[SG_HTTP_REQUEST_ID_MAX + 1];
     char chunk_id[64];
     char error_msg[512];
+    char retry_after[16]; /* the upstream's Retry-After, if any */
     int created;
+    sg_gen_t *gen;      /* the configuration generation this request runs on */
+    cJSON *client_json; /* the client's request, kept to rebuild a retried attempt */
+    int attempt;        /* upstream attempts made */
+    struct retry_timer *retry;
 } chat_t;
 
+/* The backoff timer of a retried attempt; its own allocation because the handle closes
+ * asynchronously, possibly after the chat is gone. */
+typedef struct retry_timer {
+    uv_timer_t timer;
+    chat_t *chat; /* NULL once the chat is gone */
+} retry_timer_t;
+
+/* The longest backoff before a retried attempt (Snowflake's own client: min(2^i, 30) s). */
+#define RETRY_MAX_MS 30000
+
 static void chat_finish(chat_t *c, const char *outcome);
+static int maybe_retry(chat_t *c, long retry_after_s);
 
 /* Logs the request's one line, releases everything. */
+static void on_retry_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
 static void chat_free(chat_t *c)
 {
+    if (c->retry) {
+        c->retry->chat = NULL;
+        uv_close((uv_handle_t *)&c->retry->timer, on_retry_closed);
+    }
     if (c->dec) c->vt->decoder_free(c->dec);
+    cJSON_Delete(c->client_json);
+    sg_gen_unref(c->gen);
     sg_buf_dispose(&c->body);
     sg_buf_dispose(&c->out);
     c->gw->chats_active--;
@@ -77,6 +104,7 @@ static void chat_log(chat_t *c, const char *outcome)
     sg_logline_str(&l, "usage_source", c->usage.known ? "upstream" : "estimated");
     sg_logline_bool(&l, "partial", c->client_gone || strcmp(outcome, "ok") != 0);
     sg_logline_str(&l, "outcome", outcome);
+    if (c->attempt > 1) sg_logline_int(&l, "attempts", c->attempt);
     if (c->upstream_end || c->status) sg_logline_int(&l, "upstream_status", c->status);
     if (c->error_msg[0]) sg_logline_str(&l, "error", c->error_msg);
     sg_logline_emit(&l);
@@ -287,6 +315,8 @@ static void on_up_head(sg_exchange_t *x, long status, void *ud)
     SG_UNUSED(x);
     chat_t *c = ud;
     c->status = status;
+    const char *ra = sg_exchange_header(x, "retry-after");
+    snprintf(c->retry_after, sizeof(c->retry_after), "%s", ra ? ra : "");
     if (status >= 200 && status < 300 && c->stream) {
         sg_decode_sink_t sink = {sink_chunk, sink_usage, sink_end, sink_error, c};
         c->dec = c->vt->decoder_new(&c->route, &sink);
@@ -351,6 +381,8 @@ static const char *finish_upstream(chat_t *c, sg_ex_result_t res, const char *de
         return res == SG_EX_TIMEOUT ? "upstream_timeout" : "upstream_error";
     }
     if (c->status < 200 || c->status >= 300) {
+        const char *ra = c->retry_after[0] ? c->retry_after : NULL;
+        if (maybe_retry(c, ra ? atol(ra) : 0)) return NULL;
         c->vt->map_error(c->status, c->body.data, c->body.len, &e);
         respond_error(c, &e);
         return "upstream_error";
@@ -410,6 +442,10 @@ static void on_up_done(sg_exchange_t *x, sg_ex_result_t res, const char *detail,
     c->x = NULL;
     c->in_upstream = 1;
     const char *outcome = finish_upstream(c, res, detail);
+    if (!outcome) {
+        c->in_upstream = 0; /* a retry is scheduled; the chat lives on */
+        return;
+    }
     chat_finish(c, outcome);
 }
 
@@ -514,11 +550,91 @@ static void json_error_position(const char *body, size_t len, sg_error_t *e)
     }
 }
 
+static const sg_exchange_cbs_t upstream_cbs = {on_up_head, on_up_data, on_up_done};
+
+/* Builds and starts one upstream attempt. Returns 0, or -1 with e set. */
+static int start_attempt(chat_t *c, sg_error_t *e)
+{
+    const sg_config_t *cfg = &c->gen->cfg;
+    sg_upstream_opts_t uo = {cfg->connect_timeout_ms, cfg->first_byte_timeout_ms,
+                             cfg->upstream_idle_timeout_ms, cfg->total_timeout_ms};
+    sg_exchange_req_t xr = {0};
+    char url[1024];
+    if (c->vt->build_chat(&c->route, c->client_json, c->stream, &uo, &xr, url, sizeof(url), e) != 0)
+        return -1;
+    c->attempt++;
+    c->status = 0;
+    c->upstream_end = 0;
+    c->finish_seen = 0;
+    sg_buf_reset(&c->body);
+    c->x = sg_exchange_start(c->gw->curlm, &xr, &upstream_cbs, c);
+    if (!c->x) {
+        curl_slist_free_all(xr.headers);
+        free(xr.body);
+        sg_error_set(e, 500, "api_error", "upstream_start_failed",
+                     "could not start the upstream request");
+        return -1;
+    }
+    return 0;
+}
+
+static void on_retry_timer(uv_timer_t *t)
+{
+    retry_timer_t *rt = t->data;
+    chat_t *c = rt->chat;
+    if (!c) return;
+    sg_error_t e;
+    if (start_attempt(c, &e) != 0) {
+        respond_error(c, &e);
+        chat_finish(c, "upstream_error");
+    }
+}
+
+/* Decides whether a failed attempt is retried: 429/503/504 from the upstream, retries left
+ * (upstream.max_retries), and nothing sent to the client yet. Schedules it (exponential backoff
+ * with jitter, at least the upstream's Retry-After, at most RETRY_MAX_MS) and returns 1; else 0. */
+static int maybe_retry(chat_t *c, long retry_after_s)
+{
+    const sg_config_t *cfg = &c->gen->cfg;
+    if (c->head_sent || !c->req || c->client_gone || (size_t)c->attempt > cfg->max_retries)
+        return 0;
+    if (c->status != 429 && c->status != 503 && c->status != 504) return 0;
+    uint64_t delay = cfg->retry_base_ms << (c->attempt - 1 < 16 ? c->attempt - 1 : 16);
+    uint32_t r = 0;
+    uv_random(NULL, NULL, &r, sizeof(r), 0, NULL);
+    delay = delay * (80 + r % 41) / 100; /* ±20% so retries of many requests spread out */
+    if (retry_after_s > 0 && (uint64_t)retry_after_s * 1000 > delay)
+        delay = (uint64_t)retry_after_s * 1000;
+    if (delay > RETRY_MAX_MS) delay = RETRY_MAX_MS;
+    if (!c->retry) {
+        c->retry = sg_xcalloc(1, sizeof(*c->retry));
+        uv_timer_init(c->gw->loop, &c->retry->timer);
+        c->retry->timer.data = c->retry;
+        c->retry->chat = c;
+    }
+    if (c->dec) {
+        c->vt->decoder_free(c->dec);
+        c->dec = NULL;
+    }
+    c->gw->upstream_retries++;
+    sg_logline_t l;
+    sg_logline_begin(&l, SG_LOG_WARN, "upstream retry");
+    sg_logline_str(&l, "request_id", c->request_id);
+    sg_logline_str(&l, "route", c->route.public_name);
+    sg_logline_int(&l, "upstream_status", c->status);
+    sg_logline_int(&l, "attempt", c->attempt + 1);
+    sg_logline_int(&l, "delay_ms", (long long)delay);
+    sg_logline_emit(&l);
+    uv_timer_start(&c->retry->timer, on_retry_timer, delay, 0);
+    return 1;
+}
+
 void sg_chat_handle(sg_gateway_t *gw, sg_http_req_t *req)
 {
     chat_t *c = sg_xcalloc(1, sizeof(*c));
     gw->chats_active++;
     c->gw = gw;
+    c->gen = sg_gen_ref(gw->gen);
     c->req = req;
     c->start_ns = req->start_ns ? req->start_ns : sg_now_ns();
     c->created = (int)sg_unix_time();
@@ -533,7 +649,7 @@ void sg_chat_handle(sg_gateway_t *gw, sg_http_req_t *req)
     }
     if (validate(j, &e) != 0) goto fail;
     const char *model = cJSON_GetObjectItemCaseSensitive(j, "model")->valuestring;
-    if (sg_catalog_resolve(&gw->catalog, model, &c->route) != 0) {
+    if (sg_gen_resolve(c->gen, model, &c->route) != 0) {
         sg_error_set(&e, 404, "invalid_request_error", "model_not_found",
                      "The model '%.200s' does not exist or is not served by this gateway "
                      "(GET /v1/models lists them)",
@@ -553,21 +669,9 @@ void sg_chat_handle(sg_gateway_t *gw, sg_http_req_t *req)
     c->est_prompt_tokens = estimate_prompt_tokens(cJSON_GetObjectItemCaseSensitive(j, "messages"));
     sg_buf_init(&c->body, c->stream ? UPSTREAM_ERROR_MAX : UPSTREAM_BODY_MAX);
 
-    const sg_config_t *cfg = &gw->cfg;
-    sg_upstream_opts_t uo = {cfg->connect_timeout_ms, cfg->first_byte_timeout_ms,
-                             cfg->upstream_idle_timeout_ms, cfg->total_timeout_ms};
-    sg_exchange_req_t xr = {0};
-    char url[1024];
-    if (c->vt->build_chat(&c->route, j, c->stream, &uo, &xr, url, sizeof(url), &e) != 0) goto fail;
-    cJSON_Delete(j);
+    c->client_json = j;
     j = NULL;
-    static const sg_exchange_cbs_t cbs = {on_up_head, on_up_data, on_up_done};
-    c->x = sg_exchange_start(gw->curlm, &xr, &cbs, c);
-    if (!c->x) {
-        sg_error_set(&e, 500, "api_error", "upstream_start_failed",
-                     "could not start the upstream request");
-        goto fail;
-    }
+    if (start_attempt(c, &e) != 0) goto fail;
     sg_http_req_set_hooks(req, on_client_abort, on_client_drain, c);
     return;
 

@@ -15,8 +15,26 @@
 #define SECRET "s3cr3t-TOKEN-value"
 
 static const char *const env_vars[] = {
-    "LAMBDA_BASE_URL", "LAMBDA_API_KEY", "SOPHIA_LISTEN", "SOPHIA_LOG_LEVEL", "SG_TEST_SECRET",
-    "SG_TEST_HOST",    "SG_TEST_PORT",   "SG_TEST_UNSET", "SG_TEST_UNSET2",   "SG_TEST_EMPTY",
+    "LAMBDA_BASE_URL",
+    "LAMBDA_API_KEY",
+    "SOPHIA_LISTEN",
+    "SOPHIA_LOG_LEVEL",
+    "SG_TEST_SECRET",
+    "SG_TEST_HOST",
+    "SG_TEST_PORT",
+    "SG_TEST_UNSET",
+    "SG_TEST_UNSET2",
+    "SG_TEST_EMPTY",
+    "SNOWFLAKE_ACCOUNT",
+    "SNOWFLAKE_USER",
+    "SNOWFLAKE_PAT",
+    "SNOWFLAKE_PRIVATE_KEY_PATH",
+    "SNOWFLAKE_PRIVATE_KEY_PASSPHRASE",
+    "SNOWFLAKE_ROLE",
+    "SNOWFLAKE_WAREHOUSE",
+    "SNOWFLAKE_DATABASE",
+    "SNOWFLAKE_SCHEMA",
+    "SNOWFLAKE_BASE_URL",
 };
 
 static int clear_env(void **state)
@@ -459,6 +477,9 @@ typedef struct bad_case {
 
 #define P(body) "{\"providers\":{\"p\":{\"kind\":\"openai\",\"base_url\":\"http://h\"," body "}}}"
 #define M(body) P("\"models\":[{\"id\":\"m\"}," body "]")
+/* a cortex provider with account and user (add credentials in body) */
+#define C(body) "{\"providers\":{\"cortex\":{\"account\":\"acct\",\"user\":\"u\"," body "}}}"
+#define CP(body) C("\"pat\":\"tok\"," body)
 
 static const bad_case_t bad_cases[] = {
     /* top level */
@@ -580,6 +601,88 @@ static const bad_case_t bad_cases[] = {
      "\"q\":{\"kind\":\"openai\",\"base_url\":\"http://h\",\"models\":[{\"id\":\"fast\"}]}}}",
      "$.providers.q.models[0].id",
      "duplicate model name \"fast\" (already used at $.providers.p.models[0].aliases[0])"},
+    /* cortex providers */
+    {"{\"providers\":{\"cortex\":{\"user\":\"u\",\"pat\":\"t\"}}}", "$.providers.cortex",
+     "missing required key \"account\" (or set SNOWFLAKE_ACCOUNT)"},
+    {"{\"providers\":{\"cortex\":{\"account\":\"a\",\"pat\":\"t\"}}}", "$.providers.cortex",
+     "missing required key \"user\" (or set SNOWFLAKE_USER)"},
+    {"{\"providers\":{\"sf\":{\"kind\":\"cortex\",\"user\":\"u\",\"pat\":\"t\"}}}",
+     "$.providers.sf", "missing required key \"account\""},
+    {"{\"providers\":{\"cortex\":{\"account\":\"\",\"user\":\"u\",\"pat\":\"t\"}}}",
+     "$.providers.cortex.account", "must not be empty"},
+    {"{\"providers\":{\"cortex\":{\"account\":\"a\",\"user\":\"\",\"pat\":\"t\"}}}",
+     "$.providers.cortex.user", "must not be empty"},
+    {"{\"providers\":{\"cortex\":{\"account\":\"a\",\"user\":\"u\\n\",\"pat\":\"t\"}}}",
+     "$.providers.cortex.user", "control characters"},
+    {"{\"providers\":{\"cortex\":{\"account\":null,\"user\":\"u\",\"pat\":\"t\"}}}",
+     "$.providers.cortex.account", "must be a string, not null"},
+    {CP("\"account\":\"b\""), "$.providers.cortex.account", "duplicate key"},
+    {C("\"role\":\"r\""), "$.providers.cortex",
+     "missing credentials: set exactly one of \"pat\" and \"private_key_path\""},
+    {C("\"pat\":\"t\",\"private_key_path\":\"/etc/passwd\""), "$.providers.cortex",
+     "exactly one of \"pat\" and \"private_key_path\", not both"},
+    {C("\"pat\":\"\""), "$.providers.cortex.pat", "must not be empty"},
+    {C("\"pat\":\"ab cd\""), "$.providers.cortex.pat", "whitespace or control characters"},
+    {C("\"pat\":\"ab\\tcd\""), "$.providers.cortex.pat", "whitespace or control characters"},
+    {C("\"pat\":\"ab\\r\\nX: y\""), "$.providers.cortex.pat", "whitespace"},
+    {C("\"pat\":7"), "$.providers.cortex.pat", "must be a string"},
+    {C("\"private_key_path\":\"/nonexistent/sg-key.p8\""), "$.providers.cortex.private_key_path",
+     "private key file /nonexistent/sg-key.p8 cannot be opened: No such file"},
+    {C("\"private_key_path\":\"/tmp\""), "$.providers.cortex.private_key_path",
+     "is not a regular file"},
+    {C("\"private_key_path\":\"\""), "$.providers.cortex.private_key_path", "must not be empty"},
+    {CP("\"private_key_passphrase\":\"x\""), "$.providers.cortex.private_key_passphrase",
+     "only used with \"private_key_path\""},
+    {CP("\"private_key_passphrase\":1"), "$.providers.cortex.private_key_passphrase",
+     "string or null"},
+    {CP("\"role\":5"), "$.providers.cortex.role", "must be a string or null, not a number"},
+    {CP("\"warehouse\":\"w\\n\""), "$.providers.cortex.warehouse", "control characters"},
+    {CP("\"database\":[]"), "$.providers.cortex.database", "string or null"},
+    {CP("\"schema\":\"s\\u0001\""), "$.providers.cortex.schema", "control characters"},
+    {CP("\"pat_warn_days\":-1"), "$.providers.cortex.pat_warn_days", "non-negative integer"},
+    {CP("\"pat_warn_days\":1.5"), "$.providers.cortex.pat_warn_days", "fraction"},
+    {CP("\"pat_warn_days\":\"7\""), "$.providers.cortex.pat_warn_days", "not a string"},
+    {CP("\"pat_warn_days\":5000"), "$.providers.cortex.pat_warn_days", "at most 3650"},
+    {CP("\"base_url\":\"ftp://h\""), "$.providers.cortex.base_url", "http:// or https://"},
+    {CP("\"base_url\":\"https://\""), "$.providers.cortex.base_url", "no host"},
+    {CP("\"api_key\":\"k\""), "$.providers.cortex.api_key", "cortex uses pat or private_key_path"},
+    {CP("\"api_key\":null"), "$.providers.cortex.api_key", "cortex uses pat or private_key_path"},
+    {CP("\"acount\":\"x\""), "$.providers.cortex.acount", "unknown key"},
+    {"{\"providers\":{\"cortex\":{\"account\":\"https://x.example\",\"user\":\"u\","
+     "\"pat\":\"t\"}}}",
+     "$.providers.cortex.account", "account identifier"},
+    {"{\"providers\":{\"cortex\":{\"account\":\"MyAcct.snowflakecomputing.com\",\"user\":"
+     "\"u\",\"pat\":\"t\"}}}",
+     "$.providers.cortex.account", "without .snowflakecomputing.com"},
+    {"{\"providers\":{\"cortex\":{\"account\":\"a b\",\"user\":\"u\",\"pat\":\"t\"}}}",
+     "$.providers.cortex.account", "letters, digits"},
+    {CP("\"models\":[]"), "$.providers.cortex.models", "at least one model"},
+    {CP("\"models\":[{\"id\":\"x\",\"api\":\"chat\"}]"), "$.providers.cortex.models[0].api",
+     "must be \"complete\" or \"openai\""},
+    {CP("\"models\":[{\"id\":\"x\",\"api\":1}]"), "$.providers.cortex.models[0].api",
+     "must be a string"},
+    {CP("\"kind\":\"openai\",\"base_url\":\"http://h\",\"models\":[{\"id\":\"x\"}]"),
+     "$.providers.cortex.account", "only providers of kind \"cortex\""},
+    /* Snowflake keys and "api" elsewhere */
+    {P("\"models\":[{\"id\":\"m\"}],\"account\":\"a\""), "$.providers.p.account", "unknown key"},
+    {P("\"models\":[{\"id\":\"m\"}],\"pat\":\"t\""), "$.providers.p.pat", "unknown key"},
+    {P("\"models\":[{\"id\":\"m\"}],\"private_key_path\":\"/k\""), "$.providers.p.private_key_path",
+     "unknown key"},
+    {P("\"models\":[{\"id\":\"m\"}],\"pat_warn_days\":1"), "$.providers.p.pat_warn_days",
+     "unknown key"},
+    {M("{\"id\":\"x\",\"api\":\"openai\"}"), "$.providers.p.models[1].api", "unknown key"},
+    {"{\"providers\":{\"lambda\":{\"base_url\":\"http://h\","
+     "\"models\":[{\"id\":\"x\",\"api\":\"openai\"}]}}}",
+     "$.providers.lambda.models[0].api", "unknown key (\"api\" applies only to models of kind"},
+    {"{\"providers\":{\"p\":{\"kind\":\"grpc\",\"base_url\":\"http://h\","
+     "\"models\":[{\"id\":\"m\"}]}}}",
+     "$.providers.p.kind", "supported: \"openai\", \"cortex\""},
+    /* ids unique across providers: a configured cortex model may not reuse another's id */
+    {"{\"providers\":{\"p\":{\"kind\":\"openai\",\"base_url\":\"http://h\","
+     "\"models\":[{\"id\":\"llama3.1-8b\"}]},"
+     "\"cortex\":{\"account\":\"a\",\"user\":\"u\",\"pat\":\"t\","
+     "\"models\":[{\"id\":\"llama3.1-8b\"}]}}}",
+     "$.providers.cortex.models[0].id", "duplicate model name \"llama3.1-8b\""},
 };
 
 static void test_each_validation(void **state)
@@ -809,6 +912,494 @@ static void test_failed_load_is_freeable(void **state)
     sg_config_errors_free(&errs);
 }
 
+/* ---- Snowflake Cortex ------------------------------------------------------------------ */
+
+#define PAT_SECRET "pat-S3CRET-abc.def.ghi"
+#define PASS_SECRET "pass-S3CRET-phrase"
+
+/* Creates a dummy (unparsed) private key file; returns its path in a static buffer. */
+static const char *write_key_file(void)
+{
+    static char path[64];
+    snprintf(path, sizeof(path), "/tmp/sg_test_key_XXXXXX");
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    const char pem[] = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n";
+    assert_int_equal(write(fd, pem, sizeof(pem) - 1), (ssize_t)(sizeof(pem) - 1));
+    close(fd);
+    return path;
+}
+
+static const char *const cortex_names[] = {
+    "claude-sonnet-4-5", "claude-haiku-4-5", "claude-3-7-sonnet",       "claude-3-5-sonnet",
+    "openai-gpt-4.1",    "openai-gpt-5",     "openai-gpt-5-mini",       "llama4-maverick",
+    "llama3.1-8b",       "llama3.1-70b",     "llama3.1-405b",           "deepseek-r1",
+    "mistral-7b",        "mistral-large2",   "snowflake-llama-3.3-70b",
+};
+
+static void test_cortex_full_file(void **state)
+{
+    (void)state;
+    setenv("SNOWFLAKE_ACCOUNT", "MyOrg-My_Acct", 1);
+    setenv("SNOWFLAKE_PAT", PAT_SECRET, 1);
+    sg_config_t cfg;
+    load_ok("{\"providers\":{\"cortex\":{\n"
+            "  \"kind\":\"cortex\", \"account\":\"${SNOWFLAKE_ACCOUNT}\", \"user\":\"SVC_GW\",\n"
+            "  \"role\":\"CORTEX_ROLE\", \"warehouse\":\"WH\", \"database\":\"DB\",\n"
+            "  \"schema\":\"PUBLIC\", \"pat\":\"${SNOWFLAKE_PAT}\", \"pat_warn_days\":14,\n"
+            "  \"models\":[{\"id\":\"llama3.1-70b\",\"aliases\":[\"big\"]},\n"
+            "             {\"id\":\"sonnet\",\"upstream_id\":\"claude-sonnet-4-5\",\n"
+            "              \"price_in\":3,\"price_out\":15,\"api\":\"openai\"},\n"
+            "             {\"id\":\"m7\",\"upstream_id\":\"mistral-7b\",\"api\":\"complete\"},\n"
+            "             {\"id\":\"custom-ft\"}]}}}",
+            &cfg);
+    assert_int_equal(cfg.n_providers, 1);
+    const sg_provider_cfg_t *p = sg_config_provider(&cfg, "cortex");
+    assert_non_null(p);
+    assert_string_equal(p->kind, "cortex");
+    assert_string_equal(p->account, "MyOrg-My_Acct");
+    assert_string_equal(p->user, "SVC_GW");
+    assert_string_equal(p->role, "CORTEX_ROLE");
+    assert_string_equal(p->warehouse, "WH");
+    assert_string_equal(p->database, "DB");
+    assert_string_equal(p->schema, "PUBLIC");
+    assert_string_equal(p->pat, PAT_SECRET);
+    assert_null(p->private_key_path);
+    assert_null(p->private_key_passphrase);
+    assert_null(p->api_key);
+    assert_int_equal(p->pat_warn_days, 14);
+    assert_string_equal(p->base_url, "https://myorg-my-acct.snowflakecomputing.com");
+    assert_int_equal(p->n_models, 4);
+    /* "api" defaults to "complete"; a missing price comes from the built-in Cortex catalog */
+    assert_string_equal(p->models[0].upstream_id, "llama3.1-70b");
+    assert_string_equal(p->models[0].api, "complete");
+    assert_true(p->models[0].price_in_per_mtok == 2.42);
+    assert_true(p->models[0].price_out_per_mtok == 2.42);
+    assert_true(model_has_alias(&p->models[0], "big"));
+    assert_string_equal(p->models[1].api, "openai");
+    assert_true(p->models[1].price_in_per_mtok == 3);
+    assert_true(p->models[1].price_out_per_mtok == 15);
+    assert_string_equal(p->models[2].api, "complete");
+    assert_true(p->models[2].price_in_per_mtok == 0.24); /* 0.12 credits x $2 */
+    assert_true(p->models[3].price_in_per_mtok == 0);
+    assert_string_equal(p->models[3].api, "complete");
+    sg_config_free(&cfg);
+
+    /* key pair, optional keys as null, a non-"cortex" name (no environment fallback) */
+    const char *key = write_key_file();
+    char text[1024];
+    snprintf(text, sizeof(text),
+             "{\"providers\":{\"snow\":{\"kind\":\"cortex\",\"account\":\"xy12345.us-east-1\","
+             "\"user\":\"u\",\"private_key_path\":\"%s\","
+             "\"private_key_passphrase\":\"" PASS_SECRET "\",\"role\":null,\"warehouse\":\"\","
+             "\"models\":[{\"id\":\"mistral-large2\"}]}}}",
+             key);
+    load_ok(text, &cfg);
+    p = sg_config_provider(&cfg, "snow");
+    assert_non_null(p);
+    assert_string_equal(p->kind, "cortex");
+    assert_string_equal(p->private_key_path, key);
+    assert_string_equal(p->private_key_passphrase, PASS_SECRET);
+    assert_null(p->pat);
+    assert_null(p->role);
+    assert_null(p->warehouse); /* empty = unset */
+    assert_int_equal(p->pat_warn_days, 7);
+    assert_string_equal(p->base_url, "https://xy12345.us-east-1.snowflakecomputing.com");
+    assert_true(p->models[0].price_out_per_mtok == 3.90);
+    /* SNOWFLAKE_ACCOUNT is set, but a cortex provider exists: none is created */
+    assert_int_equal(cfg.n_providers, 1);
+    assert_null(sg_config_provider(&cfg, "cortex"));
+    sg_config_free(&cfg);
+    unlink(key);
+}
+
+static void test_cortex_env_only(void **state)
+{
+    (void)state;
+    setenv("SNOWFLAKE_ACCOUNT", "myorg-acct", 1);
+    setenv("SNOWFLAKE_USER", "svc", 1);
+    setenv("SNOWFLAKE_PAT", PAT_SECRET, 1);
+    setenv("SNOWFLAKE_PRIVATE_KEY_PASSPHRASE", PASS_SECRET, 1); /* ignored with a PAT */
+    setenv("SNOWFLAKE_ROLE", "R", 1);
+    setenv("SNOWFLAKE_WAREHOUSE", "W", 1);
+    setenv("SNOWFLAKE_DATABASE", "D", 1);
+    setenv("SNOWFLAKE_SCHEMA", "S", 1);
+    sg_config_t cfg;
+    sg_config_errors_t errs = {0};
+    assert_int_equal(sg_config_load(&cfg, NULL, &errs), 0);
+    assert_int_equal(errs.n, 0);
+    assert_int_equal(cfg.n_providers, 1);
+    const sg_provider_cfg_t *p = sg_config_provider(&cfg, "cortex");
+    assert_non_null(p);
+    assert_string_equal(p->kind, "cortex");
+    assert_string_equal(p->account, "myorg-acct");
+    assert_string_equal(p->user, "svc");
+    assert_string_equal(p->pat, PAT_SECRET);
+    assert_null(p->private_key_path);
+    assert_null(p->private_key_passphrase);
+    assert_string_equal(p->role, "R");
+    assert_string_equal(p->warehouse, "W");
+    assert_string_equal(p->database, "D");
+    assert_string_equal(p->schema, "S");
+    assert_int_equal(p->pat_warn_days, 7);
+    assert_string_equal(p->base_url, "https://myorg-acct.snowflakecomputing.com");
+    assert_int_equal(p->n_models, 15);
+    sg_config_free(&cfg);
+
+    /* key pair from the environment, the base URL pointed at a mock */
+    const char *key = write_key_file();
+    unsetenv("SNOWFLAKE_PAT");
+    setenv("SNOWFLAKE_PRIVATE_KEY_PATH", key, 1);
+    setenv("SNOWFLAKE_BASE_URL", "http://127.0.0.1:18080/", 1);
+    unsetenv("SNOWFLAKE_ROLE");
+    assert_int_equal(sg_config_load(&cfg, NULL, &errs), 0);
+    p = sg_config_provider(&cfg, "cortex");
+    assert_non_null(p);
+    assert_null(p->pat);
+    assert_string_equal(p->private_key_path, key);
+    assert_string_equal(p->private_key_passphrase, PASS_SECRET);
+    assert_null(p->role);
+    assert_string_equal(p->base_url, "http://127.0.0.1:18080");
+    sg_config_free(&cfg);
+
+    /* the environment fills what the file's "cortex" provider leaves out, and only that */
+    setenv("SNOWFLAKE_PAT", "unused-because-the-file-has-a-key", 1);
+    load_ok("{\"providers\":{\"cortex\":{\"user\":\"file-user\",\"role\":null,"
+            "\"private_key_path\":\"${SNOWFLAKE_PRIVATE_KEY_PATH}\","
+            "\"models\":[{\"id\":\"llama3.1-8b\"}]}}}",
+            &cfg);
+    assert_int_equal(cfg.n_providers, 1);
+    p = sg_config_provider(&cfg, "cortex");
+    assert_string_equal(p->kind, "cortex");
+    assert_string_equal(p->account, "myorg-acct");
+    assert_string_equal(p->user, "file-user");
+    assert_null(p->role); /* explicit null: not taken from SNOWFLAKE_ROLE (unset anyway) */
+    assert_string_equal(p->warehouse, "W");
+    assert_null(p->pat);
+    assert_string_equal(p->private_key_path, key);
+    assert_string_equal(p->private_key_passphrase, PASS_SECRET);
+    assert_string_equal(p->base_url, "http://127.0.0.1:18080");
+    sg_config_free(&cfg);
+
+    /* without SNOWFLAKE_ACCOUNT no provider is created */
+    unsetenv("SNOWFLAKE_ACCOUNT");
+    assert_int_equal(sg_config_load(&cfg, NULL, &errs), 0);
+    assert_int_equal(cfg.n_providers, 0);
+    sg_config_free(&cfg);
+    setenv("SNOWFLAKE_ACCOUNT", "", 1); /* empty = unset */
+    assert_int_equal(sg_config_load(&cfg, NULL, &errs), 0);
+    assert_int_equal(cfg.n_providers, 0);
+    sg_config_free(&cfg);
+    sg_config_errors_free(&errs);
+    unlink(key);
+}
+
+static void test_cortex_env_errors(void **state)
+{
+    (void)state;
+    sg_config_t cfg;
+    sg_config_errors_t errs = {0};
+
+    /* account alone: user and credentials missing */
+    setenv("SNOWFLAKE_ACCOUNT", "acct", 1);
+    assert_int_equal(sg_config_load(&cfg, NULL, &errs), -1);
+    assert_has_error(&errs, "env:SNOWFLAKE_USER", "SNOWFLAKE_USER is not set");
+    assert_has_error(&errs, "env:SNOWFLAKE_PAT", "neither SNOWFLAKE_PAT nor");
+    assert_int_equal(errs.n, 2);
+    sg_config_free(&cfg);
+    sg_config_errors_free(&errs);
+
+    /* both credentials */
+    setenv("SNOWFLAKE_USER", "u", 1);
+    setenv("SNOWFLAKE_PAT", PAT_SECRET, 1);
+    setenv("SNOWFLAKE_PRIVATE_KEY_PATH", "/etc/passwd", 1);
+    assert_int_equal(sg_config_load(&cfg, NULL, &errs), -1);
+    assert_has_error(&errs, "env:SNOWFLAKE_PRIVATE_KEY_PATH",
+                     "set only one of SNOWFLAKE_PAT and SNOWFLAKE_PRIVATE_KEY_PATH");
+    assert_int_equal(errs.n, 1);
+    sg_config_free(&cfg);
+    sg_config_errors_free(&errs);
+
+    /* invalid values: reported at env:NAME, never echoed */
+    setenv("SNOWFLAKE_ACCOUNT", "https://" SECRET, 1);
+    setenv("SNOWFLAKE_USER", SECRET "\n", 1);
+    setenv("SNOWFLAKE_PAT", PAT_SECRET " x", 1);
+    unsetenv("SNOWFLAKE_PRIVATE_KEY_PATH");
+    setenv("SNOWFLAKE_BASE_URL", "ftp://" SECRET, 1);
+    setenv("SNOWFLAKE_ROLE", SECRET "\r", 1);
+    assert_int_equal(sg_config_load(&cfg, NULL, &errs), -1);
+    assert_has_error(&errs, "env:SNOWFLAKE_ACCOUNT", "account identifier");
+    assert_has_error(&errs, "env:SNOWFLAKE_USER", "control characters");
+    assert_has_error(&errs, "env:SNOWFLAKE_PAT", "whitespace or control characters");
+    assert_has_error(&errs, "env:SNOWFLAKE_BASE_URL", "http:// or https://");
+    assert_has_error(&errs, "env:SNOWFLAKE_ROLE", "control characters");
+    assert_int_equal(errs.n, 5);
+    assert_no_secret(&errs, SECRET);
+    assert_no_secret(&errs, PAT_SECRET);
+    assert_no_secret(&errs, "S3CRET");
+    sg_config_free(&cfg);
+    sg_config_errors_free(&errs);
+
+    /* a missing key file: the environment's path is not echoed */
+    setenv("SNOWFLAKE_ACCOUNT", "acct", 1);
+    setenv("SNOWFLAKE_USER", "u", 1);
+    unsetenv("SNOWFLAKE_PAT");
+    unsetenv("SNOWFLAKE_BASE_URL");
+    unsetenv("SNOWFLAKE_ROLE");
+    setenv("SNOWFLAKE_PRIVATE_KEY_PATH", "/nonexistent/" SECRET ".p8", 1);
+    setenv("SNOWFLAKE_PRIVATE_KEY_PASSPHRASE", PASS_SECRET, 1);
+    assert_int_equal(sg_config_load(&cfg, NULL, &errs), -1);
+    assert_has_error(&errs, "env:SNOWFLAKE_PRIVATE_KEY_PATH", "cannot be opened");
+    assert_int_equal(errs.n, 1);
+    assert_no_secret(&errs, SECRET);
+    assert_no_secret(&errs, PASS_SECRET);
+    sg_config_free(&cfg);
+    sg_config_errors_free(&errs);
+
+    /* a file's "cortex" provider: missing keys mention the variables, bad ones are env: */
+    unsetenv("SNOWFLAKE_ACCOUNT");
+    setenv("SNOWFLAKE_USER", "bad\x01user", 1);
+    unsetenv("SNOWFLAKE_PRIVATE_KEY_PATH");
+    assert_int_equal(load_text("{\"providers\":{\"cortex\":{}}}", &cfg, &errs), -1);
+    assert_has_error(&errs, "$.providers.cortex", "missing required key \"account\" (or set");
+    assert_has_error(&errs, "$.providers.cortex",
+                     "(or SNOWFLAKE_PAT / SNOWFLAKE_PRIVATE_KEY_PATH)");
+    assert_has_error(&errs, "env:SNOWFLAKE_USER", "control characters");
+    assert_int_equal(errs.n, 3);
+    assert_int_equal(cfg.n_providers, 1); /* no second "cortex" from the environment */
+    sg_config_free(&cfg);
+    sg_config_errors_free(&errs);
+}
+
+static void test_cortex_secrets_never_in_errors(void **state)
+{
+    (void)state;
+    setenv("SG_TEST_SECRET", SECRET " with space", 1);
+    setenv("SNOWFLAKE_PAT", PAT_SECRET "\n", 1);
+    sg_config_t cfg;
+    sg_config_errors_t errs = {0};
+    int rc = load_text(
+        "{\"providers\":{\n"
+        " \"cortex\":{\"account\":\"${SG_TEST_SECRET}\",\"user\":\"u\",\n"
+        "   \"pat\":\"${SG_TEST_SECRET}\",\"private_key_passphrase\":\"" PASS_SECRET "\",\n"
+        "   \"api_key\":\"" SECRET "\",\"base_url\":\"${SG_TEST_SECRET}\",\n"
+        "   \"models\":[{\"id\":\"a\",\"api\":\"${SG_TEST_SECRET}\"}]},\n"
+        " \"sf\":{\"kind\":\"cortex\",\"account\":\"a\",\"user\":\"u\",\n"
+        "   \"private_key_path\":\"/nonexistent/${SG_TEST_SECRET}\"},\n"
+        " \"sf2\":{\"kind\":\"cortex\",\"account\":\"a\",\"user\":\"u\",\"pat\":\"" PAT_SECRET
+        " \"}}}",
+        &cfg, &errs);
+    assert_int_equal(rc, -1);
+    assert_has_error(&errs, "$.providers.cortex.account", "account identifier");
+    assert_has_error(&errs, "$.providers.cortex.pat", "whitespace");
+    assert_has_error(&errs, "$.providers.cortex.private_key_passphrase", "only used with");
+    assert_has_error(&errs, "$.providers.cortex.api_key", "cortex uses pat or private_key_path");
+    assert_has_error(&errs, "$.providers.cortex.base_url", "http:// or https://");
+    assert_has_error(&errs, "$.providers.cortex.models[0].api", "\"complete\" or \"openai\"");
+    assert_has_error(&errs, "$.providers.sf.private_key_path", "private key file cannot be opened");
+    assert_has_error(&errs, "$.providers.sf2.pat", "whitespace");
+    assert_no_secret(&errs, SECRET);
+    assert_no_secret(&errs, PAT_SECRET);
+    assert_no_secret(&errs, PASS_SECRET);
+    assert_no_secret(&errs, "S3CRET");
+    assert_no_secret(&errs, "s3cr3t");
+    sg_config_free(&cfg);
+    sg_config_errors_free(&errs);
+}
+
+static void test_cortex_base_url(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *account, *url;
+    } cases[] = {
+        {"MyOrg-My_Acct", "https://myorg-my-acct.snowflakecomputing.com"},
+        {"myorg-myacct", "https://myorg-myacct.snowflakecomputing.com"},
+        {"XY12345", "https://xy12345.snowflakecomputing.com"},
+        {"xy12345.us-east-2.aws", "https://xy12345.us-east-2.aws.snowflakecomputing.com"},
+        {"MYORG.MY_ACCT", "https://myorg.my-acct.snowflakecomputing.com"},
+    };
+    sg_config_t cfg;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char text[512];
+        snprintf(text, sizeof(text),
+                 "{\"providers\":{\"cortex\":{\"account\":\"%s\",\"user\":\"u\",\"pat\":\"t\"}}}",
+                 cases[i].account);
+        load_ok(text, &cfg);
+        const sg_provider_cfg_t *p = sg_config_provider(&cfg, "cortex");
+        assert_string_equal(p->base_url, cases[i].url);
+        assert_string_equal(p->account, cases[i].account); /* kept as given */
+        sg_config_free(&cfg);
+    }
+
+    /* an explicit override loses its trailing '/' */
+    load_ok("{\"providers\":{\"cortex\":{\"account\":\"a\",\"user\":\"u\",\"pat\":\"t\","
+            "\"base_url\":\"https://proxy.example.com/snow//\"}}}",
+            &cfg);
+    assert_string_equal(sg_config_provider(&cfg, "cortex")->base_url,
+                        "https://proxy.example.com/snow");
+    sg_config_free(&cfg);
+
+    /* SNOWFLAKE_BASE_URL replaces the derived default (e.g. a local mock) ... */
+    setenv("SNOWFLAKE_BASE_URL", "http://127.0.0.1:9999", 1);
+    load_ok("{\"providers\":{\"cortex\":{\"account\":\"a\",\"user\":\"u\",\"pat\":\"t\"}}}", &cfg);
+    assert_string_equal(sg_config_provider(&cfg, "cortex")->base_url, "http://127.0.0.1:9999");
+    sg_config_free(&cfg);
+    /* ... but not a base_url the file sets, nor one of a provider with another name */
+    load_ok("{\"providers\":{\"cortex\":{\"account\":\"a\",\"user\":\"u\",\"pat\":\"t\","
+            "\"base_url\":\"https://file.example.com\"},"
+            "\"sf\":{\"kind\":\"cortex\",\"account\":\"b\",\"user\":\"u\",\"pat\":\"t\","
+            "\"models\":[{\"id\":\"x\"}]}}}",
+            &cfg);
+    assert_string_equal(sg_config_provider(&cfg, "cortex")->base_url, "https://file.example.com");
+    assert_string_equal(sg_config_provider(&cfg, "sf")->base_url,
+                        "https://b.snowflakecomputing.com");
+    sg_config_free(&cfg);
+}
+
+static void test_cortex_catalog(void **state)
+{
+    (void)state;
+    sg_config_t cfg;
+    load_ok("{\"providers\":{\"cortex\":{\"account\":\"a\",\"user\":\"u\",\"pat\":\"t\"}}}", &cfg);
+    const sg_provider_cfg_t *p = sg_config_provider(&cfg, "cortex");
+    assert_int_equal(p->n_models, 15);
+    for (size_t i = 0; i < sizeof(cortex_names) / sizeof(cortex_names[0]); i++) {
+        const sg_model_cfg_t *m = find_model(p, cortex_names[i]);
+        if (!m) fprintf(stderr, "# missing %s\n", cortex_names[i]);
+        assert_non_null(m);
+        assert_string_equal(m->upstream_id, cortex_names[i]);
+        assert_string_equal(m->api, "complete");
+        assert_true(m->price_in_per_mtok > 0);
+        assert_true(m->price_out_per_mtok >= m->price_in_per_mtok);
+    }
+    /* credits per 1M tokens x $2.00 */
+    static const struct {
+        const char *id;
+        double usd;
+    } priced[] = {
+        {"llama3.1-8b", 0.38},    {"llama3.1-70b", 2.42}, {"llama3.1-405b", 6.00},
+        {"mistral-large2", 3.90}, {"mistral-7b", 0.24},   {"claude-3-5-sonnet", 5.10},
+    };
+    for (size_t i = 0; i < sizeof(priced) / sizeof(priced[0]); i++) {
+        const sg_model_cfg_t *m = find_model(p, priced[i].id);
+        assert_true(m->price_in_per_mtok == priced[i].usd);
+        assert_true(m->price_out_per_mtok == priced[i].usd);
+    }
+    assert_true(model_has_alias(find_model(p, "llama3.1-8b"), "cortex-fast"));
+    assert_true(model_has_alias(find_model(p, "claude-sonnet-4-5"), "cortex-smart"));
+    sg_config_free(&cfg);
+
+    /* ids and aliases configured elsewhere win silently over the built-in ones */
+    load_ok(
+        "{\"providers\":{\"cortex\":{\"account\":\"a\",\"user\":\"u\",\"pat\":\"t\"},"
+        "\"other\":{\"kind\":\"openai\",\"base_url\":\"http://h\","
+        "\"models\":[{\"id\":\"llama3.1-8b\"},{\"id\":\"x\",\"aliases\":[\"cortex-smart\"]}]}}}",
+        &cfg);
+    p = sg_config_provider(&cfg, "cortex");
+    assert_int_equal(p->n_models, 14);
+    assert_null(find_model(p, "llama3.1-8b"));
+    assert_false(model_has_alias(find_model(p, "claude-sonnet-4-5"), "cortex-smart"));
+    assert_non_null(find_model(sg_config_provider(&cfg, "other"), "llama3.1-8b"));
+    sg_config_free(&cfg);
+
+    /* the same for the catalog of an environment-made provider */
+    setenv("SNOWFLAKE_ACCOUNT", "a", 1);
+    setenv("SNOWFLAKE_USER", "u", 1);
+    setenv("SNOWFLAKE_PAT", "t", 1);
+    load_ok("{\"providers\":{\"p\":{\"kind\":\"openai\",\"base_url\":\"http://h\","
+            "\"models\":[{\"id\":\"mistral-7b\",\"aliases\":[\"cortex-fast\"]}]}}}",
+            &cfg);
+    assert_int_equal(cfg.n_providers, 2);
+    p = sg_config_provider(&cfg, "cortex");
+    assert_int_equal(p->n_models, 14);
+    assert_null(find_model(p, "mistral-7b"));
+    assert_false(model_has_alias(find_model(p, "llama3.1-8b"), "cortex-fast"));
+    sg_config_free(&cfg);
+}
+
+static void test_lambda_and_cortex_together(void **state)
+{
+    (void)state;
+    /* both from the environment: 14 + 15 models, no name collisions */
+    setenv("LAMBDA_BASE_URL", "http://127.0.0.1:9000/v1", 1);
+    setenv("LAMBDA_API_KEY", SECRET, 1);
+    setenv("SNOWFLAKE_ACCOUNT", "acct", 1);
+    setenv("SNOWFLAKE_USER", "u", 1);
+    setenv("SNOWFLAKE_PAT", PAT_SECRET, 1);
+    sg_config_t cfg;
+    sg_config_errors_t errs = {0};
+    int rc = sg_config_load(&cfg, NULL, &errs);
+    if (rc != 0) dump_errors(&errs);
+    assert_int_equal(rc, 0);
+    assert_int_equal(cfg.n_providers, 2);
+    const sg_provider_cfg_t *l = sg_config_provider(&cfg, "lambda");
+    const sg_provider_cfg_t *x = sg_config_provider(&cfg, "cortex");
+    assert_non_null(l);
+    assert_non_null(x);
+    assert_int_equal(l->n_models, 14);
+    assert_int_equal(x->n_models, 15);
+    assert_null(l->models[0].api);
+    assert_null(l->pat);
+    assert_null(x->api_key);
+    assert_true(model_has_alias(find_model(l, "llama3.1-8b-instruct"), "fast"));
+    assert_true(model_has_alias(find_model(x, "llama3.1-8b"), "cortex-fast"));
+    sg_config_free(&cfg);
+    sg_config_errors_free(&errs);
+
+    /* both in the file; "api" accepted on the cortex model */
+    load_ok("{\"providers\":{\n"
+            " \"lambda\":{\"models\":[{\"id\":\"llama3.1-8b-instruct\"}]},\n"
+            " \"cortex\":{\"models\":[{\"id\":\"llama3.1-8b\",\"api\":\"openai\"}]}}}",
+            &cfg);
+    assert_int_equal(cfg.n_providers, 2);
+    l = sg_config_provider(&cfg, "lambda");
+    x = sg_config_provider(&cfg, "cortex");
+    assert_string_equal(l->kind, "openai");
+    assert_string_equal(l->base_url, "http://127.0.0.1:9000/v1");
+    assert_true(l->models[0].price_in_per_mtok == 0.025);
+    assert_null(l->models[0].api);
+    assert_string_equal(x->kind, "cortex");
+    assert_string_equal(x->pat, PAT_SECRET);
+    assert_string_equal(x->models[0].api, "openai");
+    assert_true(x->models[0].price_in_per_mtok == 0.38);
+    sg_config_free(&cfg);
+
+    /* "api" rejected on a lambda model */
+    assert_int_equal(load_text("{\"providers\":{\"lambda\":{\"models\":[{\"id\":\"hermes3-8b\","
+                               "\"api\":\"openai\"}]}}}",
+                               &cfg, &errs),
+                     -1);
+    assert_has_error(&errs, "$.providers.lambda.models[0].api", "unknown key");
+    assert_int_equal(errs.n, 1);
+    sg_config_free(&cfg);
+    sg_config_errors_free(&errs);
+}
+
+static void test_cortex_failed_load_is_freeable(void **state)
+{
+    (void)state;
+    const char *key = write_key_file();
+    setenv("SNOWFLAKE_PRIVATE_KEY_PASSPHRASE", PASS_SECRET, 1);
+    char text[1024];
+    snprintf(text, sizeof(text),
+             "{\"providers\":{"
+             "\"cortex\":{\"account\":\"a b\",\"user\":\"u\",\"role\":\"r\",\"warehouse\":\"w\","
+             "\"database\":\"d\",\"schema\":\"s\",\"pat\":\"t\",\"private_key_path\":\"%s\","
+             "\"base_url\":\"http://x/\",\"models\":[{\"id\":\"m\",\"api\":\"openai\"},"
+             "{\"id\":\"m\",\"api\":\"bad\"},3]},"
+             "\"sf\":{\"kind\":\"cortex\",\"account\":\"a\",\"user\":\"u\",\"pat\":\"t\","
+             "\"private_key_passphrase\":\"p\",\"pat_warn_days\":-3}}}",
+             key);
+    sg_config_t cfg;
+    sg_config_errors_t errs = {0};
+    assert_int_equal(load_text(text, &cfg, &errs), -1);
+    assert_true(errs.n >= 5);
+    sg_config_free(&cfg);
+    sg_config_errors_free(&errs);
+    unlink(key);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -829,6 +1420,14 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_builtin_catalog, clear_env, clear_env),
         cmocka_unit_test_setup_teardown(test_listen_forms, clear_env, clear_env),
         cmocka_unit_test_setup_teardown(test_failed_load_is_freeable, clear_env, clear_env),
+        cmocka_unit_test_setup_teardown(test_cortex_full_file, clear_env, clear_env),
+        cmocka_unit_test_setup_teardown(test_cortex_env_only, clear_env, clear_env),
+        cmocka_unit_test_setup_teardown(test_cortex_env_errors, clear_env, clear_env),
+        cmocka_unit_test_setup_teardown(test_cortex_secrets_never_in_errors, clear_env, clear_env),
+        cmocka_unit_test_setup_teardown(test_cortex_base_url, clear_env, clear_env),
+        cmocka_unit_test_setup_teardown(test_cortex_catalog, clear_env, clear_env),
+        cmocka_unit_test_setup_teardown(test_lambda_and_cortex_together, clear_env, clear_env),
+        cmocka_unit_test_setup_teardown(test_cortex_failed_load_is_freeable, clear_env, clear_env),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

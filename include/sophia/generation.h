@@ -1,0 +1,38 @@
+/* A configuration generation: the configuration, the model catalog built from it and the
+ * providers' credentials, reference-counted. Requests hold the generation they started with,
+ * so a reload (SIGHUP) lets streams in flight finish on the old credentials while new requests
+ * use the new ones. */
+#ifndef SOPHIA_GENERATION_H
+#define SOPHIA_GENERATION_H
+
+#include <stdint.h>
+
+#include "sophia/catalog.h"
+#include "sophia/config.h"
+#include "sophia/snowflake_auth.h"
+
+typedef struct sg_gen {
+    int refs;
+    uint64_t id;
+    sg_config_t cfg;
+    sg_catalog_t catalog;
+    sg_sf_auth_t **sf_auth; /* per cfg.providers index; NULL for non-cortex providers */
+} sg_gen_t;
+
+/* Loads a generation: the configuration (path may be NULL: environment only), the listen
+ * override (HOST:PORT, may be NULL), the catalog and every provider's credentials. Returns it
+ * with one reference, or NULL with every problem appended to errs. */
+sg_gen_t *sg_gen_load(const char *path, const char *listen_override, uint64_t id,
+                      sg_config_errors_t *errs);
+sg_gen_t *sg_gen_ref(sg_gen_t *g);
+/* Drops a reference; the last one frees the generation. */
+void sg_gen_unref(sg_gen_t *g);
+/* Resolves a model name within the generation (route->sf_auth filled for cortex). */
+int sg_gen_resolve(const sg_gen_t *g, const char *model, sg_route_t *route);
+/* Credentials of a provider of this generation, or NULL. */
+sg_sf_auth_t *sg_gen_sf_auth(const sg_gen_t *g, const sg_provider_cfg_t *p);
+
+/* Parses "HOST:PORT" or "[V6]:PORT". Returns 0 (host malloc'd into *host), or -1. */
+int sg_parse_listen(const char *s, char **host, int *port);
+
+#endif
