@@ -251,5 +251,6 @@ const sg_provider_vt_t sg_provider_openai = {
 const sg_provider_vt_t *sg_provider_find(const char *kind)
 {
     if (kind && strcmp(kind, "openai") == 0) return &sg_provider_openai;
+    if (kind && strcmp(kind, "cortex") == 0) return &sg_provider_cortex;
     return NULL;
 }

@@ -1400,6 +1400,46 @@ static void test_cortex_failed_load_is_freeable(void **state)
     unlink(key);
 }
 
+/* ${file:PATH} reads a secret file (trailing white space dropped); a missing file is an error
+ * that names the path but never a secret; retries are configurable. */
+static void test_file_secrets_and_retries(void **state)
+{
+    (void)state;
+    char secret_path[64];
+    snprintf(secret_path, sizeof(secret_path), "%s", write_tmp("file-secret-VALUE-42\n\n"));
+    char text[512];
+    snprintf(text, sizeof(text),
+             "{\"upstream\":{\"max_retries\":0,\"retry_base_ms\":10},"
+             "\"providers\":{\"lambda\":{\"base_url\":\"http://127.0.0.1:1/v1\","
+             "\"api_key\":\"${file:%s}\"}}}",
+             secret_path);
+    sg_config_t cfg;
+    load_ok(text, &cfg);
+    assert_int_equal(cfg.max_retries, 0);
+    assert_int_equal(cfg.retry_base_ms, 10);
+    assert_string_equal(cfg.providers[0].api_key, "file-secret-VALUE-42");
+    sg_config_free(&cfg);
+    unlink(secret_path);
+
+    sg_config_errors_t errs = {0};
+    snprintf(text, sizeof(text),
+             "{\"upstream\":{\"retry_base_ms\":0},\"providers\":{\"lambda\":{"
+             "\"base_url\":\"http://127.0.0.1:1/v1\",\"api_key\":\"${file:%s}\"}}}",
+             secret_path);
+    assert_int_equal(load_text(text, &cfg, &errs), -1);
+    assert_has_error(&errs, "$.providers.lambda.api_key", "cannot read secret file");
+    assert_has_error(&errs, "$.upstream.retry_base_ms", "");
+    assert_no_secret(&errs, "file-secret-VALUE-42");
+    sg_config_errors_free(&errs);
+    sg_config_free(&cfg);
+
+    /* defaults */
+    load_ok("{}", &cfg);
+    assert_int_equal(cfg.max_retries, 2);
+    assert_int_equal(cfg.retry_base_ms, 250);
+    sg_config_free(&cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1428,6 +1468,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cortex_catalog, clear_env, clear_env),
         cmocka_unit_test_setup_teardown(test_lambda_and_cortex_together, clear_env, clear_env),
         cmocka_unit_test_setup_teardown(test_cortex_failed_load_is_freeable, clear_env, clear_env),
+        cmocka_unit_test_setup_teardown(test_file_secrets_and_retries, clear_env, clear_env),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
