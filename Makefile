@@ -100,4 +100,8 @@ check-format:
 clean:
 	rm -rf build build-asan
 
--include $(LIB_OBJ:.o=.d) $(GW_OBJ:.o=.d) $(MOCK_OBJ:.o=.d)
+# Keep the unit tests' objects (they are intermediate files otherwise).
+.SECONDARY:
+
+-include $(LIB_OBJ:.o=.d) $(GW_OBJ:.o=.d) $(MOCK_OBJ:.o=.d) \
+	$(UNIT_SRC:%.c=$(BUILD)/obj/%.d)

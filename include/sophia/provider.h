@@ -90,6 +90,11 @@ const sg_provider_vt_t *sg_provider_find(const char *kind);
 extern const sg_provider_vt_t sg_provider_openai;
 extern const sg_provider_vt_t sg_provider_cortex;
 
+/* Fills out as a JSON POST to url (kept as a pointer: url must outlive the exchange start),
+ * taking over headers and printing then deleting body, with the upstream timeouts. */
+void sg_upstream_post_json(sg_exchange_req_t *out, const char *url, struct curl_slist *headers,
+                           cJSON *body, const sg_upstream_opts_t *uo);
+
 /* Extracts an OpenAI-shaped usage object into u (u->known set when present). */
 void sg_usage_from_json(const cJSON *usage, sg_usage_t *u);
 

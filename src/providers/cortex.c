@@ -494,18 +494,7 @@ static int cx_build_chat(const sg_route_t *route, const cJSON *client, int strea
         cJSON_Delete(body);
         return -1;
     }
-    char *json = cJSON_PrintUnformatted(body);
-    cJSON_Delete(body);
-    SG_ASSERT(json != NULL);
-    out->url = url_buf;
-    out->method = "POST";
-    out->headers = cx_headers(token, token_type);
-    out->body = json;
-    out->body_len = strlen(json);
-    out->connect_timeout_ms = uo->connect_timeout_ms;
-    out->first_byte_timeout_ms = uo->first_byte_timeout_ms;
-    out->idle_timeout_ms = uo->idle_timeout_ms;
-    out->total_timeout_ms = uo->total_timeout_ms;
+    sg_upstream_post_json(out, url_buf, cx_headers(token, token_type), body, uo);
     return 0;
 }
 

@@ -23,6 +23,23 @@ void sg_error_set(sg_error_t *e, int status, const char *type, const char *code,
     va_end(ap);
 }
 
+void sg_upstream_post_json(sg_exchange_req_t *out, const char *url, struct curl_slist *headers,
+                           cJSON *body, const sg_upstream_opts_t *uo)
+{
+    char *json = cJSON_PrintUnformatted(body);
+    cJSON_Delete(body);
+    SG_ASSERT(json != NULL);
+    out->url = url;
+    out->method = "POST";
+    out->headers = headers;
+    out->body = json;
+    out->body_len = strlen(json);
+    out->connect_timeout_ms = uo->connect_timeout_ms;
+    out->first_byte_timeout_ms = uo->first_byte_timeout_ms;
+    out->idle_timeout_ms = uo->idle_timeout_ms;
+    out->total_timeout_ms = uo->total_timeout_ms;
+}
+
 void sg_usage_from_json(const cJSON *usage, sg_usage_t *u)
 {
     if (!cJSON_IsObject(usage)) return;
@@ -77,19 +94,8 @@ static int oa_build_chat(const sg_route_t *route, const cJSON *client, int strea
         cJSON_DeleteItemFromObjectCaseSensitive(so, "include_usage");
         cJSON_AddTrueToObject(so, "include_usage");
     }
-    char *json = cJSON_PrintUnformatted(body);
-    cJSON_Delete(body);
-    SG_ASSERT(json != NULL);
     snprintf(url_buf, url_cap, "%s/chat/completions", p->base_url);
-    out->url = url_buf;
-    out->method = "POST";
-    out->headers = auth_headers(p, stream);
-    out->body = json;
-    out->body_len = strlen(json);
-    out->connect_timeout_ms = uo->connect_timeout_ms;
-    out->first_byte_timeout_ms = uo->first_byte_timeout_ms;
-    out->idle_timeout_ms = uo->idle_timeout_ms;
-    out->total_timeout_ms = uo->total_timeout_ms;
+    sg_upstream_post_json(out, url_buf, auth_headers(p, stream), body, uo);
     return 0;
 }
 
