@@ -10,6 +10,8 @@
 #include "sophia/log.h"
 
 #define RESP_HEADERS_MAX 16384
+/* Easy handles kept for reuse: curl_easy_reset is cheaper than cleanup + init. */
+#define EASY_POOL_MAX 256
 
 typedef struct poll_ctx {
     uv_poll_t poll;
@@ -26,6 +28,8 @@ struct sg_curlm {
     sg_exchange_t *exchanges;
     size_t n_active;
     int in_action; /* inside curl_multi_socket_action */
+    CURL *idle_easy[EASY_POOL_MAX]; /* reset easy handles, reused by the next exchanges */
+    size_t n_idle_easy;
 };
 
 struct sg_exchange {
@@ -175,6 +179,7 @@ static void on_multi_timer_closed(uv_handle_t *h)
 void sg_curlm_free(sg_curlm_t *m)
 {
     while (m->exchanges) sg_exchange_cancel(m->exchanges);
+    while (m->n_idle_easy) curl_easy_cleanup(m->idle_easy[--m->n_idle_easy]);
     curl_multi_cleanup(m->multi);
     while (m->polls) poll_destroy(m->polls);
     uv_close((uv_handle_t *)&m->timer, on_multi_timer_closed);
@@ -346,7 +351,13 @@ static void on_x_timer_closed(uv_handle_t *h)
 
 static void exchange_free(sg_exchange_t *x)
 {
-    curl_easy_cleanup(x->easy);
+    sg_curlm_t *m = x->m;
+    if (m->n_idle_easy < EASY_POOL_MAX) {
+        curl_easy_reset(x->easy);
+        m->idle_easy[m->n_idle_easy++] = x->easy;
+    } else {
+        curl_easy_cleanup(x->easy);
+    }
     curl_slist_free_all(x->headers);
     free(x->body);
     uv_close((uv_handle_t *)&x->timer, on_x_timer_closed);
@@ -383,7 +394,7 @@ sg_exchange_t *sg_exchange_start(sg_curlm_t *m, sg_exchange_req_t *req,
     req->headers = NULL;
     req->body = NULL;
     sg_buf_init(&x->resp_headers, RESP_HEADERS_MAX);
-    x->easy = curl_easy_init();
+    x->easy = m->n_idle_easy ? m->idle_easy[--m->n_idle_easy] : curl_easy_init();
     SG_ASSERT(x->easy != NULL);
     x->start_ms = sg_now_ms();
     x->first_byte_timeout_ms = req->first_byte_timeout_ms ? req->first_byte_timeout_ms : 60000;
