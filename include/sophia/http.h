@@ -51,6 +51,7 @@ struct sg_http_req {
     sg_http_drain_cb drain_cb;
     void *hook_ud;
     int streaming;
+    int close_delimited; /* streamed body ends with the connection */
     int done;
 };
 
@@ -113,6 +114,11 @@ int sg_http_respond_error(sg_http_req_t *req, int status, const char *type, cons
 /* Starts a streamed response (chunked on HTTP/1.1, close-delimited on HTTP/1.0). */
 int sg_http_stream_begin(sg_http_req_t *req, int status, const char *content_type,
                          const char *extra_headers);
+/* Starts a streamed response whose end is the close of the connection: no chunked framing,
+ * no Content-Length, "Connection: close" (RFC 9112 section 6.3). sg_http_stream_end then
+ * writes what is queued and closes. For upstream simulations; clients prefer chunked. */
+int sg_http_stream_begin_close_delimited(sg_http_req_t *req, int status, const char *content_type,
+                                         const char *extra_headers);
 /* Queues body bytes of a streamed response. Never blocks; check sg_http_req_congested. */
 int sg_http_stream_write(sg_http_req_t *req, const char *data, size_t len);
 /* Ends a streamed response and the request, after queuing data (may be NULL) in the same

@@ -331,6 +331,13 @@ static void append_common_headers(sg_http_conn_t *c, sg_buf_t *h)
     }
 }
 
+/* A streamed body is chunked on HTTP/1.1 unless it was started close-delimited. */
+static int chunked(const sg_http_req_t *req)
+{
+    const sg_http_conn_t *c = req->conn;
+    return !req->close_delimited && c->parser.http_major == 1 && c->parser.http_minor >= 1;
+}
+
 static int send_head(sg_http_req_t *req, int status, const char *ctype, const char *extra,
                      long long content_length, const char *body, size_t body_len)
 {
@@ -343,7 +350,7 @@ static int send_head(sg_http_req_t *req, int status, const char *ctype, const ch
     if (ctype) sg_buf_printf(&h, "Content-Type: %s\r\n", ctype);
     if (content_length >= 0)
         sg_buf_printf(&h, "Content-Length: %lld\r\n", content_length);
-    else if (c->parser.http_major == 1 && c->parser.http_minor >= 1)
+    else if (chunked(req))
         sg_buf_append_str(&h, "Transfer-Encoding: chunked\r\n");
     else
         c->close_after = 1;
@@ -405,12 +412,20 @@ int sg_http_stream_begin(sg_http_req_t *req, int status, const char *content_typ
     return send_head(req, status, content_type, extra_headers, -1, NULL, 0);
 }
 
+int sg_http_stream_begin_close_delimited(sg_http_req_t *req, int status, const char *content_type,
+                                         const char *extra_headers)
+{
+    if (req->done) return -1;
+    req->close_delimited = 1;
+    return sg_http_stream_begin(req, status, content_type, extra_headers);
+}
+
 int sg_http_stream_write(sg_http_req_t *req, const char *data, size_t len)
 {
     sg_http_conn_t *c = req->conn;
     if (req->done || !req->streaming || len == 0) return req->done ? -1 : 0;
     req->bytes_sent += len;
-    if (c->close_after && !(c->parser.http_major == 1 && c->parser.http_minor >= 1)) {
+    if (!chunked(req)) {
         uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
         return cork_append(c, &b, 1);
     }
@@ -426,7 +441,7 @@ int sg_http_stream_end(sg_http_req_t *req, const char *data, size_t len)
     sg_http_conn_t *c = req->conn;
     if (req->done || !req->streaming) return -1;
     int r = 0;
-    if (c->parser.http_major == 1 && c->parser.http_minor >= 1) {
+    if (chunked(req)) {
         req->bytes_sent += len;
         char head[24];
         int hl = len ? snprintf(head, sizeof(head), "%zx\r\n", len) : 0;

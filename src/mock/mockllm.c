@@ -1,17 +1,19 @@
-/* mockllm: a mock OpenAI-compatible LLM upstream for tests and benchmarks.
+/* mockllm: a mock LLM upstream for tests and benchmarks. One process speaks two dialects,
+ * chosen by the request path: OpenAI-compatible (vLLM-like, /v1/...) and Snowflake Cortex
+ * REST (/api/v2/cortex/..., in mock_cortex.c).
  *
- * One libuv loop, the project's HTTP server (sg_http_*). The code is layered so another wire
- * format (e.g. Snowflake Cortex) can be added as one more mock_wire_t plus a route:
+ * One libuv loop, the project's HTTP server (sg_http_*). The code is layered so each wire
+ * format is one mock_wire_t plus a route:
  *   1. token generation   deterministic token text and prompt token counting
  *   2. directives         per-request behaviour switches ([mock:k=v,...] / X-Mock header)
  *   3. jobs               per-request scheduling: one uv_timer per request, backpressure,
- *                         abort handling, statistics
- *   4. wire formats       framing of chunks / whole replies / errors (OpenAI here)
- *   5. routes             /v1/chat/completions, /v1/models, /stats, /healthz
+ *                         abort handling, statistics, close-delimited streams
+ *   4. wire formats       framing of chunks / whole replies / errors (OpenAI here, Cortex in
+ *                         mock_cortex.c)
+ *   5. routes             /v1/chat/completions, /v1/models, /stats, /healthz, /api/v2/...
  *   6. main               CLI, signals, shutdown
- * Per request the state is one mock_job_t (~200 bytes plus the escaped model name); events
+ * Per request the state is one mock_job_t (~250 bytes plus the escaped model name); events
  * are formatted into a stack buffer, so producing tokens allocates nothing. */
-#include <cjson/cJSON.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -23,16 +25,13 @@
 #include <sys/resource.h>
 #include <uv.h>
 
+#include "mock.h"
 #include "sophia/buf.h"
 #include "sophia/core.h"
 #include "sophia/http.h"
 #include "sophia/log.h"
 
-#define MOCK_MAX_TOKENS 1000000u  /* cap on tokens=/--tokens */
-#define MOCK_MAX_DELAY_MS 3600000 /* cap on every *_ms value */
-#define MOCK_MODEL_MAX 256        /* longest model name accepted (bytes) */
-
-/* ---- 1. token generation ---------------------------------------------------------------- */
+/* ---- 1. token generation ----------------------------------------------------------------- */
 
 /* Token i (0-based) is word i % 16 of this list followed by one space. */
 #define MOCK_N_WORDS 16
@@ -41,9 +40,18 @@ static const char *const mock_words[MOCK_N_WORDS] = {
     "dog", "while", "mock",  "tokens", "stream", "steadily", "to",  "clients",
 };
 
-static const char *mock_token_word(uint32_t i)
+const char *mock_token_word(uint32_t i)
 {
     return mock_words[i % MOCK_N_WORDS];
+}
+
+static const char *const mock_tool_frags[MOCK_TOOL_FRAGS] = {
+    "{\\\"city\\\"", ":\\\"Paris\\\"", ",\\\"unit\\\"", ":\\\"celsius\\\"", "}",
+};
+
+const char *mock_tool_frag_json(uint32_t k)
+{
+    return mock_tool_frags[k % MOCK_TOOL_FRAGS];
 }
 
 static int mock_is_space(char c)
@@ -67,25 +75,13 @@ static uint32_t mock_count_words(const char *s, size_t n)
     return words;
 }
 
-/* ---- 2. directives ---------------------------------------------------------------------- */
+/* ---- 2. directives ----------------------------------------------------------------------- */
 
-/* Per-request switches; -1 (or 0 for flags/status) means "not given". */
-typedef struct mock_directives {
-    int32_t tokens;
-    int32_t ttft_ms;
-    int32_t itl_ms;
-    int32_t headers_delay_ms;
-    int32_t status;    /* 0: none; 200 or 400..599 */
-    int32_t cut_after; /* -1: none */
-    int8_t hang, garbage, no_usage;
-} mock_directives_t;
-
-static void mock_directives_init(mock_directives_t *d)
+void mock_directives_init(mock_directives_t *d)
 {
+    memset(d, 0, sizeof(*d));
     d->tokens = d->ttft_ms = d->itl_ms = d->headers_delay_ms = -1;
-    d->status = 0;
-    d->cut_after = -1;
-    d->hang = d->garbage = d->no_usage = 0;
+    d->cut_after = d->midstream_error = d->fail_times = d->fail_key = -1;
 }
 
 static void mock_trim(const char **s, size_t *n)
@@ -98,6 +94,40 @@ static int mock_key_is(const char *k, size_t kn, const char *name)
 {
     return strlen(name) == kn && memcmp(k, name, kn) == 0;
 }
+
+/* Integer-valued directives: name, field offset, maximum. */
+typedef struct mock_int_directive {
+    const char *name;
+    size_t off;
+    long long max;
+} mock_int_directive_t;
+
+static const mock_int_directive_t mock_int_directives[] = {
+    {"tokens", offsetof(mock_directives_t, tokens), MOCK_MAX_TOKENS},
+    {"ttft_ms", offsetof(mock_directives_t, ttft_ms), MOCK_MAX_DELAY_MS},
+    {"itl_ms", offsetof(mock_directives_t, itl_ms), MOCK_MAX_DELAY_MS},
+    {"headers_delay_ms", offsetof(mock_directives_t, headers_delay_ms), MOCK_MAX_DELAY_MS},
+    {"cut_after", offsetof(mock_directives_t, cut_after), MOCK_MAX_TOKENS},
+    {"midstream_error", offsetof(mock_directives_t, midstream_error), MOCK_MAX_TOKENS},
+    {"fail_times", offsetof(mock_directives_t, fail_times), MOCK_MAX_TOKENS},
+    {"fail_key", offsetof(mock_directives_t, fail_key), INT32_MAX},
+};
+
+/* Flag directives (any non-zero value sets them). */
+typedef struct mock_flag_directive {
+    const char *name;
+    size_t off;
+} mock_flag_directive_t;
+
+static const mock_flag_directive_t mock_flag_directives[] = {
+    {"hang", offsetof(mock_directives_t, hang)},
+    {"garbage", offsetof(mock_directives_t, garbage)},
+    {"no_usage", offsetof(mock_directives_t, no_usage)},
+    {"prohibited", offsetof(mock_directives_t, prohibited)},
+    {"tool", offsetof(mock_directives_t, tool)},
+    {"close_delimited", offsetof(mock_directives_t, close_delimited)},
+    {"no_done", offsetof(mock_directives_t, no_done)},
+};
 
 /* Parses "k=v,k=v,..." (s[0..n)) into d; later keys override earlier ones. Returns 0, or -1
  * with a message in err. */
@@ -123,6 +153,7 @@ static int mock_directives_parse(mock_directives_t *d, const char *s, size_t n, 
         size_t kn = (size_t)(eq - item), vn = len - kn - 1;
         mock_trim(&k, &kn);
         mock_trim(&v, &vn);
+        int kshow = (int)(kn > 64 ? 64 : kn);
         long long val = 0;
         int ok = vn > 0 && vn <= 10;
         for (size_t x = 0; ok && x < vn; x++) {
@@ -132,56 +163,47 @@ static int mock_directives_parse(mock_directives_t *d, const char *s, size_t n, 
                 val = val * 10 + (v[x] - '0');
         }
         if (!ok) {
-            snprintf(err, errlen, "mock directive '%.*s' needs a non-negative integer",
-                     (int)(kn > 64 ? 64 : kn), k);
+            snprintf(err, errlen, "mock directive '%.*s' needs a non-negative integer", kshow, k);
             return -1;
         }
-        int32_t *target = NULL;
-        long long max = MOCK_MAX_DELAY_MS;
-        if (mock_key_is(k, kn, "tokens")) {
-            target = &d->tokens;
-            max = MOCK_MAX_TOKENS;
-        } else if (mock_key_is(k, kn, "ttft_ms")) {
-            target = &d->ttft_ms;
-        } else if (mock_key_is(k, kn, "itl_ms")) {
-            target = &d->itl_ms;
-        } else if (mock_key_is(k, kn, "headers_delay_ms")) {
-            target = &d->headers_delay_ms;
-        } else if (mock_key_is(k, kn, "cut_after")) {
-            target = &d->cut_after;
-            max = MOCK_MAX_TOKENS;
-        } else if (mock_key_is(k, kn, "status")) {
+        int found = 0;
+        for (size_t x = 0; !found && x < SG_ARRAY_LEN(mock_int_directives); x++) {
+            const mock_int_directive_t *id = &mock_int_directives[x];
+            if (!mock_key_is(k, kn, id->name)) continue;
+            if (val > id->max) {
+                snprintf(err, errlen, "mock directive '%.*s' is above %lld", kshow, k, id->max);
+                return -1;
+            }
+            *(int32_t *)((char *)d + id->off) = (int32_t)val;
+            found = 1;
+        }
+        for (size_t x = 0; !found && x < SG_ARRAY_LEN(mock_flag_directives); x++) {
+            if (!mock_key_is(k, kn, mock_flag_directives[x].name)) continue;
+            *(int8_t *)((char *)d + mock_flag_directives[x].off) = val != 0;
+            found = 1;
+        }
+        if (found) continue;
+        if (mock_key_is(k, kn, "status")) {
             if (val != 200 && (val < 400 || val > 599)) {
                 snprintf(err, errlen, "mock directive status must be 200 or 400..599");
                 return -1;
             }
             d->status = (int32_t)val;
-            continue;
-        } else if (mock_key_is(k, kn, "hang")) {
-            d->hang = val != 0;
-            continue;
-        } else if (mock_key_is(k, kn, "garbage")) {
-            d->garbage = val != 0;
-            continue;
-        } else if (mock_key_is(k, kn, "no_usage")) {
-            d->no_usage = val != 0;
-            continue;
+        } else if (mock_key_is(k, kn, "shape")) {
+            if (val < 1 || val > 3) {
+                snprintf(err, errlen, "mock directive shape must be 1, 2 or 3");
+                return -1;
+            }
+            d->shape = (int8_t)val;
         } else {
-            snprintf(err, errlen, "unknown mock directive '%.*s'", (int)(kn > 64 ? 64 : kn), k);
+            snprintf(err, errlen, "unknown mock directive '%.*s'", kshow, k);
             return -1;
         }
-        if (val > max) {
-            snprintf(err, errlen, "mock directive '%.*s' is above %lld", (int)kn, k, max);
-            return -1;
-        }
-        *target = (int32_t)val;
     }
     return 0;
 }
 
-/* Applies every "[mock:...]" found in text[0..n). Returns 0, or -1 with err set. */
-static int mock_directives_scan(mock_directives_t *d, const char *text, size_t n, char *err,
-                                size_t errlen)
+int mock_directives_scan(mock_directives_t *d, const char *text, size_t n, char *err, size_t errlen)
 {
     static const char tag[] = "[mock:";
     const size_t tn = sizeof(tag) - 1;
@@ -213,10 +235,24 @@ static int mock_directives_header(mock_directives_t *d, const char *v, char *err
     return mock_directives_parse(d, v, n, err, errlen);
 }
 
-/* Walks OpenAI-style messages: sums prompt tokens (words + 3 per message; string content or
- * the "text" of array parts) and applies directives found in the content. */
-static int mock_scan_messages(const cJSON *messages, mock_directives_t *d, uint32_t *prompt_tokens,
-                              char *err, size_t errlen)
+/* Counts the words of the "text" members of the parts of an array and applies directives. */
+static int mock_scan_parts(const cJSON *parts, mock_directives_t *d, uint32_t *total, char *err,
+                           size_t errlen)
+{
+    const cJSON *part;
+    cJSON_ArrayForEach(part, parts)
+    {
+        const cJSON *t = cJSON_GetObjectItemCaseSensitive(part, "text");
+        if (!cJSON_IsString(t)) continue;
+        size_t n = strlen(t->valuestring);
+        *total += mock_count_words(t->valuestring, n);
+        if (mock_directives_scan(d, t->valuestring, n, err, errlen) != 0) return -1;
+    }
+    return 0;
+}
+
+int mock_scan_messages(const cJSON *messages, mock_directives_t *d, uint32_t *prompt_tokens,
+                       char *err, size_t errlen)
 {
     uint32_t total = 0;
     const cJSON *m;
@@ -230,56 +266,46 @@ static int mock_scan_messages(const cJSON *messages, mock_directives_t *d, uint3
             total += mock_count_words(s, n);
             if (mock_directives_scan(d, s, n, err, errlen) != 0) return -1;
         } else if (cJSON_IsArray(content)) {
-            const cJSON *part;
-            cJSON_ArrayForEach(part, content)
-            {
-                const cJSON *t = cJSON_GetObjectItemCaseSensitive(part, "text");
-                if (!cJSON_IsString(t)) continue;
-                size_t n = strlen(t->valuestring);
-                total += mock_count_words(t->valuestring, n);
-                if (mock_directives_scan(d, t->valuestring, n, err, errlen) != 0) return -1;
-            }
+            if (mock_scan_parts(content, d, &total, err, errlen) != 0) return -1;
         }
+        const cJSON *list = cJSON_GetObjectItemCaseSensitive(m, "content_list");
+        if (cJSON_IsArray(list) && mock_scan_parts(list, d, &total, err, errlen) != 0) return -1;
     }
     *prompt_tokens = total;
     return 0;
 }
 
-/* ---- 3. jobs: per-request scheduling ---------------------------------------------------- */
+/* fail_times/fail_key: counts requests per key; returns the count including this one. */
+static uint32_t mock_fail_count(mock_app_t *app, uint32_t key)
+{
+    for (size_t i = 0; i < app->n_fail; i++)
+        if (app->fail[i].key == key) return ++app->fail[i].count;
+    mock_fail_slot_t *s;
+    if (app->n_fail < MOCK_FAIL_KEYS) {
+        s = &app->fail[app->n_fail++];
+    } else {
+        s = &app->fail[app->fail_next];
+        app->fail_next = (app->fail_next + 1) % MOCK_FAIL_KEYS;
+    }
+    s->key = key;
+    s->count = 1;
+    return 1;
+}
 
-typedef struct mock_stats {
-    uint64_t requests, streams_started, streams_completed, streams_aborted, active;
-    uint64_t nonstream_completed, nonstream_aborted, auth_failures, max_active, paused;
-    uint64_t cut, errors_injected;
-    char last_model[MOCK_MODEL_MAX + 1];
-    int last_authorization_seen;
-} mock_stats_t;
+/* After the first fail_times requests of a key, the failure directives are dropped. */
+static void mock_apply_fail_times(mock_app_t *app, mock_directives_t *d)
+{
+    if (d->fail_times < 0) return;
+    uint32_t key = d->fail_key >= 0 ? (uint32_t)d->fail_key : 0;
+    if (mock_fail_count(app, key) <= (uint32_t)d->fail_times) return;
+    d->status = 0;
+    d->cut_after = d->midstream_error = d->headers_delay_ms = -1;
+    d->hang = d->garbage = 0;
+}
 
-typedef struct mock_app {
-    uv_loop_t *loop;
-    sg_http_server_t *srv;
-    uv_signal_t sig_int, sig_term;
-    int stopping;
-    int quiet;
-    const char *api_key;
-    uint32_t tokens, ttft_ms, itl_ms; /* defaults from the command line */
-    uint64_t next_id;
-    int64_t started; /* unix time, "created" of /v1/models */
-    mock_stats_t stats;
-} mock_app_t;
+/* ---- 3. jobs: per-request scheduling ----------------------------------------------------- */
 
-typedef struct mock_job mock_job_t;
-
-/* Bounded output buffer on the stack: events are formatted here, then written as one chunk. */
-#define MOCK_OUT_CAP 32768
-#define MOCK_EVENT_MAX 4096 /* one event; the model name (≤ 256 bytes) is escaped to ≤ 1538 */
-typedef struct mock_out {
-    size_t len;
-    char data[MOCK_OUT_CAP];
-} mock_out_t;
-
-__attribute__((format(printf, 2, 3))) static void mock_out_printf(mock_out_t *o, const char *fmt,
-                                                                  ...)
+void mock_out_printf(mock_out_t *o, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -289,7 +315,7 @@ __attribute__((format(printf, 2, 3))) static void mock_out_printf(mock_out_t *o,
     o->len += (size_t)n;
 }
 
-static void mock_out_append(mock_out_t *o, const char *s, size_t n)
+void mock_out_append(mock_out_t *o, const char *s, size_t n)
 {
     SG_ASSERT(n < MOCK_OUT_CAP - o->len);
     memcpy(o->data + o->len, s, n);
@@ -302,45 +328,14 @@ static int mock_out_full(const mock_out_t *o)
     return MOCK_OUT_CAP - o->len < 4 * MOCK_EVENT_MAX;
 }
 
-/* A wire format: how a chat reply is framed. Each stream_* function appends whole events. */
-typedef struct mock_wire {
-    const char *name;
-    const char *stream_content_type;
-    const char *stream_headers; /* extra response header lines for streams */
-    /* Events before the first token (OpenAI: the role chunk). */
-    void (*stream_open)(const mock_job_t *j, mock_out_t *o);
-    /* The event carrying token i. */
-    void (*stream_token)(const mock_job_t *j, uint32_t i, mock_out_t *o);
-    /* Events after the last token (finish, usage, terminator). */
-    void (*stream_close)(const mock_job_t *j, mock_out_t *o);
-    /* The whole non-streamed reply; must end the request (sg_http_respond). */
-    void (*respond)(mock_job_t *j);
-    /* An error reply in this format; code may be NULL. */
-    void (*respond_error)(sg_http_req_t *req, int status, const char *code, const char *message);
-} mock_wire_t;
-
 typedef enum { MOCK_PH_HEAD, MOCK_PH_TOKENS, MOCK_PH_HANG } mock_phase_t;
-typedef enum { MOCK_DONE_OK, MOCK_DONE_ABORTED, MOCK_DONE_CUT, MOCK_DONE_ERROR } mock_outcome_t;
-
-struct mock_job {
-    uv_timer_t timer; /* data = job; closed (then the job freed) when the job finishes */
-    mock_app_t *app;
-    sg_http_req_t *req; /* NULL once the request has ended */
-    const mock_wire_t *wire;
-    uint64_t id;
-    int64_t created;
-    uint64_t due;      /* loop time (ms) the next timed event is due: no drift under load */
-    uint32_t n_tokens; /* tokens to produce */
-    uint32_t next;     /* next token index */
-    uint32_t prompt_tokens;
-    uint32_t ttft_ms, itl_ms, headers_delay_ms;
-    int32_t cut_after;
-    uint16_t status;
-    uint8_t phase;
-    unsigned stream : 1, want_usage : 1, finish_length : 1, garbage : 1, opened : 1, paused : 1,
-        dead : 1;
-    char model_json[]; /* the model as a JSON string literal (with quotes) */
-};
+typedef enum {
+    MOCK_DONE_OK,
+    MOCK_DONE_ABORTED,
+    MOCK_DONE_CUT,
+    MOCK_DONE_ERROR,
+    MOCK_DONE_MIDSTREAM,
+} mock_outcome_t;
 
 static void job_step(mock_job_t *j);
 static void job_head(mock_job_t *j);
@@ -361,6 +356,8 @@ static const char *mock_outcome_name(mock_outcome_t how)
         return "cut";
     case MOCK_DONE_ERROR:
         return "error";
+    case MOCK_DONE_MIDSTREAM:
+        return "midstream_error";
     }
     return "?";
 }
@@ -393,6 +390,9 @@ static void job_finish(mock_job_t *j, mock_outcome_t how)
     case MOCK_DONE_ERROR:
         s->errors_injected++;
         break;
+    case MOCK_DONE_MIDSTREAM:
+        s->midstream_errors++;
+        break;
     }
     if (sg_log_enabled(SG_LOG_INFO)) {
         sg_logline_t l;
@@ -401,13 +401,15 @@ static void job_finish(mock_job_t *j, mock_outcome_t how)
         sg_logline_str(&l, "wire", j->wire->name);
         sg_logline_bool(&l, "stream", j->stream);
         sg_logline_str(&l, "outcome", mock_outcome_name(how));
-        sg_logline_int(&l, "tokens_sent", j->stream ? j->next : j->n_tokens);
+        sg_logline_int(&l, "tokens_sent", j->stream ? j->next : j->n_items);
         if (j->status) sg_logline_int(&l, "status", j->status);
         sg_logline_emit(&l);
     }
     uv_timer_stop(&j->timer);
     uv_close((uv_handle_t *)&j->timer, job_free_cb);
 }
+
+/* ---- timers, hooks, output --------------------------------------------------------------- */
 
 static void job_on_timer(uv_timer_t *t)
 {
@@ -448,8 +450,8 @@ static int job_flush(mock_job_t *j, mock_out_t *o)
 {
     if (o->len == 0) return j->dead ? -1 : 0;
     int r = sg_http_stream_write(j->req, o->data, o->len);
-    o->len = 0;
     if (r < 0 && !j->dead) job_finish(j, MOCK_DONE_ABORTED); /* connection already gone */
+    o->len = 0;
     return j->dead ? -1 : 0;
 }
 
@@ -463,11 +465,20 @@ static int job_pause_if_congested(mock_job_t *j)
     return 1;
 }
 
-/* cut_after=N: after min(N, tokens) content events the connection is closed. */
+/* cut_after=N: after min(N, items) content events the connection is closed. */
 static int job_cut_due(const mock_job_t *j)
 {
     if (j->cut_after < 0) return 0;
-    uint32_t at = (uint32_t)j->cut_after < j->n_tokens ? (uint32_t)j->cut_after : j->n_tokens;
+    uint32_t at = (uint32_t)j->cut_after < j->n_items ? (uint32_t)j->cut_after : j->n_items;
+    return j->next >= at;
+}
+
+/* midstream_error=N: after min(N, items) content events an error event ends the stream. */
+static int job_midstream_due(const mock_job_t *j)
+{
+    if (j->midstream_error < 0 || !j->wire->stream_error) return 0;
+    uint32_t at =
+        (uint32_t)j->midstream_error < j->n_items ? (uint32_t)j->midstream_error : j->n_items;
     return j->next >= at;
 }
 
@@ -478,11 +489,25 @@ static void job_cut(mock_job_t *j, mock_out_t *o)
     job_finish(j, MOCK_DONE_CUT);
 }
 
+/* Ends a started stream after queuing o: the chunked terminator (then, for wires that end
+ * streams by closing, the connection closes), or the close that ends a close-delimited one. */
+static void job_end(mock_job_t *j, mock_out_t *o, mock_outcome_t how)
+{
+    sg_http_req_t *req = j->req;
+    sg_http_stream_end(req, o->data, o->len);
+    o->len = 0;
+    if (j->dead) return; /* the connection failed; the abort hook counted it */
+    /* The response is complete and written; the connection (still alive: handles close
+     * asynchronously) goes away too, as announced by "Connection: close". */
+    if (j->wire->close_at_end && !j->close_delimited) sg_http_req_close(req);
+    job_finish(j, how);
+}
+
 static const char mock_garbage1[] = "\x00\xffgarbage{{{\n\n";
 static const char mock_garbage2[] = "data: not-json\n\n";
 
-/* Produces events of a started stream: the opening events and the first token at ttft, then
- * one token per itl (all at once when itl is 0), then the closing events. */
+/* Produces events of a started stream: the opening events and the first item at ttft, then
+ * one item per itl (all at once when itl is 0), then the closing events. */
 static void job_step(mock_job_t *j)
 {
     mock_out_t o;
@@ -490,9 +515,7 @@ static void job_step(mock_job_t *j)
     if (j->garbage) {
         mock_out_append(&o, mock_garbage1, sizeof(mock_garbage1) - 1);
         mock_out_append(&o, mock_garbage2, sizeof(mock_garbage2) - 1);
-        if (job_flush(j, &o) < 0) return;
-        sg_http_stream_end(j->req, NULL, 0);
-        if (!j->dead) job_finish(j, MOCK_DONE_OK);
+        job_end(j, &o, MOCK_DONE_OK);
         return;
     }
     if (!j->opened) {
@@ -504,7 +527,7 @@ static void job_step(mock_job_t *j)
         }
     }
     unsigned batch = 0;
-    while (j->next < j->n_tokens) {
+    while (j->next < j->n_items && !job_midstream_due(j)) {
         j->wire->stream_token(j, j->next, &o);
         j->next++;
         batch++;
@@ -512,7 +535,7 @@ static void job_step(mock_job_t *j)
             job_cut(j, &o);
             return;
         }
-        if (j->next == j->n_tokens) break;
+        if (j->next == j->n_items) break;
         /* With itl 0, yield to the loop every 256 tokens so other streams get their turn. */
         if (j->itl_ms > 0 || mock_out_full(&o) || batch >= 256) {
             if (job_flush(j, &o) < 0) return;
@@ -523,19 +546,33 @@ static void job_step(mock_job_t *j)
             }
         }
     }
+    if (job_midstream_due(j)) {
+        j->wire->stream_error(j, &o);
+        job_end(j, &o, MOCK_DONE_MIDSTREAM);
+        return;
+    }
     j->wire->stream_close(j, &o);
-    if (job_flush(j, &o) < 0) return;
-    sg_http_stream_end(j->req, NULL, 0);
-    if (!j->dead) job_finish(j, MOCK_DONE_OK);
+    job_end(j, &o, MOCK_DONE_OK);
+}
+
+static int mock_client_wants_close(const sg_http_req_t *req)
+{
+    const char *c = sg_http_req_header(req, "connection");
+    return c && strcasestr(c, "close") != NULL;
+}
+
+const char *mock_reply_headers(const mock_job_t *j, char *buf, size_t cap)
+{
+    if (!j->wire->snowflake) return NULL;
+    snprintf(buf, cap, "X-Snowflake-Request-ID: %s\r\n", j->sf_id);
+    return buf;
 }
 
 /* Sends the response head (or the whole reply when not streaming). */
 static void job_head(mock_job_t *j)
 {
     if (j->status) {
-        char msg[64];
-        snprintf(msg, sizeof(msg), "mock failure %d", (int)j->status);
-        j->wire->respond_error(j->req, j->status, NULL, msg);
+        j->wire->respond_error(j->req, j->status, NULL, NULL);
         if (!j->dead) job_finish(j, MOCK_DONE_ERROR);
         return;
     }
@@ -544,21 +581,38 @@ static void job_head(mock_job_t *j)
             job_cut(j, NULL);
             return;
         }
-        if (j->garbage)
+        if (j->garbage) {
+            char hb[128];
             sg_http_respond(j->req, 200, "application/json", mock_garbage1,
-                            sizeof(mock_garbage1) - 1, NULL);
-        else
+                            sizeof(mock_garbage1) - 1, mock_reply_headers(j, hb, sizeof(hb)));
+        } else {
             j->wire->respond(j);
+        }
         if (!j->dead) job_finish(j, MOCK_DONE_OK);
         return;
     }
-    int r =
-        sg_http_stream_begin(j->req, 200, j->wire->stream_content_type, j->wire->stream_headers);
-    if (j->dead) return;
-    if (r < 0) {
-        job_finish(j, MOCK_DONE_ABORTED);
-        return;
+    {
+        /* close_delimited=1: no framing, the close of the connection ends the body (the HTTP
+         * layer then sends "Connection: close" itself). */
+        int announce_close =
+            j->wire->close_at_end && !j->close_delimited && !mock_client_wants_close(j->req);
+        char hdrs[512];
+        snprintf(hdrs, sizeof(hdrs), "%s%s%s%s%s", j->wire->stream_headers,
+                 j->wire->snowflake ? "X-Snowflake-Request-ID: " : "",
+                 j->wire->snowflake ? j->sf_id : "", j->wire->snowflake ? "\r\n" : "",
+                 announce_close ? "Connection: close\r\n" : "");
+        if (j->close_delimited) j->app->stats.close_delimited++;
+        int r = j->close_delimited
+                    ? sg_http_stream_begin_close_delimited(j->req, 200,
+                                                           j->wire->stream_content_type, hdrs)
+                    : sg_http_stream_begin(j->req, 200, j->wire->stream_content_type, hdrs);
+        if (j->dead) return;
+        if (r < 0) {
+            job_finish(j, MOCK_DONE_ABORTED);
+            return;
+        }
     }
+    if (j->dead) return;
     j->app->stats.streams_started++;
     j->phase = MOCK_PH_TOKENS;
     j->due = uv_now(j->app->loop) + j->ttft_ms;
@@ -567,16 +621,6 @@ static void job_head(mock_job_t *j)
     else
         job_step(j);
 }
-
-/* A parsed chat request, independent of the wire format. */
-typedef struct mock_chat {
-    const char *model; /* borrowed from the request JSON */
-    int stream;
-    int include_usage;
-    long long max_tokens; /* -1: not given */
-    uint32_t prompt_tokens;
-    mock_directives_t d;
-} mock_chat_t;
 
 static uint32_t pick(int32_t directive, uint32_t dflt)
 {
@@ -587,12 +631,17 @@ static uint32_t pick(int32_t directive, uint32_t dflt)
 static void job_start(mock_app_t *app, sg_http_req_t *req, const mock_wire_t *wire,
                       const mock_chat_t *c)
 {
-    sg_buf_t mj;
-    sg_buf_init(&mj, 8 * MOCK_MODEL_MAX);
-    sg_json_escape_append(&mj, c->model, strlen(c->model));
-    mock_job_t *j = sg_xcalloc(1, sizeof(*j) + mj.len + 1);
-    memcpy(j->model_json, mj.data, mj.len);
-    sg_buf_dispose(&mj);
+    sg_buf_t lit;
+    sg_buf_init(&lit, 8 * (MOCK_MODEL_MAX + MOCK_TOOL_NAME_MAX));
+    sg_json_escape_append(&lit, c->model, strlen(c->model));
+    size_t tool_off = lit.len + 1;
+    sg_buf_append(&lit, "", 1);
+    const char *tool = c->tool_name ? c->tool_name : "get_weather";
+    sg_json_escape_append(&lit, tool, strlen(tool));
+    mock_job_t *j = sg_xcalloc(1, sizeof(*j) + lit.len + 1);
+    memcpy(j->lit, lit.data, lit.len);
+    sg_buf_dispose(&lit);
+    j->tool_off = (uint16_t)tool_off;
     j->timer.data = j;
     uv_timer_init(app->loop, &j->timer);
     j->app = app;
@@ -600,20 +649,29 @@ static void job_start(mock_app_t *app, sg_http_req_t *req, const mock_wire_t *wi
     j->wire = wire;
     j->id = ++app->next_id;
     j->created = sg_unix_time();
+    if (wire->snowflake) mock_sf_request_id(j->sf_id);
     j->prompt_tokens = c->prompt_tokens;
     j->n_tokens = pick(c->d.tokens, app->tokens);
     if (c->max_tokens >= 0 && (unsigned long long)c->max_tokens < j->n_tokens) {
         j->n_tokens = (uint32_t)c->max_tokens;
         j->finish_length = 1;
     }
+    j->tool = c->d.tool != 0;
+    j->n_items = j->n_tokens + (j->tool ? MOCK_TOOL_ITEMS : 0);
     j->ttft_ms = pick(c->d.ttft_ms, app->ttft_ms);
     j->itl_ms = pick(c->d.itl_ms, app->itl_ms);
     j->headers_delay_ms = pick(c->d.headers_delay_ms, 0);
     j->cut_after = c->d.cut_after;
+    j->midstream_error = c->d.midstream_error;
     j->status = (uint16_t)(c->d.status == 200 ? 0 : c->d.status);
     j->stream = c->stream != 0;
     j->want_usage = c->include_usage && !c->d.no_usage;
     j->garbage = c->d.garbage != 0;
+    j->prohibited = c->d.prohibited != 0;
+    j->close_delimited = c->d.close_delimited != 0;
+    j->no_done = c->d.no_done != 0;
+    j->guard = c->guard != 0;
+    j->shape = (uint8_t)(c->d.shape ? c->d.shape : 3);
     mock_stats_t *s = &app->stats;
     if (++s->active > s->max_active) s->max_active = s->active;
     sg_http_req_set_hooks(req, job_on_abort, job_on_drain, j);
@@ -624,9 +682,9 @@ static void job_start(mock_app_t *app, sg_http_req_t *req, const mock_wire_t *wi
     j->phase = MOCK_PH_HEAD;
     uint64_t delay = j->headers_delay_ms;
     if (!j->stream && !j->status) {
-        /* A whole reply arrives when the last token would have. */
+        /* A whole reply arrives when the last item would have. */
         delay += j->ttft_ms;
-        if (j->n_tokens > 1) delay += (uint64_t)j->itl_ms * (j->n_tokens - 1);
+        if (j->n_items > 1) delay += (uint64_t)j->itl_ms * (j->n_items - 1);
     }
     if (delay > 0)
         uv_timer_start(&j->timer, job_on_timer, delay, 0);
@@ -634,30 +692,42 @@ static void job_start(mock_app_t *app, sg_http_req_t *req, const mock_wire_t *wi
         job_head(j);
 }
 
-/* ---- 4. wire format: OpenAI chat completions -------------------------------------------- */
+/* ---- 4. wire format: OpenAI chat completions --------------------------------------------- */
 
 static void oai_chunk_begin(const mock_job_t *j, mock_out_t *o)
 {
     mock_out_printf(o,
                     "data: {\"id\":\"chatcmpl-mock-%" PRIu64
                     "\",\"object\":\"chat.completion.chunk\",\"created\":%" PRId64 ",\"model\":%s,",
-                    j->id, j->created, j->model_json);
+                    j->id, j->created, mock_job_model(j));
 }
 
-static void oai_stream_open(const mock_job_t *j, mock_out_t *o)
+void mock_oai_stream_open(const mock_job_t *j, mock_out_t *o)
 {
     oai_chunk_begin(j, o);
     mock_out_printf(o, "\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":"
                        "\"\"},\"logprobs\":null,\"finish_reason\":null}]}\n\n");
 }
 
-static void oai_stream_token(const mock_job_t *j, uint32_t i, mock_out_t *o)
+void mock_oai_stream_token(const mock_job_t *j, uint32_t i, mock_out_t *o)
 {
     oai_chunk_begin(j, o);
-    mock_out_printf(o,
-                    "\"choices\":[{\"index\":0,\"delta\":{\"content\":\"%s \"},\"logprobs\":null,"
-                    "\"finish_reason\":null}]}\n\n",
-                    mock_token_word(i));
+    if (i < j->n_tokens) {
+        mock_out_printf(o, "\"choices\":[{\"index\":0,\"delta\":{\"content\":\"%s \"}",
+                        mock_token_word(i));
+    } else if (i == j->n_tokens) {
+        mock_out_printf(o,
+                        "\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,"
+                        "\"id\":\"call_mock_1\",\"type\":\"function\",\"function\":{\"name\":%s,"
+                        "\"arguments\":\"\"}}]}",
+                        mock_job_tool(j));
+    } else {
+        mock_out_printf(o,
+                        "\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,"
+                        "\"function\":{\"arguments\":\"%s\"}}]}",
+                        mock_tool_frag_json(i - j->n_tokens - 1));
+    }
+    mock_out_printf(o, ",\"logprobs\":null,\"finish_reason\":null}]}\n\n");
 }
 
 static void oai_usage(const mock_job_t *j, mock_out_t *o)
@@ -665,53 +735,80 @@ static void oai_usage(const mock_job_t *j, mock_out_t *o)
     mock_out_printf(o,
                     "\"usage\":{\"prompt_tokens\":%" PRIu32 ",\"completion_tokens\":%" PRIu32
                     ",\"total_tokens\":%" PRIu64 "}",
-                    j->prompt_tokens, j->n_tokens, (uint64_t)j->prompt_tokens + j->n_tokens);
+                    j->prompt_tokens, j->n_items, (uint64_t)j->prompt_tokens + j->n_items);
 }
 
-static void oai_stream_close(const mock_job_t *j, mock_out_t *o)
+static const char *oai_finish_reason(const mock_job_t *j)
+{
+    return j->tool ? "tool_calls" : j->finish_length ? "length" : "stop";
+}
+
+void mock_oai_stream_close(const mock_job_t *j, mock_out_t *o)
 {
     oai_chunk_begin(j, o);
     mock_out_printf(o,
                     "\"choices\":[{\"index\":0,\"delta\":{},\"logprobs\":null,"
                     "\"finish_reason\":\"%s\"}]}\n\n",
-                    j->finish_length ? "length" : "stop");
+                    oai_finish_reason(j));
     if (j->want_usage) {
         oai_chunk_begin(j, o);
         mock_out_printf(o, "\"choices\":[],");
         oai_usage(j, o);
         mock_out_printf(o, "}\n\n");
     }
-    mock_out_printf(o, "data: [DONE]\n\n");
+    if (!j->no_done) mock_out_printf(o, "data: [DONE]\n\n");
 }
 
-static void oai_respond(mock_job_t *j)
+/* vLLM's shape for an error after the stream started: an error object as a data event. */
+void mock_oai_stream_error(const mock_job_t *j, mock_out_t *o)
+{
+    mock_out_printf(o,
+                    "data: {\"error\":{\"message\":\"mock mid-stream error after %" PRIu32
+                    " tokens\",\"type\":\"server_error\",\"param\":null,\"code\":null}}\n\n",
+                    j->next);
+    if (!j->no_done) mock_out_printf(o, "data: [DONE]\n\n");
+}
+
+void mock_oai_respond(mock_job_t *j)
 {
     sg_buf_t b;
-    sg_buf_init(&b, (size_t)j->n_tokens * 10 + 4096);
+    sg_buf_init(&b, (size_t)j->n_tokens * 10 + 8192);
     sg_buf_printf(&b,
                   "{\"id\":\"chatcmpl-mock-%" PRIu64
                   "\",\"object\":\"chat.completion\",\"created\":%" PRId64
                   ",\"model\":%s,\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\","
                   "\"content\":\"",
-                  j->id, j->created, j->model_json);
+                  j->id, j->created, mock_job_model(j));
     for (uint32_t i = 0; i < j->n_tokens; i++) {
         const char *w = mock_token_word(i);
         size_t n = strlen(w);
         sg_buf_append(&b, w, n);
         sg_buf_append(&b, " ", 1);
     }
-    sg_buf_printf(
-        &b,
-        "\"},\"logprobs\":null,\"finish_reason\":\"%s\"}],\"usage\":{\"prompt_tokens\":%" PRIu32
-        ",\"completion_tokens\":%" PRIu32 ",\"total_tokens\":%" PRIu64 "}}",
-        j->finish_length ? "length" : "stop", j->prompt_tokens, j->n_tokens,
-        (uint64_t)j->prompt_tokens + j->n_tokens);
-    sg_http_respond(j->req, 200, "application/json", b.data, b.len, NULL);
+    sg_buf_append_str(&b, "\"");
+    if (j->tool)
+        sg_buf_printf(&b,
+                      ",\"tool_calls\":[{\"id\":\"call_mock_1\",\"type\":\"function\","
+                      "\"function\":{\"name\":%s,\"arguments\":\"" MOCK_TOOL_ARGS_JSON "\"}}]",
+                      mock_job_tool(j));
+    sg_buf_printf(&b, "},\"logprobs\":null,\"finish_reason\":\"%s\"}],", oai_finish_reason(j));
+    sg_buf_printf(&b,
+                  "\"usage\":{\"prompt_tokens\":%" PRIu32 ",\"completion_tokens\":%" PRIu32
+                  ",\"total_tokens\":%" PRIu64 "}}",
+                  j->prompt_tokens, j->n_items, (uint64_t)j->prompt_tokens + j->n_items);
+    char hb[128];
+    sg_http_respond(j->req, 200, "application/json", b.data, b.len,
+                    mock_reply_headers(j, hb, sizeof(hb)));
     sg_buf_dispose(&b);
 }
 
 static void oai_respond_error(sg_http_req_t *req, int status, const char *code, const char *message)
 {
+    char msg[64];
+    if (!message) {
+        snprintf(msg, sizeof(msg), "mock failure %d", status);
+        message = msg;
+    }
     const char *type = "invalid_request_error";
     if (status == 429) {
         type = "requests";
@@ -722,19 +819,29 @@ static void oai_respond_error(sg_http_req_t *req, int status, const char *code, 
     sg_http_respond_error(req, status, type, code, message);
 }
 
-static const mock_wire_t mock_wire_openai = {
+const mock_wire_t mock_wire_openai = {
     .name = "openai",
     .stream_content_type = "text/event-stream",
     .stream_headers = "Cache-Control: no-cache\r\n",
-    .stream_open = oai_stream_open,
-    .stream_token = oai_stream_token,
-    .stream_close = oai_stream_close,
-    .respond = oai_respond,
+    .stream_open = mock_oai_stream_open,
+    .stream_token = mock_oai_stream_token,
+    .stream_close = mock_oai_stream_close,
+    .stream_error = mock_oai_stream_error,
+    .respond = mock_oai_respond,
     .respond_error = oai_respond_error,
 };
 
-/* Reads an OpenAI chat request. Returns 0, or -1 with err set (answered with 400). */
-static int oai_parse(const cJSON *root, mock_chat_t *c, char *err, size_t errlen)
+/* The name of the first tool of an OpenAI "tools" array, or NULL. */
+static const char *oai_tool_name(const cJSON *root)
+{
+    const cJSON *tools = cJSON_GetObjectItemCaseSensitive(root, "tools");
+    const cJSON *fn = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(tools, 0), "function");
+    const cJSON *name = cJSON_GetObjectItemCaseSensitive(fn, "name");
+    return cJSON_IsString(name) ? name->valuestring : NULL;
+}
+
+int mock_oai_parse(const cJSON *root, mock_chat_t *c, int reject_max_tokens, char *err,
+                   size_t errlen)
 {
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
     c->model = cJSON_IsString(model) ? model->valuestring : "";
@@ -746,7 +853,16 @@ static int oai_parse(const cJSON *root, mock_chat_t *c, char *err, size_t errlen
     c->stream = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "stream"));
     const cJSON *so = cJSON_GetObjectItemCaseSensitive(root, "stream_options");
     c->include_usage = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(so, "include_usage"));
+    c->tool_name = oai_tool_name(root);
     c->max_tokens = -1;
+    if (reject_max_tokens) {
+        const cJSON *mt = cJSON_GetObjectItemCaseSensitive(root, "max_tokens");
+        if (mt && !cJSON_IsNull(mt)) {
+            snprintf(err, errlen,
+                     "max_tokens is not supported on this endpoint; use max_completion_tokens");
+            return -1;
+        }
+    }
     static const char *const limits[] = {"max_tokens", "max_completion_tokens"};
     for (size_t i = 0; i < SG_ARRAY_LEN(limits); i++) {
         const cJSON *mt = cJSON_GetObjectItemCaseSensitive(root, limits[i]);
@@ -761,7 +877,12 @@ static int oai_parse(const cJSON *root, mock_chat_t *c, char *err, size_t errlen
     return mock_scan_messages(messages, &c->d, &c->prompt_tokens, err, errlen);
 }
 
-/* ---- 5. routes -------------------------------------------------------------------------- */
+static int oai_parse(const cJSON *root, mock_chat_t *c, char *err, size_t errlen)
+{
+    return mock_oai_parse(root, c, 0, err, errlen);
+}
+
+/* ---- 5. routes --------------------------------------------------------------------------- */
 
 static int mock_authorized(const mock_app_t *app, const sg_http_req_t *req)
 {
@@ -776,17 +897,20 @@ static void mock_reject_auth(mock_app_t *app, sg_http_req_t *req, const mock_wir
     wire->respond_error(req, 401, "invalid_api_key", "invalid api key");
 }
 
-typedef int (*mock_parse_fn)(const cJSON *root, mock_chat_t *c, char *err, size_t errlen);
-
-static void handle_chat(mock_app_t *app, sg_http_req_t *req, const mock_wire_t *wire,
-                        mock_parse_fn parse)
+void mock_handle_chat(mock_app_t *app, sg_http_req_t *req, const mock_wire_t *wire,
+                      mock_parse_fn parse)
 {
     mock_stats_t *s = &app->stats;
     s->requests++;
-    s->last_authorization_seen = sg_http_req_header(req, "authorization") != NULL;
-    if (!mock_authorized(app, req)) {
-        mock_reject_auth(app, req, wire);
-        return;
+    if (wire->snowflake) {
+        s->cortex_requests++;
+        if (!mock_sf_authorize(app, req)) return;
+    } else {
+        s->last_authorization_seen = sg_http_req_header(req, "authorization") != NULL;
+        if (!mock_authorized(app, req)) {
+            mock_reject_auth(app, req, wire);
+            return;
+        }
     }
     cJSON *root = cJSON_ParseWithLength(req->body, req->body_len);
     if (!cJSON_IsObject(root)) {
@@ -806,9 +930,17 @@ static void handle_chat(mock_app_t *app, sg_http_req_t *req, const mock_wire_t *
         snprintf(err, sizeof(err), "model name longer than %d bytes", MOCK_MODEL_MAX);
         r = -1;
     }
+    if (r == 0 && c.tool_name && strlen(c.tool_name) > MOCK_TOOL_NAME_MAX) {
+        if (c.d.tool) {
+            snprintf(err, sizeof(err), "tool name longer than %d bytes", MOCK_TOOL_NAME_MAX);
+            r = -1;
+        }
+        c.tool_name = NULL; /* only tool=1 echoes it */
+    }
     if (r != 0) {
         wire->respond_error(req, 400, NULL, err);
     } else {
+        mock_apply_fail_times(app, &c.d);
         job_start(app, req, wire, &c);
     }
     cJSON_Delete(root);
@@ -850,19 +982,25 @@ static void handle_stats(mock_app_t *app, sg_http_req_t *req)
     const mock_stats_t *s = &app->stats;
     sg_buf_t b;
     sg_buf_init(&b, 16384);
-    sg_buf_printf(&b,
-                  "{\"requests\":%" PRIu64 ",\"streams_started\":%" PRIu64
-                  ",\"streams_completed\":%" PRIu64 ",\"streams_aborted\":%" PRIu64
-                  ",\"active\":%" PRIu64 ",\"nonstream_completed\":%" PRIu64
-                  ",\"nonstream_aborted\":%" PRIu64 ",\"auth_failures\":%" PRIu64
-                  ",\"max_active\":%" PRIu64 ",\"paused\":%" PRIu64 ",\"cut\":%" PRIu64
-                  ",\"errors_injected\":%" PRIu64 ",\"last_model\":",
-                  s->requests, s->streams_started, s->streams_completed, s->streams_aborted,
-                  s->active, s->nonstream_completed, s->nonstream_aborted, s->auth_failures,
-                  s->max_active, s->paused, s->cut, s->errors_injected);
+    sg_buf_printf(
+        &b,
+        "{\"requests\":%" PRIu64 ",\"streams_started\":%" PRIu64 ",\"streams_completed\":%" PRIu64
+        ",\"streams_aborted\":%" PRIu64 ",\"active\":%" PRIu64 ",\"nonstream_completed\":%" PRIu64
+        ",\"nonstream_aborted\":%" PRIu64 ",\"auth_failures\":%" PRIu64 ",\"max_active\":%" PRIu64
+        ",\"paused\":%" PRIu64 ",\"cut\":%" PRIu64 ",\"errors_injected\":%" PRIu64
+        ",\"midstream_errors\":%" PRIu64 ",\"close_delimited\":%" PRIu64
+        ",\"cortex_requests\":%" PRIu64 ",\"sf_auth_failures\":%" PRIu64 ",\"last_model\":",
+        s->requests, s->streams_started, s->streams_completed, s->streams_aborted, s->active,
+        s->nonstream_completed, s->nonstream_aborted, s->auth_failures, s->max_active, s->paused,
+        s->cut, s->errors_injected, s->midstream_errors, s->close_delimited, s->cortex_requests,
+        s->sf_auth_failures);
     sg_json_escape_append(&b, s->last_model, strlen(s->last_model));
-    sg_buf_printf(&b, ",\"last_authorization_seen\":%s}",
+    sg_buf_printf(&b, ",\"last_authorization_seen\":%s,\"last_token_type\":",
                   s->last_authorization_seen ? "true" : "false");
+    sg_json_escape_append(&b, s->last_token_type, strlen(s->last_token_type));
+    sg_buf_append_str(&b, ",\"last_sf_token_suffix\":");
+    sg_json_escape_append(&b, s->last_sf_token_suffix, strlen(s->last_sf_token_suffix));
+    sg_buf_append_str(&b, "}");
     sg_http_respond(req, 200, "application/json", b.data, b.len, NULL);
     sg_buf_dispose(&b);
 }
@@ -873,6 +1011,7 @@ static void stats_reset(mock_app_t *app)
     memset(&app->stats, 0, sizeof(app->stats));
     app->stats.active = active;
     app->stats.max_active = active;
+    app->n_fail = app->fail_next = 0; /* fail_key counters start over */
 }
 
 static int method_is(const sg_http_req_t *req, const char *m)
@@ -885,10 +1024,11 @@ static void on_request(sg_http_req_t *req, void *ud)
     mock_app_t *app = ud;
     const char *p = req->path;
     const char *want = NULL; /* the method the path takes */
+    if (mock_cortex_route(app, req)) return;
     if (strcmp(p, "/v1/chat/completions") == 0) {
         want = "POST";
         if (method_is(req, want)) {
-            handle_chat(app, req, &mock_wire_openai, oai_parse);
+            mock_handle_chat(app, req, &mock_wire_openai, oai_parse);
             return;
         }
     } else if (strcmp(p, "/v1/models") == 0) {
@@ -929,13 +1069,16 @@ static void on_request(sg_http_req_t *req, void *ud)
     }
 }
 
-/* ---- 6. main ---------------------------------------------------------------------------- */
+/* ---- 6. main ----------------------------------------------------------------------------- */
 
 static const char mock_usage[] =
     "Usage: mockllm [--listen HOST:PORT] [--ttft-ms N] [--itl-ms N] [--tokens N]\n"
-    "               [--api-key KEY] [--quiet]\n"
+    "               [--api-key KEY] [--snowflake-token TOKEN]\n"
+    "               [--snowflake-token-file PATH] [--quiet]\n"
     "\n"
-    "A mock OpenAI-compatible LLM upstream (vLLM-like) for tests and benchmarks.\n"
+    "A mock LLM upstream for tests and benchmarks. One process speaks two dialects, chosen\n"
+    "by the path: OpenAI-compatible (vLLM-like, /v1/...) and Snowflake Cortex REST\n"
+    "(/api/v2/cortex/...).\n"
     "\n"
     "Options:\n"
     "  --listen HOST:PORT  listen address (default 127.0.0.1:9000; port 0 picks a free one;\n"
@@ -947,47 +1090,129 @@ static const char mock_usage[] =
     "  --tokens N          completion tokens per reply (default 16, at most 1000000)\n"
     "  --api-key KEY       require \"Authorization: Bearer KEY\" on /v1/*; otherwise 401\n"
     "                      invalid_api_key (counted in auth_failures)\n"
+    "  --snowflake-token TOKEN\n"
+    "                      require \"Authorization: Bearer TOKEN\" on /api/v2/cortex/*;\n"
+    "                      otherwise 401 {\"message\":\"JWT token is invalid. [ID]\",\n"
+    "                      \"code\":\"390144\",\"request_id\":ID} (counted in sf_auth_failures).\n"
+    "                      Without this option and --snowflake-token-file, Cortex requests\n"
+    "                      are not checked.\n"
+    "  --snowflake-token-file PATH\n"
+    "                      also accept the content of PATH (surrounding whitespace trimmed),\n"
+    "                      re-read on every request so tests can rotate the token; a missing\n"
+    "                      or empty file accepts nothing. With both options either token\n"
+    "                      passes.\n"
     "  --quiet             no per-request log lines (warnings and errors only)\n"
     "  --help              print this text\n"
     "\n"
-    "Endpoints:\n"
+    "OpenAI endpoints:\n"
     "  POST /v1/chat/completions  OpenAI chat completions; model is echoed, stream=true gives\n"
     "                             SSE: role chunk, one chunk per token, finish chunk, a usage\n"
     "                             chunk (\"choices\":[]) when stream_options.include_usage,\n"
     "                             then data: [DONE]. max_tokens/max_completion_tokens below the\n"
     "                             token count cut the reply (finish_reason \"length\").\n"
     "  GET  /v1/models            a few Lambda model ids\n"
-    "  GET  /stats                counters as JSON;  POST /stats/reset zeroes them\n"
+    "\n"
+    "Snowflake Cortex endpoints (every reply carries X-Snowflake-Request-ID; errors are\n"
+    "{\"message\",\"code\",\"request_id\"} with code \"390\"+status, \"390144\" for 401):\n"
+    "  POST /api/v2/cortex/inference:complete  (also /api/v2/cortex/inference/complete)\n"
+    "      Body: model, messages [{role?, content | content_list}], temperature, top_p,\n"
+    "      max_tokens, response_format {type:\"json\",schema}, guardrails, tools, tool_choice,\n"
+    "      stream. Checked like Snowflake (400): model required; messages a non-empty array;\n"
+    "      roles system|user|assistant, system only first; the last message has role user\n"
+    "      or none; options of the wrong type. stream defaults to TRUE: text/event-stream,\n"
+    "      \"event: message\\ndata: <json>\\n\\n\" per chunk, no [DONE]; the response carries\n"
+    "      \"Connection: close\" and ends with the chunked terminator followed by the close of\n"
+    "      the connection (close_delimited=1: no framing, the close alone ends the body).\n"
+    "      Chunk shape by directive shape=N (default 3):\n"
+    "        1  pretty-printed JSON over several data: lines, usage in every chunk with\n"
+    "           completion_tokens counting up\n"
+    "        2  one line per chunk, \"usage\":{} until a final chunk\n"
+    "           {\"choices\":[{\"delta\":{}}],\"usage\":{...}}\n"
+    "        3  {\"id\",\"model\",\"choices\":[{\"delta\":{\"type\":\"text\",\"content\":T,\n"
+    "           \"content_list\":[{\"type\":\"text\",\"text\":T}],\"text\":T}}],\"usage\":{}},\n"
+    "           usage (prompt_tokens, completion_tokens, total_tokens, guard_tokens) on the\n"
+    "           last chunk (a chunk with empty text when there are no tokens)\n"
+    "      stream:false: {\"id\",\"model\",\"choices\":[{\"message\":{\"content\":TEXT,\n"
+    "      \"content_list\":[{\"type\":\"text\",\"text\":TEXT}]}}],\"finish_reason\":\"stop\",\n"
+    "      \"usage\":{...}}; finish_reason (top level) is \"length\" when max_tokens cut the\n"
+    "      reply, \"tool_use\" with tool=1, \"prohibited_content\" with prohibited=1.\n"
+    "      guard_tokens = prompt + completion tokens when guardrails is true or an object,\n"
+    "      else 0. The chunk/reply id is the X-Snowflake-Request-ID.\n"
+    "  POST /api/v2/cortex/v1/chat/completions  Cortex's OpenAI-compatible endpoint: OpenAI\n"
+    "      shapes as /v1/chat/completions (stream defaults to false), Snowflake auth and\n"
+    "      error JSON; max_completion_tokens accepted, max_tokens refused with 400.\n"
+    "  GET  /api/v2/cortex/models  {\"models\":[{\"name\":\"claude-sonnet-4-5\"},...]}\n"
+    "\n"
+    "Other endpoints:\n"
+    "  GET  /stats                counters as JSON;  POST /stats/reset zeroes them (and the\n"
+    "                             fail_key counters)\n"
     "  GET  /healthz              {\"status\":\"ok\"}\n"
     "\n"
     "Reply text: token i (0-based) is word i%16 of \"The quick brown fox jumps over the lazy\n"
     "dog while mock tokens stream steadily to clients\" plus one space. prompt_tokens = words\n"
-    "in all message contents (string content, or the text parts of array content) + 3 per\n"
-    "message; completion_tokens = tokens produced.\n"
-    "Timing: stream head at once (after headers_delay_ms), role chunk and first token after\n"
-    "ttft, then one token per itl. A non-streamed reply is sent when the last token would be:\n"
-    "headers_delay + ttft + itl*(tokens-1).\n"
+    "in all message texts (string content, text parts of array content or content_list) + 3\n"
+    "per message; completion_tokens = tokens produced (tool events included).\n"
+    "Timing: stream head at once (after headers_delay_ms), first event after ttft, then one\n"
+    "event per itl. A non-streamed reply is sent when the last event would be:\n"
+    "headers_delay + ttft + itl*(events-1).\n"
     "\n"
-    "Directives (per request, for tests): \"[mock:k=v,k=v]\" anywhere in a message content,\n"
-    "or the header \"X-Mock: k=v,k=v\" (the header wins). Values are non-negative integers.\n"
+    "Directives (per request, for tests): \"[mock:k=v,k=v]\" anywhere in a message text, or\n"
+    "the header \"X-Mock: k=v,k=v\" (the header wins). Values are non-negative integers.\n"
+    "Both dialects unless noted.\n"
     "  tokens=N            completion tokens for this request\n"
     "  ttft_ms=N, itl_ms=N timing for this request\n"
     "  headers_delay_ms=N  wait N ms before sending the response head\n"
-    "  status=CODE         answer CODE (400..599) with an OpenAI error \"mock failure CODE\"\n"
-    "  cut_after=N         stream: after min(N,tokens) content chunks close the connection\n"
+    "  status=CODE         answer CODE (400..599) with an error: OpenAI \"mock failure CODE\";\n"
+    "                      Cortex 400 \"invalid options object\", 401 \"JWT token is invalid\",\n"
+    "                      402 \"budget exceeded\", 403 \"Not Authorized: ...CORTEX_USER...\",\n"
+    "                      404 \"model not found\", 429 \"Too many requests\" (no Retry-After),\n"
+    "                      500 \"internal error\", 503 \"inference timed out\", 504 \"gateway\n"
+    "                      timeout\", others \"mock failure CODE\"\n"
+    "  fail_times=N        only the first N requests with the same fail_key apply the failure\n"
+    "  fail_key=K          directives (status, cut_after, midstream_error, hang, garbage,\n"
+    "                      headers_delay_ms); later ones succeed. Key default 0; the last 256\n"
+    "                      keys are remembered; POST /stats/reset forgets them.\n"
+    "  cut_after=N         stream: after min(N,events) content events close the connection\n"
     "                      without the chunked terminator; non-stream: close instead of replying\n"
+    "  midstream_error=N   stream: after min(N,events) content events send an error event and\n"
+    "                      end the stream. OpenAI: data: {\"error\":{\"message\":\"mock "
+    "mid-stream\n"
+    "                      error after N tokens\",\"type\":\"server_error\",...}} then [DONE];\n"
+    "                      Cortex: event: message / data: {\"error\":\"mock mid-stream error\n"
+    "                      after N tokens\",\"code\":\"390500\",\"request_id\":ID}, then the "
+    "close\n"
     "  hang=1              never answer; the request stays open until the client leaves\n"
     "  garbage=1           stream: 200 text/event-stream with non-SSE bytes, then\n"
     "                      \"data: not-json\", then a clean end; non-stream: 200 with a non-JSON "
     "body\n"
-    "  no_usage=1          omit the usage chunk even when include_usage is true\n"
+    "  no_usage=1          omit usage (OpenAI: the usage chunk even with include_usage;\n"
+    "                      Cortex: \"usage\":{} everywhere)\n"
+    "  tool=1              after the text tokens, a tool call (name: the request's first tool,\n"
+    "                      else get_weather; arguments {\"city\":\"Paris\",\"unit\":\"celsius\"} "
+    "in 5\n"
+    "                      fragments; 6 events). Cortex: delta {\"type\":\"tool_use\",\n"
+    "                      \"tool_use_id\":\"toolu_1\",\"name\":NAME}, then "
+    "{\"type\":\"tool_use\",\n"
+    "                      \"input\":FRAGMENT}...; OpenAI: delta.tool_calls (id call_mock_1),\n"
+    "                      finish_reason \"tool_calls\"\n"
+    "  close_delimited=1   stream: no chunked framing and no Content-Length; the body ends when\n"
+    "                      the connection closes (counted in close_delimited)\n"
+    "  shape=1|2|3         Cortex inference:complete chunk shape (default 3)\n"
+    "  prohibited=1        Cortex: \"finish_reason\":\"prohibited_content\" in the choice of the\n"
+    "                      last chunk (shape 2: the final chunk), top level when non-stream\n"
+    "  no_done=1           OpenAI framing: no data: [DONE]\n"
     "\n"
     "Stats (GET /stats): requests (chat requests received, rejected ones included),\n"
     "streams_started (stream heads sent), streams_completed, streams_aborted (the client left\n"
     "before the end), nonstream_completed, nonstream_aborted, active (requests in progress),\n"
     "max_active, auth_failures, paused (times a stream paused because the client was not\n"
-    "reading), cut (cut_after closes), errors_injected (status= replies), last_model,\n"
-    "last_authorization_seen (the last chat request carried an Authorization header).\n"
+    "reading), cut (cut_after closes), errors_injected (status= replies), midstream_errors,\n"
+    "close_delimited (close-delimited streams started), cortex_requests (chat requests on\n"
+    "/api/v2/cortex/), sf_auth_failures, last_model, last_authorization_seen (the last chat\n"
+    "request carried an Authorization header), last_token_type (the\n"
+    "X-Snowflake-Authorization-Token-Type of the last Cortex request, \"\" when absent),\n"
+    "last_sf_token_suffix (the last 4 characters of its bearer token). Both dialects count\n"
+    "in the shared counters.\n"
     "SIGINT/SIGTERM close every connection and exit 0.\n";
 
 static void on_server_closed(sg_http_server_t *srv, void *ud)
@@ -1083,6 +1308,12 @@ int main(int argc, char **argv)
         } else if (strcmp(a, "--api-key") == 0) {
             bad = !v || !*v;
             app.api_key = v;
+        } else if (strcmp(a, "--snowflake-token") == 0) {
+            bad = !v || !*v;
+            app.sf_token = v;
+        } else if (strcmp(a, "--snowflake-token-file") == 0) {
+            bad = !v || !*v;
+            app.sf_token_file = v;
         } else {
             fprintf(stderr, "mockllm: unknown option %s (see --help)\n", a);
             return 2;
