@@ -4,6 +4,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "sophia/buf.h"
 #include "sophia/core.h"
@@ -25,6 +26,10 @@ struct sg_curlm {
     CURLM *multi;
     uv_timer_t timer;
     poll_ctx_t *polls;
+    /* Poll handles by socket, kept while curl keeps the connection (also idle in its pool),
+     * so reusing a connection costs no handle setup; destroyed when curl closes the socket. */
+    poll_ctx_t **by_fd;
+    size_t n_by_fd;
     sg_exchange_t *exchanges;
     size_t n_active;
     int in_action; /* inside curl_multi_socket_action */
@@ -69,6 +74,7 @@ static void on_poll_closed(uv_handle_t *h)
 static void poll_destroy(poll_ctx_t *p)
 {
     sg_curlm_t *m = p->m;
+    if ((size_t)p->fd < m->n_by_fd && m->by_fd[p->fd] == p) m->by_fd[p->fd] = NULL;
     if (p->prev)
         p->prev->next = p->next;
     else
@@ -99,13 +105,24 @@ static int on_socket(CURL *easy, curl_socket_t s, int action, void *userp, void 
     sg_curlm_t *m = userp;
     poll_ctx_t *p = socketp;
     if (action == CURL_POLL_REMOVE) {
+        /* The connection is idle or going away: stop watching, keep the handle until
+         * curl closes the socket (on_close_socket). */
         if (p) {
-            poll_destroy(p);
+            uv_poll_stop(&p->poll);
             curl_multi_assign(m->multi, s, NULL);
         }
         return 0;
     }
+    if (!p && s >= 0 && (size_t)s < m->n_by_fd) p = m->by_fd[s];
     if (!p) {
+        if (s < 0) return -1;
+        if ((size_t)s >= m->n_by_fd) {
+            size_t n = m->n_by_fd ? m->n_by_fd : 64;
+            while (n <= (size_t)s) n *= 2;
+            m->by_fd = sg_xrealloc(m->by_fd, n * sizeof(*m->by_fd));
+            memset(m->by_fd + m->n_by_fd, 0, (n - m->n_by_fd) * sizeof(*m->by_fd));
+            m->n_by_fd = n;
+        }
         p = sg_xcalloc(1, sizeof(*p));
         p->fd = s;
         p->m = m;
@@ -117,13 +134,23 @@ static int on_socket(CURL *easy, curl_socket_t s, int action, void *userp, void 
         p->next = m->polls;
         if (m->polls) m->polls->prev = p;
         m->polls = p;
-        curl_multi_assign(m->multi, s, p);
+        m->by_fd[s] = p;
     }
+    curl_multi_assign(m->multi, s, p);
     int events = 0;
     if (action == CURL_POLL_IN || action == CURL_POLL_INOUT) events |= UV_READABLE;
     if (action == CURL_POLL_OUT || action == CURL_POLL_INOUT) events |= UV_WRITABLE;
     uv_poll_start(&p->poll, events, on_poll);
     return 0;
+}
+
+/* CURLOPT_CLOSESOCKETFUNCTION: the poll handle goes first (libuv must stop watching the
+ * descriptor before its number can be reused), then the socket. */
+static int on_close_socket(void *clientp, curl_socket_t s)
+{
+    sg_curlm_t *m = clientp;
+    if (s >= 0 && (size_t)s < m->n_by_fd && m->by_fd[s]) poll_destroy(m->by_fd[s]);
+    return close(s);
 }
 
 static void on_multi_timer(uv_timer_t *t)
@@ -182,6 +209,7 @@ void sg_curlm_free(sg_curlm_t *m)
     while (m->n_idle_easy) curl_easy_cleanup(m->idle_easy[--m->n_idle_easy]);
     curl_multi_cleanup(m->multi);
     while (m->polls) poll_destroy(m->polls);
+    free(m->by_fd);
     uv_close((uv_handle_t *)&m->timer, on_multi_timer_closed);
 }
 
@@ -410,6 +438,8 @@ sg_exchange_t *sg_exchange_start(sg_curlm_t *m, sg_exchange_req_t *req,
     curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, on_close_socket);
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, m);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write_body);
