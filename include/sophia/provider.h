@@ -42,6 +42,11 @@ typedef struct sg_decode_sink {
     /* The upstream reported an error inside a 200 stream. */
     void (*error)(void *ud, const sg_error_t *e);
     void *ud;
+    /* Optional fast path: a chunk already in OpenAI form that carries no usage and no error,
+     * to forward as it is (raw is its JSON text). has_content: a non-empty content or
+     * tool_calls delta; has_finish: a finish_reason. Same return as chunk. When NULL, every
+     * chunk goes through chunk. */
+    int (*raw_chunk)(void *ud, const char *raw, size_t len, int has_content, int has_finish);
 } sg_decode_sink_t;
 
 typedef struct sg_route {

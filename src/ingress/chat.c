@@ -263,6 +263,20 @@ static int sink_chunk(void *ud, cJSON *chunk, const char *raw, size_t raw_len)
     return c->client_gone ? 1 : 0;
 }
 
+/* A chunk forwarded without parsing (see sg_decode_sink_t.raw_chunk). */
+static int sink_raw_chunk(void *ud, const char *raw, size_t len, int has_content, int has_finish)
+{
+    chat_t *c = ud;
+    if (c->client_gone) return 1;
+    if (has_content) {
+        c->content_chunks++;
+        if (!c->first_token_ns) c->first_token_ns = sg_now_ns();
+    }
+    if (has_finish) c->finish_seen = 1;
+    if (send_event_json(c, raw, len) != 0) return 1;
+    return c->client_gone ? 1 : 0;
+}
+
 static void sink_usage(void *ud, const sg_usage_t *u)
 {
     chat_t *c = ud;
@@ -318,7 +332,7 @@ static void on_up_head(sg_exchange_t *x, long status, void *ud)
     const char *ra = sg_exchange_header(x, "retry-after");
     snprintf(c->retry_after, sizeof(c->retry_after), "%s", ra ? ra : "");
     if (status >= 200 && status < 300 && c->stream) {
-        sg_decode_sink_t sink = {sink_chunk, sink_usage, sink_end, sink_error, c};
+        sg_decode_sink_t sink = {sink_chunk, sink_usage, sink_end, sink_error, c, sink_raw_chunk};
         c->dec = c->vt->decoder_new(&c->route, &sink);
     }
 }

@@ -946,7 +946,7 @@ static cJSON *convert_sse(const sg_route_t *route, const char *body, size_t len,
     memset(&a, 0, sizeof(a));
     sg_buf_init(&a.text, AGG_TEXT_MAX);
     a.tools = cJSON_CreateArray();
-    sg_decode_sink_t sink = {agg_chunk, agg_usage, agg_end, agg_error, &a};
+    sg_decode_sink_t sink = {agg_chunk, agg_usage, agg_end, agg_error, &a, NULL};
     cx_decoder_t *d = cx_decoder_new(route, &sink);
     int r = cx_decode(d, body, len);
     if (r == 0) r = cx_decode_finish(d);

@@ -102,9 +102,46 @@ static int oa_build_chat(const sg_route_t *route, const cJSON *client, int strea
 typedef struct oa_decoder {
     sg_sse_parser_t sse;
     sg_decode_sink_t sink;
+    int parsed_first; /* the first chunk is always parsed (the sink learns its id) */
     int ended;
     int stopped;
 } oa_decoder_t;
+
+/* Finds the JSON key "name" (with its quotes) in s and returns the first byte of its value,
+ * or NULL. Inside a JSON string every quote is escaped, so "name" followed by a colon can
+ * only be a key. */
+static const char *json_key_value(const char *s, size_t n, const char *key, size_t klen)
+{
+    const char *end = s + n, *p = s;
+    while ((p = memmem(p, (size_t)(end - p), key, klen)) != NULL) {
+        const char *v = p + klen;
+        while (v < end && (*v == ' ' || *v == '\t' || *v == '\n' || *v == '\r')) v++;
+        if (v < end && *v == ':') {
+            v++;
+            while (v < end && (*v == ' ' || *v == '\t' || *v == '\n' || *v == '\r')) v++;
+            return v < end ? v : NULL;
+        }
+        p += klen;
+    }
+    return NULL;
+}
+
+/* Decides whether a chunk can be forwarded without parsing: a JSON object with no "usage"
+ * and no "error" key. Then tells whether it carries content (a non-empty string content, or
+ * tool_calls) and a finish_reason. Returns 0 when the chunk needs the full parse. */
+static int oa_scan(const char *s, size_t n, int *has_content, int *has_finish)
+{
+    while (n && (s[n - 1] == ' ' || s[n - 1] == '\n' || s[n - 1] == '\r' || s[n - 1] == '\t')) n--;
+    while (n && (*s == ' ' || *s == '\n' || *s == '\r' || *s == '\t')) s++, n--;
+    if (n < 2 || s[0] != '{' || s[n - 1] != '}') return 0;
+    if (memmem(s, n, "\"usage\"", 7) || memmem(s, n, "\"error\"", 7)) return 0;
+    const char *v = json_key_value(s, n, "\"content\"", 9);
+    *has_content = (v && *v == '"' && v + 1 < s + n && v[1] != '"') ||
+                   memmem(s, n, "\"tool_calls\"", 12) != NULL;
+    v = json_key_value(s, n, "\"finish_reason\"", 15);
+    *has_finish = v && *v == '"';
+    return 1;
+}
 
 /* One SSE event of an OpenAI-compatible stream. */
 static int oa_on_event(void *ud, const sg_sse_event_t *ev)
@@ -118,6 +155,14 @@ static int oa_on_event(void *ud, const sg_sse_event_t *ev)
     }
     if (ev->event_len && strcmp(ev->event, "message") != 0 && strcmp(ev->event, "error") != 0)
         return 0; /* unknown event types are not part of the completion */
+    int has_content, has_finish;
+    if (d->sink.raw_chunk && d->parsed_first &&
+        oa_scan(ev->data, ev->data_len, &has_content, &has_finish)) {
+        int rr = d->sink.raw_chunk(d->sink.ud, ev->data, ev->data_len, has_content, has_finish);
+        if (rr) d->stopped = 1;
+        return rr;
+    }
+    d->parsed_first = 1;
     cJSON *j = cJSON_ParseWithLength(ev->data, ev->data_len);
     if (!cJSON_IsObject(j)) {
         cJSON_Delete(j);

@@ -64,7 +64,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t len = size - 1;
 
     seen_t s = {0};
-    sg_decode_sink_t sink = {on_chunk, on_usage, on_end, on_error, &s};
+    sg_decode_sink_t sink = {on_chunk, on_usage, on_end, on_error, &s, NULL};
     void *dec = sg_provider_cortex.decoder_new(&route, &sink);
     int stopped = 0;
     for (size_t off = 0; off < len && !stopped; off += step) {

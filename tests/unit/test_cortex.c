@@ -202,7 +202,7 @@ static void rec_error(void *ud, const sg_error_t *e)
 static void run(const sg_route_t *route, const char *s, size_t n, size_t split, int bytewise,
                 rec_t *r)
 {
-    sg_decode_sink_t sink = {rec_chunk, rec_usage, rec_end, rec_error, r};
+    sg_decode_sink_t sink = {rec_chunk, rec_usage, rec_end, rec_error, r, NULL};
     void *d = VT.decoder_new(route, &sink);
     assert_non_null(d);
     int ret = 0;
