@@ -100,6 +100,10 @@ extern const sg_provider_vt_t sg_provider_cortex;
 void sg_upstream_post_json(sg_exchange_req_t *out, const char *url, struct curl_slist *headers,
                            cJSON *body, const sg_upstream_opts_t *uo);
 
+/* Appends "Authorization: Bearer <token>" to h (nothing when token is NULL or empty); the
+ * temporary copy of the secret is wiped. Returns the list. */
+struct curl_slist *sg_header_bearer(struct curl_slist *h, const char *token);
+
 /* Extracts an OpenAI-shaped usage object into u (u->known set when present). */
 void sg_usage_from_json(const cJSON *usage, sg_usage_t *u);
 

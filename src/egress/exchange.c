@@ -32,7 +32,7 @@ struct sg_curlm {
     size_t n_by_fd;
     sg_exchange_t *exchanges;
     size_t n_active;
-    int in_action; /* inside curl_multi_socket_action */
+    int in_action;                  /* inside curl_multi_socket_action */
     CURL *idle_easy[EASY_POOL_MAX]; /* reset easy handles, reused by the next exchanges */
     size_t n_idle_easy;
 };
@@ -53,9 +53,7 @@ struct sg_exchange {
     int in_cb;     /* inside one of curl's callbacks for this handle */
     int cancelled; /* owner cancelled from inside a callback */
     int finished;
-    sg_ex_result_t timeout_result;
-    const char *timeout_detail;
-    uint64_t start_ms, first_byte_ms, last_byte_ms, paused_since;
+    uint64_t start_ms, first_byte_ms, last_byte_ms;
     uint64_t first_byte_timeout_ms, idle_timeout_ms, total_timeout_ms;
     char errbuf[CURL_ERROR_SIZE];
 };
@@ -303,7 +301,6 @@ static size_t on_write_body(char *buf, size_t size, size_t n, void *userp)
     if (x->cancelled || r == SG_EX_DATA_ABORT) return CURL_WRITEFUNC_ERROR;
     if (r == SG_EX_DATA_PAUSE) {
         x->paused = 1;
-        x->paused_since = sg_now_ms();
         return CURL_WRITEFUNC_PAUSE;
     }
     return len;

@@ -63,7 +63,6 @@ struct sg_http_conn {
     int req_ready;     /* message complete, dispatch after llhttp_execute returns */
     int parse_error;   /* status to answer a protocol error with (0 none) */
     const char *parse_reason;
-    int expect_continue;
     int in_url;
     size_t queued;          /* bytes in uv_write requests not yet completed */
     uint64_t last_activity; /* ms: last read */
@@ -574,7 +573,6 @@ static void reset_request_state(sg_http_conn_t *c)
     c->in_url = 1;
     c->parse_error = 0;
     c->parse_reason = NULL;
-    c->expect_continue = 0;
     c->req_ready = 0;
     c->origin = NULL;
     c->origin_ok = 0;
@@ -873,7 +871,6 @@ static int on_headers_complete(llhttp_t *p)
     const char *expect = sg_http_req_header(r, "expect");
     if (expect) {
         if (strlen(expect) == 12 && sg_strncaseeq(expect, "100-continue", 12)) {
-            c->expect_continue = 1;
             uv_buf_t b = uv_buf_init("HTTP/1.1 100 Continue\r\n\r\n", 25);
             if (conn_write(c, &b, 1) != 0) return HPE_USER;
         } else {

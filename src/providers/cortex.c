@@ -451,12 +451,7 @@ static struct curl_slist *cx_headers(const char *token, const char *token_type)
     h = curl_slist_append(h, "Accept: application/json, text/event-stream");
     h = curl_slist_append(h, "User-Agent: " USER_AGENT);
     if (token && token[0]) {
-        size_t n = strlen(token) + 32;
-        char *line = sg_xmalloc(n);
-        snprintf(line, n, "Authorization: Bearer %s", token);
-        h = curl_slist_append(h, line);
-        memset(line, 0, n);
-        free(line);
+        h = sg_header_bearer(h, token);
         if (token_type && token_type[0]) {
             char tl[128];
             snprintf(tl, sizeof(tl), "X-Snowflake-Authorization-Token-Type: %s", token_type);

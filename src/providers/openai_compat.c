@@ -52,20 +52,24 @@ void sg_usage_from_json(const cJSON *usage, sg_usage_t *u)
     }
 }
 
+struct curl_slist *sg_header_bearer(struct curl_slist *h, const char *token)
+{
+    if (!token || !token[0]) return h;
+    size_t n = strlen(token) + 32;
+    char *line = sg_xmalloc(n);
+    snprintf(line, n, "Authorization: Bearer %s", token);
+    h = curl_slist_append(h, line);
+    memset(line, 0, n);
+    free(line);
+    return h;
+}
+
 static struct curl_slist *auth_headers(const sg_provider_cfg_t *p, int stream)
 {
     struct curl_slist *h = NULL;
     h = curl_slist_append(h, "Content-Type: application/json");
     h = curl_slist_append(h, stream ? "Accept: text/event-stream" : "Accept: application/json");
-    if (p->api_key && p->api_key[0]) {
-        size_t n = strlen(p->api_key) + 32;
-        char *line = sg_xmalloc(n);
-        snprintf(line, n, "Authorization: Bearer %s", p->api_key);
-        h = curl_slist_append(h, line);
-        memset(line, 0, n);
-        free(line);
-    }
-    return h;
+    return sg_header_bearer(h, p->api_key);
 }
 
 static int oa_build_chat(const sg_route_t *route, const cJSON *client, int stream,
