@@ -4,7 +4,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <uv.h>
 
 #include "sophia/core.h"
@@ -83,15 +82,6 @@ static void on_signal(uv_signal_t *s, int signum)
            (unsigned long long)grace);
     uv_timer_start(&a->grace, on_grace, grace, 0);
     sg_http_server_stop(a->gw.http, on_http_closed, a);
-}
-
-static void raise_nofile(void)
-{
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-        rl.rlim_cur = rl.rlim_max;
-        setrlimit(RLIMIT_NOFILE, &rl);
-    }
 }
 
 static void print_errors(const sg_config_errors_t *errs, int to_log)
@@ -231,7 +221,7 @@ int main(int argc, char **argv)
     sg_log_level_t lvl;
     if (sg_log_level_parse(cfg->log_level, &lvl) == 0) sg_log_set_level(lvl);
     signal(SIGPIPE, SIG_IGN);
-    raise_nofile();
+    sg_raise_nofile_limit();
 
     uv_loop_t *loop = uv_default_loop();
     gw->loop = loop;

@@ -101,6 +101,10 @@ void sg_config_defaults(sg_config_t *cfg);
  * is empty, -1 otherwise. On return cfg is always safe to sg_config_free. */
 int sg_config_load(sg_config_t *cfg, const char *path, sg_config_errors_t *errs);
 
+/* Parses "HOST:PORT" or "[IPv6]:PORT". Returns NULL with *host (caller frees) and *port, or
+ * the reason it is invalid (a static string). */
+const char *sg_config_parse_listen(const char *s, char **host, int *port);
+
 /* Frees everything cfg owns (not cfg itself). */
 void sg_config_free(sg_config_t *cfg);
 void sg_config_errors_free(sg_config_errors_t *errs);

@@ -44,6 +44,10 @@ int64_t sg_unix_time(void);
 /* Writes a new random request id (32 hex chars + NUL) into out[33]. */
 void sg_request_id_new(char out[33]);
 
+/* Raises the soft open-file limit to the hard one (servers holding thousands of
+ * connections); logs a warning when that fails. */
+void sg_raise_nofile_limit(void);
+
 /* Case-insensitive ASCII compare of n bytes; returns 1 when equal. */
 int sg_strncaseeq(const char *a, const char *b, size_t n);
 

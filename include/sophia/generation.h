@@ -32,7 +32,4 @@ int sg_gen_resolve(const sg_gen_t *g, const char *model, sg_route_t *route);
 /* Credentials of a provider of this generation, or NULL. */
 sg_sf_auth_t *sg_gen_sf_auth(const sg_gen_t *g, const sg_provider_cfg_t *p);
 
-/* Parses "HOST:PORT" or "[V6]:PORT". Returns 0 (host malloc'd into *host), or -1. */
-int sg_parse_listen(const char *s, char **host, int *port);
-
 #endif

@@ -502,9 +502,7 @@ static int get_price(ctx_t *c, const cJSON *it, double *out)
     return 0;
 }
 
-/* Parses "HOST:PORT" or "[IPv6]:PORT". Returns NULL with *host (caller frees) and *port, or
- * the reason it is invalid. */
-static const char *parse_listen(const char *s, char **host, int *port)
+const char *sg_config_parse_listen(const char *s, char **host, int *port)
 {
     const char *colon;
     const char *h;
@@ -1379,7 +1377,7 @@ static void apply_listen(ctx_t *c, const char *value, int echo, const char *err_
 {
     char *host;
     int port;
-    const char *why = parse_listen(value, &host, &port);
+    const char *why = sg_config_parse_listen(value, &host, &port);
     if (why) {
         if (echo)
             add_error(c->errs, err_path, "invalid listen address \"%s\": %s", value, why);

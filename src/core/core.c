@@ -1,11 +1,15 @@
 /* Allocation, assertions, clocks and request ids. */
 #include "sophia/core.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <uv.h>
+
+#include "sophia/log.h"
 
 _Noreturn void sg_assert_fail(const char *expr, const char *file, int line)
 {
@@ -98,6 +102,15 @@ void sg_request_id_new(char out[33])
         out[16 + i] = hex[(b >> (i * 4)) & 15];
     }
     out[32] = '\0';
+}
+
+void sg_raise_nofile_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == rl.rlim_max) return;
+    rl.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+        sg_log(SG_LOG_WARN, "cannot raise the open file limit: %s", strerror(errno));
 }
 
 int sg_strncaseeq(const char *a, const char *b, size_t n)

@@ -22,11 +22,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <uv.h>
 
 #include "mock.h"
 #include "sophia/buf.h"
+#include "sophia/config.h"
 #include "sophia/core.h"
 #include "sophia/http.h"
 #include "sophia/log.h"
@@ -1244,41 +1244,20 @@ static int parse_uint(const char *s, uint32_t max, uint32_t *out)
     return 0;
 }
 
-/* "HOST:PORT", "[V6]:PORT", ":PORT" or "PORT". */
+/* "HOST:PORT", "[V6]:PORT", ":PORT" or "PORT" (the last two on 127.0.0.1). */
 static int parse_listen(const char *s, char *host, size_t hostlen, int *port)
 {
-    const char *colon = strrchr(s, ':');
-    const char *h = "127.0.0.1";
-    size_t hn = strlen(h);
-    const char *ps = s;
-    if (colon) {
-        ps = colon + 1;
-        if (colon > s) {
-            h = s;
-            hn = (size_t)(colon - s);
-            if (h[0] == '[') {
-                if (hn < 2 || h[hn - 1] != ']') return -1;
-                h++;
-                hn -= 2;
-            }
-        }
+    char buf[320];
+    if (s[0] == ':' || !strchr(s, ':')) {
+        snprintf(buf, sizeof(buf), "127.0.0.1%s%s", s[0] == ':' ? "" : ":", s);
+        s = buf;
     }
-    uint32_t p;
-    if (hn == 0 || hn >= hostlen || parse_uint(ps, 65535, &p) != 0) return -1;
-    memcpy(host, h, hn);
-    host[hn] = '\0';
-    *port = (int)p;
-    return 0;
-}
-
-static void raise_nofile(void)
-{
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return;
-    if (rl.rlim_cur == rl.rlim_max) return;
-    rl.rlim_cur = rl.rlim_max;
-    if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
-        sg_log(SG_LOG_WARN, "cannot raise the open file limit: %s", strerror(errno));
+    char *h = NULL;
+    if (sg_config_parse_listen(s, &h, port) != NULL) return -1;
+    int ok = strlen(h) < hostlen;
+    if (ok) snprintf(host, hostlen, "%s", h);
+    free(h);
+    return ok ? 0 : -1;
 }
 
 int main(int argc, char **argv)
@@ -1325,7 +1304,7 @@ int main(int argc, char **argv)
         i++;
     }
     if (app.quiet) sg_log_set_level(SG_LOG_WARN);
-    raise_nofile();
+    sg_raise_nofile_limit();
     signal(SIGPIPE, SIG_IGN);
 
     uv_loop_t loop;

@@ -8,28 +8,6 @@
 #include "sophia/core.h"
 #include "sophia/log.h"
 
-int sg_parse_listen(const char *s, char **host, int *port)
-{
-    const char *colon = strrchr(s, ':');
-    if (!colon || colon == s) return -1;
-    char *end;
-    long p = strtol(colon + 1, &end, 10);
-    if (!colon[1] || *end || p < 0 || p > 65535) return -1;
-    const char *h = s;
-    size_t hl = (size_t)(colon - s);
-    if (h[0] == '[') {
-        if (hl < 3 || h[hl - 1] != ']') return -1;
-        h++;
-        hl -= 2;
-    } else if (memchr(h, ':', hl)) {
-        return -1; /* an IPv6 address needs brackets */
-    }
-    free(*host);
-    *host = sg_xstrndup(h, hl);
-    *port = (int)p;
-    return 0;
-}
-
 static void add_error(sg_config_errors_t *errs, const char *path, const char *msg)
 {
     errs->items = sg_xrealloc(errs->items, (errs->n + 1) * sizeof(*errs->items));
@@ -58,9 +36,18 @@ sg_gen_t *sg_gen_load(const char *path, const char *listen_override, uint64_t id
     g->id = id;
     size_t errs_before = errs->n;
     sg_config_load(&g->cfg, path, errs);
-    if (listen_override &&
-        sg_parse_listen(listen_override, &g->cfg.listen_host, &g->cfg.listen_port) != 0)
-        add_error(errs, "--listen", "expected HOST:PORT (IPv6 as [ADDR]:PORT)");
+    if (listen_override) {
+        char *host = NULL;
+        int port = 0;
+        const char *why = sg_config_parse_listen(listen_override, &host, &port);
+        if (why) {
+            add_error(errs, "--listen", why);
+        } else {
+            free(g->cfg.listen_host);
+            g->cfg.listen_host = host;
+            g->cfg.listen_port = port;
+        }
+    }
     if (errs->n == errs_before) {
         g->sf_auth = sg_xcalloc(g->cfg.n_providers ? g->cfg.n_providers : 1, sizeof(*g->sf_auth));
         int64_t now = sg_unix_time();
