@@ -4,8 +4,13 @@
  *
  * One request per connection is handled at a time; bytes of pipelined requests wait in a
  * bounded buffer. The server owns connections and requests; a handler gets a request and must
- * end it with sg_http_respond() or sg_http_stream_begin()…sg_http_stream_end(), unless the
- * request's abort hook has been called, after which the handler must not touch it. */
+ * end it with sg_http_respond() or sg_http_stream_begin()…sg_http_stream_end().
+ *
+ * When the client goes away first, the handler learns it exactly once, and never from inside
+ * a call of its own: either one of its sg_http_* calls on the request returns -1 (then the
+ * request is dead and the abort hook will not fire), or, when it makes none, the abort hook
+ * fires from a later loop phase (the connection's close callback, still in the same loop
+ * iteration). After either, the handler must not touch the request. */
 #ifndef SOPHIA_HTTP_H
 #define SOPHIA_HTTP_H
 
@@ -26,7 +31,8 @@ typedef struct sg_http_header {
 #define SG_HTTP_REQUEST_ID_MAX 128
 
 /* Called when the client goes away (or the server closes the connection) before the
- * response ended. The request is dead after this returns. */
+ * response ended, unless a failed sg_http_* call told the handler first. Never called from
+ * inside an sg_http_* call. The request is dead after this returns. */
 typedef void (*sg_http_abort_cb)(sg_http_req_t *req, void *ud);
 /* Called when bytes queued for the client fall below the low watermark after having been
  * above the high watermark. */

@@ -121,9 +121,21 @@ static void settle_usage(chat_t *c)
 
 static void chat_finish(chat_t *c, const char *outcome)
 {
+    if (c->client_gone) outcome = "client_closed";
     settle_usage(c);
     chat_log(c, outcome);
     chat_free(c);
+}
+
+/* Notes the result of a write to the client: -1 means the client is gone (the HTTP layer
+ * then fires no abort hook, so this is where the chat learns it). Returns r. */
+static int client_io(chat_t *c, int r)
+{
+    if (r != 0) {
+        c->client_gone = 1;
+        c->req = NULL;
+    }
+    return r;
 }
 
 static void respond_error(chat_t *c, const sg_error_t *e)
@@ -133,7 +145,8 @@ static void respond_error(chat_t *c, const sg_error_t *e)
     if (!c->req) return;
     sg_http_req_t *req = c->req;
     c->req = NULL; /* answered: the request object is reused for the next one */
-    sg_http_respond_error(req, e->status, e->type, e->code[0] ? e->code : NULL, e->message);
+    client_io(
+        c, sg_http_respond_error(req, e->status, e->type, e->code[0] ? e->code : NULL, e->message));
 }
 
 /* Ends the streamed response. */
@@ -142,7 +155,7 @@ static void stream_end(chat_t *c)
     if (!c->req) return;
     sg_http_req_t *req = c->req;
     c->req = NULL;
-    sg_http_stream_end(req, NULL, 0);
+    client_io(c, sg_http_stream_end(req, NULL, 0));
 }
 
 /* ---- SSE output ------------------------------------------------------------------------- */
@@ -153,8 +166,9 @@ static int send_head(chat_t *c)
     if (c->head_sent) return 0;
     c->head_sent = 1;
     c->out_status = 200;
-    return sg_http_stream_begin(c->req, 200, "text/event-stream",
-                                "Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\n");
+    return client_io(c,
+                     sg_http_stream_begin(c->req, 200, "text/event-stream",
+                                          "Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\n"));
 }
 
 /* Sends one SSE event. The HTTP layer corks stream output until the end of the loop
@@ -166,7 +180,7 @@ static int send_event_json(chat_t *c, const char *json, size_t len)
     if (sg_buf_append(&c->out, "data: ", 6) || sg_buf_append(&c->out, json, len) ||
         sg_buf_append(&c->out, "\n\n", 2))
         return -1;
-    return sg_http_stream_write(c->req, c->out.data, c->out.len);
+    return client_io(c, sg_http_stream_write(c->req, c->out.data, c->out.len));
 }
 
 static int send_event_obj(chat_t *c, cJSON *obj)
@@ -421,15 +435,16 @@ static const char *finish_upstream(chat_t *c, sg_ex_result_t res, const char *de
         c->req = NULL;
         if (c->vt->passthrough_response) {
             /* Already an OpenAI chat.completion: forwarded without re-printing. */
-            sg_http_respond(req, 200, "application/json", c->body.data, c->body.len, NULL);
+            client_io(
+                c, sg_http_respond(req, 200, "application/json", c->body.data, c->body.len, NULL));
         } else {
             char *s = cJSON_PrintUnformatted(resp);
             SG_ASSERT(s != NULL);
-            sg_http_respond(req, 200, "application/json", s, strlen(s), NULL);
+            client_io(c, sg_http_respond(req, 200, "application/json", s, strlen(s), NULL));
             free(s);
         }
         cJSON_Delete(resp);
-        return "ok";
+        return c->client_gone ? "client_closed" : "ok";
     }
     /* Streaming: flush the decoder (an upstream may close without a final blank line). */
     int r = c->dec ? c->vt->decode_finish(c->dec) : -1;

@@ -61,6 +61,7 @@ struct sg_http_conn {
     int over_high;     /* queued went above the high watermark */
     int shutting_down; /* uv_shutdown issued */
     int req_ready;     /* message complete, dispatch after llhttp_execute returns */
+    int abort_pending; /* closed under a running request: its abort hook fires on close */
     int parse_error;   /* status to answer a protocol error with (0 none) */
     const char *parse_reason;
     int in_url;
@@ -373,14 +374,25 @@ static int send_head(sg_http_req_t *req, int status, const char *ctype, const ch
     return r;
 }
 
+/* A call on the request failed. When that is because the connection is gone, the handler
+ * now knows it from the return value: the abort hook will not fire as well. */
+static int req_gone(sg_http_req_t *req)
+{
+    if (req->conn->state == CS_CLOSING) {
+        req->abort_cb = NULL;
+        req->drain_cb = NULL;
+    }
+    return -1;
+}
+
 int sg_http_respond(sg_http_req_t *req, int status, const char *content_type, const char *body,
                     size_t len, const char *extra_headers)
 {
     sg_http_conn_t *c = req->conn;
-    if (req->done) return -1;
+    if (req->done) return req_gone(req);
     int r = send_head(req, status, content_type, extra_headers, (long long)len, body, len);
     if (!req->done && c->state != CS_CLOSING) finish_request(c);
-    return r;
+    return r == 0 ? 0 : req_gone(req);
 }
 
 int sg_http_respond_error(sg_http_req_t *req, int status, const char *type, const char *code,
@@ -406,15 +418,16 @@ int sg_http_respond_error(sg_http_req_t *req, int status, const char *type, cons
 int sg_http_stream_begin(sg_http_req_t *req, int status, const char *content_type,
                          const char *extra_headers)
 {
-    if (req->done) return -1;
+    if (req->done) return req_gone(req);
     req->streaming = 1;
-    return send_head(req, status, content_type, extra_headers, -1, NULL, 0);
+    return send_head(req, status, content_type, extra_headers, -1, NULL, 0) == 0 ? 0
+                                                                                 : req_gone(req);
 }
 
 int sg_http_stream_begin_close_delimited(sg_http_req_t *req, int status, const char *content_type,
                                          const char *extra_headers)
 {
-    if (req->done) return -1;
+    if (req->done) return req_gone(req);
     req->close_delimited = 1;
     return sg_http_stream_begin(req, status, content_type, extra_headers);
 }
@@ -422,23 +435,28 @@ int sg_http_stream_begin_close_delimited(sg_http_req_t *req, int status, const c
 int sg_http_stream_write(sg_http_req_t *req, const char *data, size_t len)
 {
     sg_http_conn_t *c = req->conn;
-    if (req->done || !req->streaming || len == 0) return req->done ? -1 : 0;
+    if (req->done) return req_gone(req);
+    if (!req->streaming || len == 0) return 0;
     req->bytes_sent += len;
+    int r;
     if (!chunked(req)) {
         uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
-        return cork_append(c, &b, 1);
+        r = cork_append(c, &b, 1);
+    } else {
+        char head[24];
+        int hl = snprintf(head, sizeof(head), "%zx\r\n", len);
+        uv_buf_t bufs[3] = {uv_buf_init(head, (unsigned)hl),
+                            uv_buf_init((char *)data, (unsigned)len), uv_buf_init("\r\n", 2)};
+        r = cork_append(c, bufs, 3);
     }
-    char head[24];
-    int hl = snprintf(head, sizeof(head), "%zx\r\n", len);
-    uv_buf_t bufs[3] = {uv_buf_init(head, (unsigned)hl), uv_buf_init((char *)data, (unsigned)len),
-                        uv_buf_init("\r\n", 2)};
-    return cork_append(c, bufs, 3);
+    return r == 0 ? 0 : req_gone(req);
 }
 
 int sg_http_stream_end(sg_http_req_t *req, const char *data, size_t len)
 {
     sg_http_conn_t *c = req->conn;
-    if (req->done || !req->streaming) return -1;
+    if (req->done) return req_gone(req);
+    if (!req->streaming) return -1;
     int r = 0;
     if (chunked(req)) {
         req->bytes_sent += len;
@@ -454,7 +472,7 @@ int sg_http_stream_end(sg_http_req_t *req, const char *data, size_t len)
     /* The response is complete: write it now, before the connection moves on or closes. */
     if (r == 0) r = cork_flush(c);
     if (!req->done && c->state != CS_CLOSING) finish_request(c);
-    return r;
+    return r == 0 ? 0 : req_gone(req);
 }
 
 size_t sg_http_req_queued(const sg_http_req_t *req)
@@ -498,10 +516,16 @@ static void conn_free_if_closed(sg_http_conn_t *c)
 
 static void on_handle_closed(uv_handle_t *h)
 {
-    conn_free_if_closed((sg_http_conn_t *)h->data);
+    sg_http_conn_t *c = h->data;
+    if (c->abort_pending) {
+        c->abort_pending = 0;
+        if (c->req.abort_cb) c->req.abort_cb(&c->req, c->req.hook_ud);
+    }
+    conn_free_if_closed(c);
 }
 
-/* Closes the connection now; a request still running is aborted (its hook fires once). */
+/* Closes the connection now. A request still running is aborted: its hook fires once, from the
+ * close callback, unless the handler learns it first from a failed sg_http_* call. */
 static void conn_close(sg_http_conn_t *c)
 {
     if (c->state == CS_CLOSING) return;
@@ -515,8 +539,10 @@ static void conn_close(sg_http_conn_t *c)
     if (c->next) c->next->prev = c->prev;
     c->srv->n_conns--;
     if (had_req) {
+        /* Never call the handler from here: conn_close may run inside one of its own
+         * sg_http_* calls. The hook fires from the close callback, a later loop phase. */
         c->req.done = 1;
-        if (c->req.abort_cb) c->req.abort_cb(&c->req, c->req.hook_ud);
+        c->abort_pending = 1;
     }
     uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
     uv_close((uv_handle_t *)&c->timer, on_handle_closed);
@@ -557,6 +583,7 @@ void sg_http_req_close(sg_http_req_t *req)
 {
     sg_http_conn_t *c = req->conn;
     req->abort_cb = NULL;
+    req->drain_cb = NULL;
     req->done = 1;
     c->close_after = 1;
     /* What was already produced still goes out; then the connection ends mid-response. */

@@ -494,9 +494,12 @@ static void job_cut(mock_job_t *j, mock_out_t *o)
 static void job_end(mock_job_t *j, mock_out_t *o, mock_outcome_t how)
 {
     sg_http_req_t *req = j->req;
-    sg_http_stream_end(req, o->data, o->len);
+    int r = sg_http_stream_end(req, o->data, o->len);
     o->len = 0;
-    if (j->dead) return; /* the connection failed; the abort hook counted it */
+    if (r != 0) {
+        job_finish(j, MOCK_DONE_ABORTED); /* the connection is gone (no abort hook follows) */
+        return;
+    }
     /* The response is complete and written; the connection (still alive: handles close
      * asynchronously) goes away too, as announced by "Connection: close". */
     if (j->wire->close_at_end && !j->close_delimited) sg_http_req_close(req);

@@ -161,3 +161,37 @@ export function run(cmd, args, opts = {}) {
 export function curl(args) {
   return run('curl', ['-sS', ...args]);
 }
+
+// A scripted upstream for cases the mock does not simulate (echoed secrets, out-of-range
+// numbers, odd status lines): handler(req, res, body) answers each request; `requests` records
+// {method, url, headers, body}. Resolves once listening; close() stops it.
+export async function startScripted(handler) {
+  const http = await import('node:http');
+  const requests = [];
+  const srv = http.createServer((req, res) => {
+    let body = '';
+    req.on('data', (d) => { body += d; });
+    req.on('end', () => {
+      requests.push({ method: req.method, url: req.url, headers: { ...req.headers }, body });
+      handler(req, res, body);
+    });
+  });
+  await new Promise((r) => srv.listen(0, '127.0.0.1', r));
+  const port = srv.address().port;
+  return {
+    port,
+    url: `http://127.0.0.1:${port}`,
+    requests,
+    close: () => new Promise((r) => { srv.closeAllConnections?.(); srv.close(r); }),
+  };
+}
+
+// A JWT-shaped Snowflake PAT whose exp is expOffsetS seconds from now.
+export function makePat(expOffsetS) {
+  const b64u = (x) => Buffer.from(x).toString('base64url');
+  const now = Math.floor(Date.now() / 1000);
+  const header = { kid: Math.random().toString(16).slice(2, 14), alg: 'ES256' };
+  const payload = { p: Math.random().toString(16).slice(2), iss: 'SF', iat: now, exp: now + expOffsetS };
+  const sig = Buffer.from(Array.from({ length: 64 }, () => Math.floor(Math.random() * 256)));
+  return `${b64u(JSON.stringify(header))}.${b64u(JSON.stringify(payload))}.${b64u(sig)}`;
+}
