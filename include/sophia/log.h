@@ -27,8 +27,9 @@ void sg_logline_bool(sg_logline_t *l, const char *key, int val);
 /* Writes the line to stderr (if the level is enabled) and frees it. */
 void sg_logline_emit(sg_logline_t *l);
 
-/* Appends s as a JSON string literal (with quotes) to b; ignores the cap error (a log line
- * is bounded by its own cap and is truncated). */
+/* Appends s as a JSON string literal (with quotes) to b; bytes that are not valid UTF-8
+ * become \ufffd. Ignores the cap error (a log line is bounded by its own cap and is
+ * truncated). */
 void sg_json_escape_append(sg_buf_t *b, const char *s, size_t n);
 
 #endif

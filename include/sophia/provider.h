@@ -14,8 +14,13 @@
 typedef struct sg_usage {
     long prompt_tokens;
     long completion_tokens;
-    int known; /* reported by the upstream (else estimated by the gateway) */
+    int known;    /* reported by the upstream (else estimated by the gateway) */
+    int rejected; /* the upstream reported counts that are not whole numbers in
+                     [0, SG_TOKENS_MAX]: ignored (known stays 0), the gateway estimates */
 } sg_usage_t;
+
+/* The largest token count accepted from an upstream for one request. */
+#define SG_TOKENS_MAX 1e9
 
 /* An OpenAI-style error to send the client. */
 typedef struct sg_error {
@@ -104,7 +109,9 @@ void sg_upstream_post_json(sg_exchange_req_t *out, const char *url, struct curl_
  * temporary copy of the secret is wiped. Returns the list. */
 struct curl_slist *sg_header_bearer(struct curl_slist *h, const char *token);
 
-/* Extracts an OpenAI-shaped usage object into u (u->known set when present). */
+/* Extracts an OpenAI-shaped usage object into u: u->known set when it holds valid counts,
+ * u->rejected when it holds counts out of range (they are then not used). An object without
+ * counts (Cortex sends {} until the end) leaves u unchanged. */
 void sg_usage_from_json(const cJSON *usage, sg_usage_t *u);
 
 #endif

@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "sophia/core.h"
+#include "sophia/json.h"
 
 #define LOG_LINE_MAX 8192
 
@@ -41,7 +42,19 @@ void sg_json_escape_append(sg_buf_t *b, const char *s, size_t n)
     size_t run = 0; /* start of the pending run of bytes that need no escaping */
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c != '"' && c != '\\' && c != 0x7f) continue;
+        if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') continue;
+        if (c >= 0x80) {
+            size_t l = sg_utf8_seq_len(s + i, n - i);
+            if (l) {
+                i += l - 1;
+                continue;
+            }
+            /* Not UTF-8: never copied raw into JSON. */
+            sg_buf_append(b, s + run, i - run);
+            run = i + 1;
+            sg_buf_append(b, "\\ufffd", 6);
+            continue;
+        }
         sg_buf_append(b, s + run, i - run);
         run = i + 1;
         char esc[7];

@@ -8,6 +8,7 @@
 #include "sophia/buf.h"
 #include "sophia/core.h"
 #include "sophia/gateway.h"
+#include "sophia/json.h"
 #include "sophia/log.h"
 #include "sophia/provider.h"
 
@@ -30,6 +31,7 @@ typedef struct chat {
     int upstream_end; /* decoder saw the end marker */
     int finish_seen;  /* a chunk carried a finish_reason */
     int usage_sent;   /* a usage chunk went to the client */
+    int usage_bad;    /* the last usage the upstream reported was out of range */
     long status;      /* upstream HTTP status */
     int out_status;   /* status sent to the client */
     sg_buf_t body;    /* non-stream body or error body */
@@ -251,7 +253,7 @@ static int sink_chunk(void *ud, cJSON *chunk, const char *raw, size_t raw_len)
         /* The usage-only chunk: forwarded only when the client asked for it, and then after
          * any estimate is settled (in finish) if the upstream never sends one. */
         if (!cJSON_GetObjectItemCaseSensitive(chunk, "usage")) return 0;
-        if (!c->include_usage) return 0;
+        if (!c->include_usage || c->usage_bad) return 0;
         c->usage_sent = 1;
     } else {
         const cJSON *ch;
@@ -268,7 +270,8 @@ static int sink_chunk(void *ud, cJSON *chunk, const char *raw, size_t raw_len)
             if (cJSON_IsString(fr)) c->finish_seen = 1;
         }
         /* Per-chunk usage (vLLM continuous usage) is not forwarded unless asked for. */
-        if (!c->include_usage && cJSON_GetObjectItemCaseSensitive(chunk, "usage")) {
+        if ((!c->include_usage || c->usage_bad) &&
+            cJSON_GetObjectItemCaseSensitive(chunk, "usage")) {
             cJSON_DeleteItemFromObjectCaseSensitive(chunk, "usage");
             raw = NULL;
         }
@@ -291,9 +294,25 @@ static int sink_raw_chunk(void *ud, const char *raw, size_t len, int has_content
     return c->client_gone ? 1 : 0;
 }
 
+/* Upstream usage that cannot be true is never used: warn once, estimate instead. */
+static void usage_rejected(chat_t *c)
+{
+    if (c->usage_bad) return;
+    c->usage_bad = 1;
+    sg_logline_t l;
+    sg_logline_begin(&l, SG_LOG_WARN, "upstream usage out of range; tokens estimated");
+    sg_logline_str(&l, "request_id", c->request_id);
+    sg_logline_str(&l, "route", c->route.public_name);
+    sg_logline_emit(&l);
+}
+
 static void sink_usage(void *ud, const sg_usage_t *u)
 {
     chat_t *c = ud;
+    if (u->rejected) {
+        usage_rejected(c);
+        return;
+    }
     c->usage = *u;
 }
 
@@ -431,9 +450,23 @@ static const char *finish_upstream(chat_t *c, sg_ex_result_t res, const char *de
         }
         c->first_token_ns = sg_now_ns();
         c->out_status = 200;
+        int passthrough = c->vt->passthrough_response;
+        if (!c->usage.known) {
+            /* The client sees the estimate the gateway accounts. */
+            if (c->usage.rejected) usage_rejected(c);
+            settle_usage(c);
+            cJSON *u = cJSON_CreateObject();
+            cJSON_AddNumberToObject(u, "prompt_tokens", (double)c->usage.prompt_tokens);
+            cJSON_AddNumberToObject(u, "completion_tokens", (double)c->usage.completion_tokens);
+            cJSON_AddNumberToObject(u, "total_tokens",
+                                    (double)(c->usage.prompt_tokens + c->usage.completion_tokens));
+            cJSON_DeleteItemFromObjectCaseSensitive(resp, "usage");
+            cJSON_AddItemToObject(resp, "usage", u);
+            passthrough = 0;
+        }
         sg_http_req_t *req = c->req;
         c->req = NULL;
-        if (c->vt->passthrough_response) {
+        if (passthrough) {
             /* Already an OpenAI chat.completion: forwarded without re-printing. */
             client_io(
                 c, sg_http_respond(req, 200, "application/json", c->body.data, c->body.len, NULL));
@@ -558,25 +591,20 @@ static int validate(const cJSON *j, sg_error_t *e)
     return 0;
 }
 
-static void json_error_position(const char *body, size_t len, sg_error_t *e)
+/* Parses the client's body strictly (sophia/json.h); NULL with e set when it is refused. */
+static cJSON *parse_body(const char *body, size_t len, sg_error_t *e)
 {
-    const char *ep = cJSON_GetErrorPtr();
-    if (ep && ep >= body && ep <= body + len) {
-        size_t line = 1, col = 1;
-        for (const char *p = body; p < ep; p++) {
-            if (*p == '\n') {
-                line++;
-                col = 1;
-            } else {
-                col++;
-            }
-        }
+    sg_json_problem_t p;
+    cJSON *j = sg_json_parse_strict(body, len, &p);
+    if (j) return j;
+    if (p.line)
         sg_error_set(e, 400, "invalid_request_error", "invalid_json",
-                     "request body is not valid JSON (error near line %zu, column %zu)", line, col);
-    } else {
+                     "request body is not valid JSON: %s (line %zu, column %zu)", p.what, p.line,
+                     p.col);
+    else
         sg_error_set(e, 400, "invalid_request_error", "invalid_json",
-                     "request body is not valid JSON");
-    }
+                     "request body is not valid JSON: %s", p.what);
+    return NULL;
 }
 
 static const sg_exchange_cbs_t upstream_cbs = {on_up_head, on_up_data, on_up_done};
@@ -671,18 +699,15 @@ void sg_chat_handle(sg_gateway_t *gw, sg_http_req_t *req)
     sg_buf_init(&c->out, SSE_OUT_MAX);
     sg_error_t e;
 
-    cJSON *j = cJSON_ParseWithLength(req->body, req->body_len);
-    if (!j) {
-        json_error_position(req->body, req->body_len, &e);
-        goto fail;
-    }
+    cJSON *j = parse_body(req->body, req->body_len, &e);
+    if (!j) goto fail;
     if (validate(j, &e) != 0) goto fail;
     const char *model = cJSON_GetObjectItemCaseSensitive(j, "model")->valuestring;
     if (sg_gen_resolve(c->gen, model, &c->route) != 0) {
         sg_error_set(&e, 404, "invalid_request_error", "model_not_found",
-                     "The model '%.200s' does not exist or is not served by this gateway "
+                     "The model '%.*s' does not exist or is not served by this gateway "
                      "(GET /v1/models lists them)",
-                     model);
+                     (int)sg_utf8_cut(model, strnlen(model, 200)), model);
         goto fail;
     }
     c->vt = sg_provider_find(c->route.provider->kind);

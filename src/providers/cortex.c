@@ -21,6 +21,7 @@
 
 #include "sophia/buf.h"
 #include "sophia/core.h"
+#include "sophia/json.h"
 #include "sophia/provider.h"
 #include "sophia/snowflake_auth.h"
 #include "sophia/sse.h"
@@ -738,8 +739,10 @@ static int cx_on_event(void *ud, const sg_sse_event_t *ev)
      * separately) are not folded into completion_tokens. */
     sg_usage_t u = {0};
     sg_usage_from_json(GET(j, "usage"), &u);
-    if (u.known && (u.prompt_tokens != d->usage.prompt_tokens ||
-                    u.completion_tokens != d->usage.completion_tokens || !d->usage.known)) {
+    if (u.rejected) {
+        d->sink.usage(d->sink.ud, &u);
+    } else if (u.known && (u.prompt_tokens != d->usage.prompt_tokens ||
+                           u.completion_tokens != d->usage.completion_tokens || !d->usage.known)) {
         d->usage = u;
         d->sink.usage(d->sink.ud, &u);
     }
@@ -894,8 +897,9 @@ static int agg_chunk(void *ud, cJSON *chunk, const char *raw, size_t raw_len)
     const cJSON *tc;
     cJSON_ArrayForEach(tc, GET(delta, "tool_calls"))
     {
-        int idx = (int)cJSON_GetNumberValue(GET(tc, "index"));
-        cJSON *slot = cJSON_GetArrayItem(a->tools, idx);
+        long long idx = 0;
+        if (sg_json_count(GET(tc, "index"), 1000, &idx) != 0) continue;
+        cJSON *slot = cJSON_GetArrayItem(a->tools, (int)idx);
         const cJSON *fn = GET(tc, "function");
         if (!slot) {
             slot = cJSON_CreateObject();
@@ -1081,15 +1085,15 @@ static cJSON *cx_convert_response(const sg_route_t *route, const char *body, siz
     note_finish(finish, sizeof(finish), GET(ch, "finish_reason"));
     sg_usage_t u = {0};
     sg_usage_from_json(GET(j, "usage"), &u);
-    if (u.known) *usage = u;
+    if (u.known || u.rejected) *usage = u;
     const cJSON *id = GET(j, "id");
-    const cJSON *created = GET(j, "created");
+    long long created;
+    if (sg_json_int_in(GET(j, "created"), 0, SG_UNIX_TIME_MAX, &created) != 0)
+        created = sg_unix_time();
     const char *t = text.data ? text.data : "";
     cJSON *out =
-        completion_new(cJSON_IsString(id) ? id->valuestring : NULL,
-                       cJSON_IsNumber(created) ? (int64_t)created->valuedouble : sg_unix_time(),
-                       route->public_name, tools && !t[0] ? NULL : t, tools,
-                       map_finish(finish, tools != NULL), &u);
+        completion_new(cJSON_IsString(id) ? id->valuestring : NULL, created, route->public_name,
+                       tools && !t[0] ? NULL : t, tools, map_finish(finish, tools != NULL), &u);
     sg_buf_dispose(&text);
     cJSON_Delete(j);
     return out;
@@ -1111,10 +1115,11 @@ static void cx_map_error(long status, const char *body, size_t len, sg_error_t *
         if (cJSON_IsString(e) && e->valuestring[0]) m = e;
         if (cJSON_IsString(m) && m->valuestring[0]) msg = m->valuestring;
         const cJSON *c = GET(src, "code");
+        long long num;
         if (cJSON_IsString(c))
             snprintf(code, sizeof(code), "%s", c->valuestring);
-        else if (cJSON_IsNumber(c))
-            snprintf(code, sizeof(code), "%ld", (long)c->valuedouble);
+        else if (sg_json_int_in(c, -1e15, 1e15, &num) == 0)
+            snprintf(code, sizeof(code), "%lld", num);
         const cJSON *r = GET(j, "request_id");
         if (cJSON_IsString(r) && r->valuestring[0]) rid = r->valuestring;
     }

@@ -6,6 +6,7 @@
 
 #include "sophia/buf.h"
 #include "sophia/core.h"
+#include "sophia/json.h"
 #include "sophia/provider.h"
 #include "sophia/sse.h"
 
@@ -21,6 +22,9 @@ void sg_error_set(sg_error_t *e, int status, const char *type, const char *code,
     va_start(ap, fmt);
     vsnprintf(e->message, sizeof(e->message), fmt, ap);
     va_end(ap);
+    /* Messages carry upstream text and may be cut mid-character: keep them valid UTF-8. */
+    sg_utf8_sanitize(e->message, strlen(e->message));
+    sg_utf8_sanitize(e->code, strlen(e->code));
 }
 
 void sg_upstream_post_json(sg_exchange_req_t *out, const char *url, struct curl_slist *headers,
@@ -40,16 +44,29 @@ void sg_upstream_post_json(sg_exchange_req_t *out, const char *url, struct curl_
     out->total_timeout_ms = uo->total_timeout_ms;
 }
 
+/* One count of a usage object: absent or null is 0; anything else must be valid. */
+static int usage_count(const cJSON *v, long long *out)
+{
+    *out = 0;
+    if (!v || cJSON_IsNull(v)) return 0;
+    return sg_json_count(v, SG_TOKENS_MAX, out);
+}
+
 void sg_usage_from_json(const cJSON *usage, sg_usage_t *u)
 {
     if (!cJSON_IsObject(usage)) return;
     const cJSON *p = cJSON_GetObjectItemCaseSensitive(usage, "prompt_tokens");
     const cJSON *c = cJSON_GetObjectItemCaseSensitive(usage, "completion_tokens");
-    if (cJSON_IsNumber(p) || cJSON_IsNumber(c)) {
-        u->prompt_tokens = cJSON_IsNumber(p) ? (long)p->valuedouble : 0;
-        u->completion_tokens = cJSON_IsNumber(c) ? (long)c->valuedouble : 0;
-        u->known = 1;
+    if ((!p || cJSON_IsNull(p)) && (!c || cJSON_IsNull(c))) return;
+    long long pv, cv;
+    if (usage_count(p, &pv) != 0 || usage_count(c, &cv) != 0) {
+        u->rejected = 1;
+        return;
     }
+    u->prompt_tokens = (long)pv;
+    u->completion_tokens = (long)cv;
+    u->known = 1;
+    u->rejected = 0;
 }
 
 struct curl_slist *sg_header_bearer(struct curl_slist *h, const char *token)
@@ -86,7 +103,8 @@ static int oa_build_chat(const sg_route_t *route, const cJSON *client, int strea
     SG_ASSERT(body != NULL);
     const char *upstream_model =
         route->model->upstream_id ? route->model->upstream_id : route->model->id;
-    cJSON_ReplaceItemInObjectCaseSensitive(body, "model", cJSON_CreateString(upstream_model));
+    cJSON_DeleteItemFromObjectCaseSensitive(body, "model");
+    cJSON_AddStringToObject(body, "model", upstream_model);
     if (stream) {
         /* Always ask for usage so every token is accounted; the gateway drops the usage chunk
          * when the client did not ask for it. */
@@ -130,8 +148,8 @@ static const char *json_key_value(const char *s, size_t n, const char *key, size
     return NULL;
 }
 
-/* Decides whether a chunk can be forwarded without parsing: a JSON object with no "usage"
- * and no "error" key. Then tells whether it carries content (a non-empty string content, or
+/* Decides whether a chunk can be forwarded without parsing: a valid JSON object with no
+ * "usage" and no "error" key. Then tells whether it carries content (a non-empty string content, or
  * tool_calls) and a finish_reason. Returns 0 when the chunk needs the full parse. */
 static int oa_scan(const char *s, size_t n, int *has_content, int *has_finish)
 {
@@ -139,6 +157,10 @@ static int oa_scan(const char *s, size_t n, int *has_content, int *has_finish)
     while (n && (*s == ' ' || *s == '\n' || *s == '\r' || *s == '\t')) s++, n--;
     if (n < 2 || s[0] != '{' || s[n - 1] != '}') return 0;
     if (memmem(s, n, "\"usage\"", 7) || memmem(s, n, "\"error\"", 7)) return 0;
+    /* Forwarded bytes must be JSON a client can parse; the full path turns anything else
+     * into an error event. */
+    sg_json_problem_t p;
+    if (sg_json_validate(s, n, &p) != 0) return 0;
     const char *v = json_key_value(s, n, "\"content\"", 9);
     *has_content = (v && *v == '"' && v + 1 < s + n && v[1] != '"') ||
                    memmem(s, n, "\"tool_calls\"", 12) != NULL;
@@ -191,7 +213,7 @@ static int oa_on_event(void *ud, const sg_sse_event_t *ev)
     }
     sg_usage_t u = {0};
     sg_usage_from_json(cJSON_GetObjectItemCaseSensitive(j, "usage"), &u);
-    if (u.known) d->sink.usage(d->sink.ud, &u);
+    if (u.known || u.rejected) d->sink.usage(d->sink.ud, &u);
     int r = d->sink.chunk(d->sink.ud, j, ev->data, ev->data_len);
     cJSON_Delete(j);
     if (r) d->stopped = 1;

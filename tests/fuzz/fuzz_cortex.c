@@ -36,7 +36,8 @@ static int on_chunk(void *ud, cJSON *chunk, const char *raw, size_t raw_len)
 static void on_usage(void *ud, const sg_usage_t *u)
 {
     SG_UNUSED(ud);
-    check(u->known);
+    check(u->known || u->rejected);
+    if (u->known) check(u->prompt_tokens >= 0 && u->completion_tokens >= 0);
 }
 
 static void on_end(void *ud)

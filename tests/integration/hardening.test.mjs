@@ -55,3 +55,121 @@ test('retry timer → token expired → error write fails on a reset socket: no 
   assert.equal(up.requests.length, 1, 'no second attempt with an expired token');
   await gw.stopClean();
 });
+
+// ---- 2. numbers from an upstream are checked ---------------------------------------------
+
+// An OpenAI-compatible upstream whose usage (or created) is out of range, stream and not.
+function badNumbersUpstream(prompt, completion = 5) {
+  return startScripted((req, res, body) => {
+    const j = JSON.parse(body);
+    const usage = `{"prompt_tokens":${prompt},"completion_tokens":${completion},"total_tokens":7}`;
+    if (j.stream) {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write('data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":"Hello there"},"finish_reason":null}]}\n\n');
+      res.write('data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n');
+      res.write(`data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[],"usage":${usage}}\n\n`);
+      res.end('data: [DONE]\n\n');
+    } else {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(`{"id":"c1","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"Hello there"},"finish_reason":"stop"}],"usage":${usage}}`);
+    }
+  });
+}
+
+for (const bad of ['1e43', '-9.2e18', '-1', '2.5']) {
+  test(`upstream usage prompt_tokens ${bad}: ignored with a warning, tokens estimated (stream and not)`, async () => {
+    const up = await badNumbersUpstream(bad);
+    cleanup.push(up);
+    const gw = await startGateway({ env: { LAMBDA_BASE_URL: `${up.url}/v1`, LAMBDA_API_KEY: 'k' } });
+    const model = 'lambda/llama3.1-8b-instruct';
+    const r = await postChat(gw, { model, messages: [{ role: 'user', content: 'hi' }] }, { 'x-request-id': 'bad-ns' });
+    assert.equal(r.status, 200);
+    const j = await r.json();
+    assert.ok(j.usage.prompt_tokens >= 0 && j.usage.prompt_tokens < 1000, `usage to the client: ${JSON.stringify(j.usage)}`);
+    const rs = await postChat(gw, { model, stream: true, stream_options: { include_usage: true }, messages: [{ role: 'user', content: 'hi' }] },
+      { 'x-request-id': 'bad-s' });
+    const text = await rs.text();
+    const usageChunks = text.split('\n\n').filter((e) => e.includes('"usage"'));
+    assert.equal(usageChunks.length, 1, text);
+    const u = JSON.parse(usageChunks[0].slice(6)).usage;
+    assert.ok(u.prompt_tokens >= 0 && u.prompt_tokens < 1000, `stream usage: ${JSON.stringify(u)}`);
+    for (const rid of ['bad-ns', 'bad-s']) {
+      const l = await waitFor(() => gw.logLines().find((x) => x.msg === 'request' && x.request_id === rid));
+      assert.equal(l.usage_source, 'estimated', JSON.stringify(l));
+      assert.ok(l.prompt_tokens >= 0 && l.prompt_tokens < 1000, JSON.stringify(l));
+      assert.ok(gw.logLines().some((x) => x.level === 'warn' && x.request_id === rid && /usage/.test(x.msg)),
+        'a warning names the request');
+    }
+    await gw.stopClean();
+  });
+}
+
+test('Cortex: out-of-range created and numeric error code are not undefined behaviour', async () => {
+  const up = await startScripted((req, res, body) => {
+    const j = JSON.parse(body);
+    if (j.messages[0].content === 'code') {
+      res.writeHead(400, { 'content-type': 'application/json' });
+      res.end('{"message":"bad thing","code":1e300}');
+      return;
+    }
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end('{"id":"x","created":1e300,"choices":[{"message":{"content":"ok"}}],"usage":{"prompt_tokens":-9.2e18,"completion_tokens":3}}');
+  });
+  cleanup.push(up);
+  const gw = await startGateway({
+    env: noLambda,
+    config: { providers: { cortex: { account: 'acct', user: 'u', pat: makePat(86400), base_url: up.url } } },
+  });
+  let r = await postChat(gw, { model: 'cortex/llama3.1-70b', stream: false, messages: [{ role: 'user', content: 'hi' }] });
+  assert.equal(r.status, 200);
+  const j = await r.json();
+  assert.ok(j.created > 1600000000 && j.created < 4102444800, `created ${j.created}`);
+  assert.ok(j.usage === undefined || (j.usage.prompt_tokens >= 0 && j.usage.prompt_tokens < 1000), JSON.stringify(j.usage));
+  r = await postChat(gw, { model: 'cortex/llama3.1-70b', stream: false, messages: [{ role: 'user', content: 'code' }] });
+  assert.equal(r.status, 400);
+  await r.json();
+  await gw.stopClean();
+});
+
+// ---- 4. request bodies are strict JSON ---------------------------------------------------
+
+test('request JSON: trailing bytes, control characters, \\u0000, invalid UTF-8, duplicate keys → 400', async () => {
+  const mock = await startMock();
+  cleanup.push(mock);
+  const gw = await startGateway({ mock });
+  const good = '{"model":"fast","messages":[{"role":"user","content":"hi"}]}';
+  const cases = [
+    [`${good} trailing`, /after the JSON value/],
+    [`${good}{}`, /after the JSON value/],
+    ['{"model":"fast","messages":[{"role":"user","content":"a\tb"}]}', /control character/],
+    ['{"model":"fast\\u0000zzz","messages":[{"role":"user","content":"hi"}]}', /u0000/],
+    ['{"model":"fast","messages":[{"role":"user","content":"keep\\u0000this"}]}', /u0000/],
+    ['{"model":"fast","messages":[{"role":"user","content":"\\ud800"}]}', /surrogate/],
+    ['{"model":"fast","model":"smart","messages":[{"role":"user","content":"hi"}]}', /duplicate key/],
+  ];
+  for (const [body, re] of cases) {
+    const r = await postChat(gw, body);
+    assert.equal(r.status, 400, body);
+    const j = await r.json();
+    assert.match(j.error.message, re, body);
+    assert.equal(j.error.code, 'invalid_json');
+  }
+  // Invalid UTF-8: refused, and the error body is valid UTF-8 JSON that does not echo it.
+  const raw = Buffer.concat([Buffer.from('{"model":"fa'), Buffer.from([0xff, 0xfe]), Buffer.from('st","messages":[{"role":"user","content":"hi"}]}')]);
+  let r = await fetch(`${gw.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: raw });
+  assert.equal(r.status, 400);
+  let buf = Buffer.from(await r.arrayBuffer());
+  assert.ok(!buf.includes(Buffer.from([0xff])), 'raw byte not echoed');
+  assert.match(JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(buf)).error.message, /UTF-8/);
+  // A long model name with multi-byte characters cut in an error message stays valid UTF-8.
+  const longModel = 'é'.repeat(300);
+  r = await postChat(gw, { model: longModel, messages: [{ role: 'user', content: 'hi' }] });
+  assert.equal(r.status, 404);
+  buf = Buffer.from(await r.arrayBuffer());
+  JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(buf));
+  // The gateway still serves.
+  r = await postChat(gw, good);
+  assert.equal(r.status, 200);
+  await r.json();
+  await gw.stopClean();
+});

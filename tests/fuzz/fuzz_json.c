@@ -1,0 +1,60 @@
+/* libFuzzer target for the strict JSON validator and the UTF-8 helpers. Invariants: whatever
+ * the validator accepts, cJSON parses, and printing it back gives text the validator accepts
+ * again; what it refuses carries a position inside the input; a sanitized string is valid
+ * UTF-8; a cut string never ends inside a sequence; the escaper always produces a JSON string
+ * the validator accepts. */
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sophia/buf.h"
+#include "sophia/core.h"
+#include "sophia/json.h"
+#include "sophia/log.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static void check(int cond)
+{
+    if (!cond) abort();
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    const char *s = (const char *)data;
+    sg_json_problem_t p;
+    if (sg_json_validate(s, size, &p) == 0) {
+        cJSON *j = cJSON_ParseWithLength(s, size);
+        check(j != NULL);
+        char *out = cJSON_PrintUnformatted(j);
+        check(out != NULL);
+        check(sg_json_validate(out, strlen(out), &p) == 0);
+        free(out);
+        cJSON_Delete(j);
+    } else {
+        check(p.what != NULL);
+        check(p.offset <= size);
+        check(p.line >= 1 && p.col >= 1);
+    }
+    cJSON *j = sg_json_parse_strict(s, size, &p);
+    cJSON_Delete(j);
+
+    char *copy = malloc(size + 1);
+    check(copy != NULL);
+    memcpy(copy, s, size);
+    copy[size] = 0;
+    sg_utf8_sanitize(copy, size);
+    check(sg_utf8_valid(copy, size));
+    size_t cut = sg_utf8_cut(copy, size / 2);
+    check(cut <= size / 2);
+    check(sg_utf8_valid(copy, cut));
+    free(copy);
+
+    sg_buf_t b;
+    sg_buf_init(&b, 8 * size + 16);
+    sg_json_escape_append(&b, s, size);
+    check(sg_json_validate(b.data, b.len, &p) == 0 || memchr(s, 0, size) != NULL);
+    sg_buf_dispose(&b);
+    return 0;
+}
