@@ -107,7 +107,9 @@ static void log_providers(const sg_gen_t *g)
         sg_logline_begin(&l, SG_LOG_INFO, "provider");
         sg_logline_str(&l, "name", p->name);
         sg_logline_str(&l, "kind", p->kind);
-        sg_logline_str(&l, "base_url", p->base_url);
+        char url[1024];
+        sg_url_redact(p->base_url, url, sizeof(url));
+        sg_logline_str(&l, "base_url", p->base_url ? url : NULL);
         if (g->sf_auth[i]) {
             sg_logline_str(&l, "auth", sg_sf_auth_method(g->sf_auth[i]));
             int64_t exp = sg_sf_auth_expires_at(g->sf_auth[i]);

@@ -9,6 +9,7 @@
 
 #include "sophia/catalog.h"
 #include "sophia/config.h"
+#include "sophia/redact.h"
 #include "sophia/snowflake_auth.h"
 
 typedef struct sg_gen {
@@ -17,6 +18,7 @@ typedef struct sg_gen {
     sg_config_t cfg;
     sg_catalog_t catalog;
     sg_sf_auth_t **sf_auth; /* per cfg.providers index; NULL for non-cortex providers */
+    sg_secrets_t secrets;   /* every configured secret value, for redaction */
 } sg_gen_t;
 
 /* Loads a generation: the configuration (path may be NULL: environment only), the listen
@@ -29,6 +31,9 @@ sg_gen_t *sg_gen_ref(sg_gen_t *g);
 void sg_gen_unref(sg_gen_t *g);
 /* Resolves a model name within the generation (route->sf_auth filled for cortex). */
 int sg_gen_resolve(const sg_gen_t *g, const char *model, sg_route_t *route);
+/* Redacts, in place, the secrets of this generation (and of the route's credentials: the
+ * key-pair JWT in use) from text that came from an upstream. route may be NULL. */
+void sg_gen_redact(const sg_gen_t *g, const sg_route_t *route, char *text, size_t cap);
 /* Credentials of a provider of this generation, or NULL. */
 sg_sf_auth_t *sg_gen_sf_auth(const sg_gen_t *g, const sg_provider_cfg_t *p);
 

@@ -31,6 +31,9 @@ void sg_sf_auth_free(sg_sf_auth_t *a);
 int sg_sf_auth_token(sg_sf_auth_t *a, int64_t now, const char **token, const char **type,
                      sg_error_t *err);
 
+/* The key-pair JWT last generated (a secret, for redaction), or NULL for a PAT. */
+const char *sg_sf_auth_current(const sg_sf_auth_t *a);
+
 /* "pat" or "keypair". */
 const char *sg_sf_auth_method(const sg_sf_auth_t *a);
 /* Expiry (epoch seconds) of the PAT, or of the current JWT; 0 when unknown (opaque PAT). */

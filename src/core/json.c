@@ -131,8 +131,7 @@ static int v_string(vctx_t *v)
                 unsigned cp;
                 if (hex4(v->p + 2, v->end, &cp) != 0) return fail(v, esc, "invalid \\u escape");
                 v->p += 6;
-                if (cp == 0)
-                    return fail(v, esc, "\\u0000 is not allowed in strings");
+                if (cp == 0) return fail(v, esc, "\\u0000 is not allowed in strings");
                 if (cp >= 0xDC00 && cp <= 0xDFFF)
                     return fail(v, esc, "unpaired UTF-16 surrogate in a \\u escape");
                 if (cp >= 0xD800 && cp <= 0xDBFF) {
@@ -144,7 +143,8 @@ static int v_string(vctx_t *v)
                 }
                 continue;
             }
-            if (!strchr("\"\\/bfnrt", e) || e == 0) return fail(v, esc, "invalid escape in a string");
+            if (!strchr("\"\\/bfnrt", e) || e == 0)
+                return fail(v, esc, "invalid escape in a string");
             v->p += 2;
             continue;
         }

@@ -140,8 +140,20 @@ static int client_io(chat_t *c, int r)
     return r;
 }
 
-static void respond_error(chat_t *c, const sg_error_t *e)
+/* Every error that reaches the client or the log passes here first: upstream text may echo a
+ * provider secret. */
+static const sg_error_t *redacted(chat_t *c, const sg_error_t *in, sg_error_t *out)
 {
+    *out = *in;
+    sg_gen_redact(c->gen, &c->route, out->message, sizeof(out->message));
+    sg_gen_redact(c->gen, &c->route, out->code, sizeof(out->code));
+    return out;
+}
+
+static void respond_error(chat_t *c, const sg_error_t *err)
+{
+    sg_error_t copy;
+    const sg_error_t *e = redacted(c, err, &copy);
     snprintf(c->error_msg, sizeof(c->error_msg), "%s", e->message);
     c->out_status = e->status;
     if (!c->req) return;
@@ -196,8 +208,10 @@ static int send_event_obj(chat_t *c, cJSON *obj)
 
 /* Ends a stream that failed after the head was sent: an error event, then the end. The
  * OpenAI SDKs raise an APIError on it, so the truncation is never silent. */
-static void stream_fail(chat_t *c, const sg_error_t *e)
+static void stream_fail(chat_t *c, const sg_error_t *in)
 {
+    sg_error_t copy;
+    const sg_error_t *e = redacted(c, in, &copy);
     snprintf(c->error_msg, sizeof(c->error_msg), "%s", e->message);
     cJSON *j = cJSON_CreateObject();
     cJSON *err = cJSON_AddObjectToObject(j, "error");

@@ -24,6 +24,7 @@ static void gen_free(sg_gen_t *g)
         free(g->sf_auth);
     }
     sg_catalog_free(&g->catalog);
+    sg_secrets_dispose(&g->secrets);
     sg_config_free(&g->cfg);
     free(g);
 }
@@ -68,7 +69,21 @@ sg_gen_t *sg_gen_load(const char *path, const char *listen_override, uint64_t id
         return NULL;
     }
     sg_catalog_build(&g->catalog, &g->cfg);
+    for (size_t i = 0; i < g->cfg.n_providers; i++) {
+        const sg_provider_cfg_t *p = &g->cfg.providers[i];
+        sg_secrets_add(&g->secrets, p->api_key);
+        sg_secrets_add(&g->secrets, p->pat);
+        sg_secrets_add(&g->secrets, p->private_key_passphrase);
+        sg_secrets_add_url(&g->secrets, p->base_url);
+    }
     return g;
+}
+
+void sg_gen_redact(const sg_gen_t *g, const sg_route_t *route, char *text, size_t cap)
+{
+    const char *extra[2] = {route && route->sf_auth ? sg_sf_auth_current(route->sf_auth) : NULL,
+                            NULL};
+    sg_redact(&g->secrets, extra, text, cap);
 }
 
 sg_gen_t *sg_gen_ref(sg_gen_t *g)

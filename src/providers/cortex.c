@@ -42,37 +42,10 @@ static const char *upstream_model(const sg_route_t *route)
     return route->model->upstream_id ? route->model->upstream_id : route->model->id;
 }
 
-static int tok_char(char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
-           c == '_' || c == '.' || c == '=';
-}
-
-/* Replaces anything shaped like a JWT / JWS (PATs and key-pair JWTs both are: "eyJ…") in s
- * with "[redacted]", in place, so an upstream message echoing a token never reaches a
- * client or a log. */
-static void scrub_tokens(char *s)
-{
-    static const char rep[] = "[redacted]";
-    char *p = s;
-    while ((p = strstr(p, "eyJ")) != NULL) {
-        size_t n = 0;
-        while (tok_char(p[n])) n++;
-        if (n < 20) {
-            p += 3;
-            continue;
-        }
-        memcpy(p, rep, sizeof(rep) - 1);
-        memmove(p + sizeof(rep) - 1, p + n, strlen(p + n) + 1);
-        p += sizeof(rep) - 1;
-    }
-}
-
-/* Sets a 502 api_error about the upstream and scrubs its message. */
+/* Sets a 502 api_error about the upstream (the gateway redacts secrets before it is sent). */
 static void upstream_error(sg_error_t *e, const char *code, const char *what)
 {
     sg_error_set(e, 502, "api_error", code, "Snowflake Cortex error: %s", what);
-    scrub_tokens(e->message);
 }
 
 /* The message of an error value: a string, or an object with "message" (or "error"). */
@@ -1158,8 +1131,6 @@ static void cx_map_error(long status, const char *body, size_t len, sg_error_t *
     char ridtxt[160] = "";
     if (rid) snprintf(ridtxt, sizeof(ridtxt), " (Snowflake request id %.100s)", rid);
     sg_error_set(err, st, type, code, "Snowflake Cortex: %s%s%s", what, hint, ridtxt);
-    scrub_tokens(err->message);
-    scrub_tokens(err->code);
     cJSON_Delete(j);
 }
 

@@ -258,3 +258,8 @@ int64_t sg_sf_auth_expires_at(const sg_sf_auth_t *a)
 {
     return a->keypair ? a->jwt_exp : a->pat_exp;
 }
+
+const char *sg_sf_auth_current(const sg_sf_auth_t *a)
+{
+    return a->keypair ? a->jwt : NULL;
+}

@@ -2,7 +2,7 @@
  * the validator accepts, cJSON parses, and printing it back gives text the validator accepts
  * again; what it refuses carries a position inside the input; a sanitized string is valid
  * UTF-8; a cut string never ends inside a sequence; the escaper always produces a JSON string
- * the validator accepts. */
+ * the validator accepts; redaction leaves no configured secret and keeps valid UTF-8 valid. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -12,6 +12,7 @@
 #include "sophia/core.h"
 #include "sophia/json.h"
 #include "sophia/log.h"
+#include "sophia/redact.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -50,6 +51,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     check(cut <= size / 2);
     check(sg_utf8_valid(copy, cut));
     free(copy);
+
+    static sg_secrets_t secrets;
+    if (!secrets.n) {
+        sg_secrets_add(&secrets, "secret-key-1");
+        sg_secrets_add(&secrets, "eyJsecretsecret");
+    }
+    char red[600];
+    size_t rn = size < sizeof(red) - 1 ? size : sizeof(red) - 1;
+    memcpy(red, s, rn);
+    red[rn] = 0;
+    int was_valid = sg_utf8_valid(red, strlen(red));
+    sg_redact(&secrets, NULL, red, sizeof(red));
+    check(strstr(red, "secret-key-1") == NULL && strstr(red, "eyJsecretsecret") == NULL);
+    if (was_valid) check(sg_utf8_valid(red, strlen(red)));
 
     sg_buf_t b;
     sg_buf_init(&b, 8 * size + 16);

@@ -173,3 +173,100 @@ test('request JSON: trailing bytes, control characters, \\u0000, invalid UTF-8, 
   await r.json();
   await gw.stopClean();
 });
+
+// ---- 3. provider secrets echoed by an upstream never reach a client or a log -------------
+
+// An upstream that echoes the bearer token it received in every kind of failure, chosen by
+// the last user message: "status401", "status403", "midstream", "ok200err" (Cortex: a 200
+// whose JSON body is an error).
+function echoingUpstream() {
+  return startScripted((req, res, body) => {
+    const tok = (req.headers.authorization || '').replace(/^Bearer /, '');
+    const j = JSON.parse(body);
+    const what = j.messages[j.messages.length - 1].content;
+    const msg = `invalid credentials: ${tok} (Authorization: Bearer ${tok})`;
+    const cortex = req.url.includes('/api/v2/cortex/');
+    const errBody = cortex && !req.url.includes('/v1/chat')
+      ? JSON.stringify({ message: msg, code: tok, request_id: 'r-1' })
+      : JSON.stringify({ error: { message: msg, type: 'invalid_request_error', code: tok } });
+    if (what === 'status401' || what === 'status403') {
+      res.writeHead(what === 'status401' ? 401 : 403, { 'content-type': 'application/json' });
+      res.end(errBody);
+    } else if (what === 'ok200err') {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ error: msg, message: msg }));
+    } else {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      if (cortex && !req.url.includes('/v1/chat')) {
+        res.write(`event: message\ndata: ${JSON.stringify({ choices: [{ delta: { content: 'Hi' } }] })}\n\n`);
+        res.end(`event: message\ndata: ${JSON.stringify({ error: msg, code: '390500' })}\n\n`);
+      } else {
+        res.write(`data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', choices: [{ index: 0, delta: { content: 'Hi' } }] })}\n\n`);
+        res.end(`data: ${JSON.stringify({ error: { message: msg, code: tok } })}\n\n`);
+      }
+    }
+  });
+}
+
+async function allFailures(gw, model, seen) {
+  for (const what of ['status401', 'status403', 'midstream', 'ok200err']) {
+    for (const stream of [false, true]) {
+      if (what === 'midstream' && !stream) continue;
+      const r = await postChat(gw, { model, stream, messages: [{ role: 'user', content: what }] });
+      const text = await r.text();
+      seen.push(text);
+      assert.ok(r.status >= 400 || /error/.test(text), `${model} ${what} ${stream}: ${r.status} ${text}`);
+    }
+  }
+}
+
+function assertNoSecret(texts, secrets) {
+  for (const s of secrets) {
+    for (const t of texts) assert.ok(!t.includes(s), `secret ${s.slice(0, 8)}… found in: ${t.slice(0, 400)}`);
+  }
+}
+
+test('secrets echoed by upstreams are redacted: Lambda key, opaque and JWT PATs, key-pair JWTs, URL user-info', async () => {
+  const up = await echoingUpstream();
+  cleanup.push(up);
+  const LAMBDA_KEY = `lambda-key-${Math.random().toString(36).slice(2)}`;
+  const OPAQUE = `sfpat_${Math.random().toString(36).slice(2)}${Math.random().toString(36).slice(2)}`;
+  const JWT_PAT = makePat(30 * 86400);
+  const USERINFO = `pw${Math.random().toString(36).slice(2)}`;
+  const fs = await import('node:fs');
+  const os = await import('node:os');
+  const path = await import('node:path');
+  const { run } = await import('./lib.mjs');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sg-redact-'));
+  const keyFile = path.join(dir, 'k.p8');
+  assert.equal((await run('openssl', ['genpkey', '-algorithm', 'RSA', '-pkeyopt', 'rsa_keygen_bits:2048', '-out', keyFile])).code, 0);
+  const models = [{ id: 'llama3.1-70b' }, { id: 'oa', upstream_id: 'llama3.1-70b', api: 'openai' }];
+  const base = up.url.replace('http://', `http://user:${USERINFO}@`);
+  const gw = await startGateway({
+    env: noLambda,
+    config: {
+      upstream: { max_retries: 0 },
+      providers: {
+        lambda: { base_url: `${base}/v1`, api_key: LAMBDA_KEY, models: [{ id: 'm' }] },
+        cx_opaque: { kind: 'cortex', account: 'a', user: 'u', pat: OPAQUE, base_url: up.url, models: models.map((m) => ({ ...m, id: `o-${m.id}` })) },
+        cx_jwt: { kind: 'cortex', account: 'a', user: 'u', pat: JWT_PAT, base_url: up.url, models: models.map((m) => ({ ...m, id: `j-${m.id}` })) },
+        cx_kp: { kind: 'cortex', account: 'a', user: 'u', private_key_path: keyFile, base_url: up.url, models: models.map((m) => ({ ...m, id: `k-${m.id}` })) },
+      },
+    },
+  });
+  const seen = [];
+  for (const model of ['lambda/m', 'cx_opaque/o-llama3.1-70b', 'cx_opaque/o-oa', 'cx_jwt/j-llama3.1-70b', 'cx_jwt/j-oa',
+    'cx_kp/k-llama3.1-70b', 'cx_kp/k-oa']) {
+    await allFailures(gw, model, seen);
+  }
+  const prov = await (await fetch(`${gw.url}/v1/providers`)).text();
+  seen.push(prov);
+  // Every token the upstream received, including the key-pair JWTs the gateway generated.
+  const sent = up.requests.map((r) => (r.headers.authorization || '').replace(/^Bearer /, ''));
+  const kpJwts = [...new Set(sent.filter((t) => t.startsWith('eyJ') && t !== JWT_PAT))];
+  assert.ok(kpJwts.length >= 1, 'key-pair JWTs were sent');
+  assert.ok(seen.some((t) => /redacted/.test(t)), 'redaction marker visible');
+  await gw.stopClean();
+  assertNoSecret([...seen, gw.err, gw.out], [LAMBDA_KEY, OPAQUE, JWT_PAT, USERINFO, ...kpJwts]);
+  fs.rmSync(dir, { recursive: true, force: true });
+});

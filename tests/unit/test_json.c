@@ -132,7 +132,10 @@ static void test_utf8_helpers(void **state)
     /* The JSON escaper never copies invalid UTF-8. */
     sg_buf_t b;
     sg_buf_init(&b, 256);
-    sg_json_escape_append(&b, "a\xff" "é\x01", 5);
+    sg_json_escape_append(&b,
+                          "a\xff"
+                          "é\x01",
+                          5);
     assert_string_equal(b.data, "\"a\\ufffdé\\u0001\"");
     sg_buf_dispose(&b);
 }

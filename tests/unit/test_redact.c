@@ -1,0 +1,97 @@
+/* Secret redaction: configured values, secret-shaped tokens, URL user-info. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "sophia/core.h"
+#include "sophia/json.h"
+#include "sophia/redact.h"
+
+static void red(const sg_secrets_t *s, const char *const *extra, const char *in, char *out,
+                size_t cap)
+{
+    snprintf(out, cap, "%s", in);
+    sg_redact(s, extra, out, cap);
+}
+
+static void test_configured_values(void **state)
+{
+    SG_UNUSED(state);
+    sg_secrets_t s = {0};
+    sg_secrets_add(&s, "lambda-key-123456");
+    sg_secrets_add(&s, "sfpat_opaque_token_9");
+    sg_secrets_add(&s, "short"); /* below SG_SECRET_MIN_LEN: ignored */
+    sg_secrets_add(&s, NULL);
+    sg_secrets_add(&s, "lambda-key-123456"); /* once */
+    assert_int_equal(s.n, 2);
+    char out[256];
+    red(&s, NULL, "invalid key lambda-key-123456, try again (sfpat_opaque_token_9)", out,
+        sizeof(out));
+    assert_string_equal(out, "invalid key [redacted], try again ([redacted])");
+    red(&s, NULL, "short words stay", out, sizeof(out));
+    assert_string_equal(out, "short words stay");
+    const char *extra[] = {"eyJhbGciOiJSUzI1NiJ9.dynamic-jwt", NULL};
+    red(&s, extra, "tok=eyJhbGciOiJSUzI1NiJ9.dynamic-jwt!", out, sizeof(out));
+    assert_string_equal(out, "tok=[redacted]!");
+    sg_secrets_dispose(&s);
+    assert_int_equal(s.n, 0);
+}
+
+static void test_shapes(void **state)
+{
+    SG_UNUSED(state);
+    char out[256];
+    red(NULL, NULL, "JWT token eyJhbGciOiJFUzI1NiJ9.eyJwIjoiMSJ9.c2lnbmF0dXJl is invalid", out,
+        sizeof(out));
+    assert_string_equal(out, "JWT token [redacted] is invalid");
+    red(NULL, NULL, "header was Authorization: Bearer abc.DEF-123_x end", out, sizeof(out));
+    assert_string_equal(out, "header was Authorization: Bearer [redacted] end");
+    red(NULL, NULL, "basic dXNlcjpwYXNz", out, sizeof(out));
+    assert_string_equal(out, "basic [redacted]");
+    red(NULL, NULL, "see https://user:pw@host:8000/v1/x and http://host/y", out, sizeof(out));
+    assert_string_equal(out, "see https://[redacted]@host:8000/v1/x and http://host/y");
+    red(NULL, NULL, "nothing here: eyJ short, Bearer", out, sizeof(out));
+    assert_string_equal(out, "nothing here: eyJ short, Bearer");
+}
+
+static void test_growth_is_cut_to_cap(void **state)
+{
+    SG_UNUSED(state);
+    char out[24];
+    red(NULL, NULL, "Bearer a Bearer b é", out, sizeof(out));
+    assert_true(strlen(out) < sizeof(out));
+    assert_true(sg_utf8_valid(out, strlen(out)));
+    assert_null(strstr(out, " a "));
+}
+
+static void test_urls(void **state)
+{
+    SG_UNUSED(state);
+    char out[256];
+    sg_url_redact("http://u:secretpw@127.0.0.1:9000/v1", out, sizeof(out));
+    assert_string_equal(out, "http://[redacted]@127.0.0.1:9000/v1");
+    sg_url_redact("http://127.0.0.1:9000/v1?a=b@c", out, sizeof(out));
+    assert_string_equal(out, "http://127.0.0.1:9000/v1?a=b@c");
+    sg_secrets_t s = {0};
+    sg_secrets_add_url(&s, "https://user:hunter22@h/v1");
+    sg_secrets_add_url(&s, "https://h/v1");
+    assert_int_equal(s.n, 1);
+    assert_string_equal(s.v[0], "hunter22");
+    sg_secrets_dispose(&s);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_configured_values),
+        cmocka_unit_test(test_shapes),
+        cmocka_unit_test(test_growth_is_cut_to_cap),
+        cmocka_unit_test(test_urls),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
