@@ -22,22 +22,24 @@ typedef struct app {
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: sophia-gateway [--listen HOST:PORT] [--config PATH] [--check-config]\n"
-            "\n"
-            "  --listen HOST:PORT  address to listen on (overrides the config's \"listen\")\n"
-            "  --config PATH       JSON configuration file (${ENV} and ${file:PATH} interpolated)\n"
-            "  --check-config      validate the configuration and credentials, print every\n"
-            "                      problem, exit (0 when valid, 2 when not)\n"
-            "\n"
-            "Environment: LAMBDA_BASE_URL, LAMBDA_API_KEY (the lambda provider);\n"
-            "SNOWFLAKE_ACCOUNT, SNOWFLAKE_USER, SNOWFLAKE_PAT or SNOWFLAKE_PRIVATE_KEY_PATH\n"
-            "(+ SNOWFLAKE_PRIVATE_KEY_PASSPHRASE), SNOWFLAKE_ROLE, SNOWFLAKE_WAREHOUSE,\n"
-            "SNOWFLAKE_DATABASE, SNOWFLAKE_SCHEMA, SNOWFLAKE_BASE_URL (the cortex provider);\n"
-            "SOPHIA_LISTEN, SOPHIA_LOG_LEVEL.\n"
-            "\n"
-            "Signals: SIGTERM/SIGINT drain and exit; SIGHUP re-reads the configuration and its\n"
-            "secrets (requests in flight finish on the old ones).\n");
+    fprintf(
+        f, "usage: sophia-gateway [--listen HOST:PORT] [--config PATH] [--check-config]\n"
+           "\n"
+           "  --listen HOST:PORT  address to listen on (overrides the config's \"listen\")\n"
+           "  --config PATH       JSON configuration file (${ENV} and ${file:PATH} interpolated)\n"
+           "  --check-config      validate the configuration (syntax, values, secret and key\n"
+           "                      files, token formats and expiry), print every problem and\n"
+           "                      warning, exit (0 when valid, 2 when not). This does not contact\n"
+           "                      the upstreams: a key they would refuse still passes.\n"
+           "\n"
+           "Environment: LAMBDA_BASE_URL, LAMBDA_API_KEY (the lambda provider);\n"
+           "SNOWFLAKE_ACCOUNT, SNOWFLAKE_USER, SNOWFLAKE_PAT or SNOWFLAKE_PRIVATE_KEY_PATH\n"
+           "(+ SNOWFLAKE_PRIVATE_KEY_PASSPHRASE), SNOWFLAKE_ROLE, SNOWFLAKE_WAREHOUSE,\n"
+           "SNOWFLAKE_DATABASE, SNOWFLAKE_SCHEMA, SNOWFLAKE_BASE_URL (the cortex provider);\n"
+           "SOPHIA_LISTEN, SOPHIA_LOG_LEVEL.\n"
+           "\n"
+           "Signals: SIGTERM/SIGINT drain and exit; SIGHUP re-reads the configuration and its\n"
+           "secrets (requests in flight finish on the old ones).\n");
 }
 
 static void on_handle_close_noop(uv_handle_t *h)
@@ -63,6 +65,7 @@ static void on_grace(uv_timer_t *t)
     app_t *a = t->data;
     sg_log(SG_LOG_WARN, "shutdown grace period over; closing %zu connection(s)",
            sg_http_server_conn_count(a->gw.http));
+    sg_gateway_shutdown_requests(&a->gw);
     sg_http_server_close_all(a->gw.http);
 }
 
@@ -71,6 +74,7 @@ static void on_signal(uv_signal_t *s, int signum)
     app_t *a = s->data;
     if (a->stopping) {
         sg_log(SG_LOG_WARN, "second signal: closing every connection now");
+        sg_gateway_shutdown_requests(&a->gw);
         sg_http_server_close_all(a->gw.http);
         return;
     }
@@ -84,23 +88,38 @@ static void on_signal(uv_signal_t *s, int signum)
     sg_http_server_stop(a->gw.http, on_http_closed, a);
 }
 
-static void print_errors(const sg_config_errors_t *errs, int to_log)
+/* Prints configuration problems ("error") or warnings ("warning"), to the log or stderr. */
+static void print_problems(const sg_config_errors_t *errs, const char *what, int to_log)
 {
-    for (size_t i = 0; i < errs->n; i++) {
+    for (size_t i = 0; errs && i < errs->n; i++) {
         if (to_log) {
             sg_logline_t l;
-            sg_logline_begin(&l, SG_LOG_ERROR, "config error");
+            sg_logline_begin(&l, strcmp(what, "error") == 0 ? SG_LOG_ERROR : SG_LOG_WARN,
+                             strcmp(what, "error") == 0 ? "config error" : "config warning");
             sg_logline_str(&l, "path", errs->items[i].path);
-            sg_logline_str(&l, "error", errs->items[i].message);
+            sg_logline_str(&l, what, errs->items[i].message);
             sg_logline_emit(&l);
         } else {
-            fprintf(stderr, "config error: %s: %s\n", errs->items[i].path, errs->items[i].message);
+            fprintf(stderr, "config %s: %s: %s\n", what, errs->items[i].path,
+                    errs->items[i].message);
         }
     }
 }
 
+static void print_errors(const sg_config_errors_t *errs, int to_log)
+{
+    print_problems(errs, "error", to_log);
+}
+
+#define NO_PROVIDER_FIX                                                                            \
+    "set LAMBDA_BASE_URL (an OpenAI-compatible server, e.g. http://<host>:8000/v1) or "            \
+    "SNOWFLAKE_ACCOUNT, SNOWFLAKE_USER and SNOWFLAKE_PAT, or define \"providers\" in a --config "  \
+    "file"
+
+/* Logs the configuration's warnings and one line per provider (never a secret). */
 static void log_providers(const sg_gen_t *g)
 {
+    print_problems(g->cfg.warnings, "warning", 1);
     for (size_t i = 0; i < g->cfg.n_providers; i++) {
         const sg_provider_cfg_t *p = &g->cfg.providers[i];
         sg_logline_t l;
@@ -121,9 +140,7 @@ static void log_providers(const sg_gen_t *g)
         sg_logline_int(&l, "models", (long long)p->n_models);
         sg_logline_emit(&l);
     }
-    if (g->cfg.n_providers == 0)
-        sg_log(SG_LOG_WARN,
-               "no provider configured: set LAMBDA_BASE_URL or SNOWFLAKE_ACCOUNT, or use --config");
+    if (g->cfg.n_providers == 0) sg_log(SG_LOG_WARN, "no provider configured: %s", NO_PROVIDER_FIX);
 }
 
 /* SIGHUP: a new generation from the same sources. Requests in flight keep the old one, which
@@ -215,6 +232,14 @@ int main(int argc, char **argv)
     sg_config_errors_free(&errs);
     const sg_config_t *cfg = &gw->gen->cfg;
     if (check_only) {
+        print_problems(cfg->warnings, "warning", 0);
+        if (cfg->n_providers == 0) {
+            fprintf(stderr, "config error: $.providers: no provider configured: %s\n",
+                    NO_PROVIDER_FIX);
+            fprintf(stderr, "sophia-gateway: invalid configuration (1 problem)\n");
+            sg_gen_unref(gw->gen);
+            return 2;
+        }
         printf("configuration OK: listen %s:%d, %zu provider(s), %zu model name(s)\n",
                cfg->listen_host, cfg->listen_port, cfg->n_providers, gw->gen->catalog.n);
         sg_gen_unref(gw->gen);

@@ -52,7 +52,8 @@ typedef struct sg_config {
     size_t max_header_bytes;         /* default 16384 → 431 */
     size_t max_body_bytes;           /* default 1 MiB → 413 */
     uint64_t header_timeout_ms;      /* default 10000 → 408 then close */
-    uint64_t idle_timeout_ms;        /* keep-alive idle, default 60000 */
+    uint64_t idle_timeout_ms;        /* keep-alive idle and between body bytes, default 60000 */
+    uint64_t body_timeout_ms;        /* whole request body, default 30000 → 408 then close */
     uint64_t write_stall_timeout_ms; /* client not reading, default 30000 → close */
     size_t max_connections;          /* default 10000 */
     size_t high_watermark;           /* default 65536 bytes queued per client */
@@ -73,6 +74,8 @@ typedef struct sg_config {
 
     sg_provider_cfg_t *providers;
     size_t n_providers;
+
+    struct sg_config_errors *warnings; /* what works but is probably a mistake (may be NULL) */
 } sg_config_t;
 
 /* One problem found while loading: a JSON path like "$.limits.max_body_bytes" and a message. */
@@ -81,6 +84,7 @@ typedef struct sg_config_error {
     char *message;
 } sg_config_error_t;
 
+/* Problems (or warnings) in the order found. */
 typedef struct sg_config_errors {
     sg_config_error_t *items;
     size_t n;

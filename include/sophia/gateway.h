@@ -10,6 +10,16 @@
 #include "sophia/generation.h"
 #include "sophia/http.h"
 
+/* A request in progress that the gateway ends itself when the shutdown grace period is over
+ * (embedded in the handler's request object). */
+typedef struct sg_active sg_active_t;
+struct sg_active {
+    sg_active_t *prev, *next;
+    /* Ends the request now: answers the client (an error event on a started stream, else a
+     * 503), stops upstream work and unregisters. */
+    void (*shutdown)(sg_active_t *a);
+};
+
 typedef struct sg_gateway {
     uv_loop_t *loop;
     sg_gen_t *gen; /* current configuration generation (requests hold their own reference) */
@@ -21,7 +31,14 @@ typedef struct sg_gateway {
     uint64_t chats_active;
     uint64_t reloads_ok, reloads_failed;
     uint64_t upstream_retries;
+    sg_active_t *active; /* requests in progress (sg_gateway_track) */
 } sg_gateway_t;
+
+/* Registers / unregisters a request in progress. */
+void sg_gateway_track(sg_gateway_t *gw, sg_active_t *a);
+void sg_gateway_untrack(sg_gateway_t *gw, sg_active_t *a);
+/* Ends every request in progress through its shutdown callback (grace period over). */
+void sg_gateway_shutdown_requests(sg_gateway_t *gw);
 
 /* Fills HTTP server options from a configuration (pointers into cfg are borrowed). */
 void sg_gateway_http_opts(const sg_config_t *cfg, sg_http_opts_t *o);

@@ -70,6 +70,7 @@ typedef struct sg_http_opts {
     size_t max_body_bytes;
     uint64_t header_timeout_ms;
     uint64_t idle_timeout_ms;
+    uint64_t body_timeout_ms; /* from the end of the head to the end of the body */
     uint64_t write_stall_timeout_ms;
     size_t max_connections;
     size_t high_watermark;

@@ -90,8 +90,11 @@ typedef struct sg_provider_vt {
      * (returned, caller frees), filling usage. NULL with err set when the body is unusable. */
     cJSON *(*convert_response)(const sg_route_t *route, const char *body, size_t len,
                                sg_usage_t *usage, sg_error_t *err);
-    /* Maps an upstream error response (status >= 400) to an OpenAI error. */
-    void (*map_error)(long status, const char *body, size_t len, sg_error_t *err);
+    /* Maps an upstream error response (status >= 400) of route's provider to an OpenAI error
+     * whose message says where the problem lies (the gateway's credentials, its base URL, the
+     * client's request). */
+    void (*map_error)(const sg_route_t *route, long status, const char *body, size_t len,
+                      sg_error_t *err);
 } sg_provider_vt_t;
 
 /* Returns the adapter for a provider kind ("openai"), or NULL. */

@@ -9,7 +9,8 @@
  *     "max_header_bytes": 16384,       // integer >= 1; larger request head → 431
  *     "max_body_bytes": 1048576,       // integer >= 1; larger request body → 413
  *     "header_timeout_ms": 10000,      // integer >= 1; head not received in time → 408
- *     "idle_timeout_ms": 60000,        // integer >= 1; keep-alive idle
+ *     "idle_timeout_ms": 60000,        // integer >= 1; keep-alive idle, and between body bytes
+ *     "body_timeout_ms": 30000,        // integer >= 1; whole body not received in time → 408
  *     "write_stall_timeout_ms": 30000, // integer >= 1; client not reading → close
  *     "max_connections": 10000,        // integer >= 1
  *     "high_watermark": 65536,         // integer >= 1; bytes queued per client
@@ -121,7 +122,7 @@
  * DEFAULTS ONLY, overridable by configuration: used for the "lambda" provider when it is
  * created from the environment or configured without "models", and for the prices of
  * "lambda" models that omit price_in / price_out. Prices are USD per 1M tokens (in / out);
- * see PROVIDERS.md section 1 (8B 0.025/0.04, 70B 0.12/0.30, 405B 0.80/0.80; the others vary
+ * see docs/providers.md (8B 0.025/0.04, 70B 0.12/0.30, 405B 0.80/0.80; the others vary
  * by source). */
 typedef struct catalog_entry {
     const char *id;
@@ -150,12 +151,12 @@ static const catalog_entry_t lambda_catalog[] = {
 /* ---- built-in Snowflake Cortex model catalog ------------------------------------------
  * DEFAULTS ONLY, overridable by configuration: used for a kind "cortex" provider created
  * from the environment or configured without "models", and for the prices of cortex models
- * that omit price_in / price_out. Names are the current Cortex names (PROVIDERS.md
- * section 2). Prices are USD per 1M tokens at $2.00 per AI credit:
- *  - from PROVIDERS.md credits per 1M tokens (one rate for input and output): llama3.1-8b
+ * that omit price_in / price_out. Names are the current Cortex names (docs/providers.md
+ * ). Prices are USD per 1M tokens at $2.00 per AI credit:
+ *  - from docs/providers.md, credits per 1M tokens (one rate for input and output): llama3.1-8b
  *    0.19, llama3.1-70b 1.21, llama3.1-405b 3.00, mistral-large2 1.95, mistral-7b 0.12,
  *    claude-3-5-sonnet 2.55 (e.g. 1.21 credits x $2.00 = $2.42);
- *  - every other entry is an ESTIMATE (no credit price in PROVIDERS.md): the model vendor's
+ *  - every other entry is an ESTIMATE (no published credit price): the model vendor's
  *    public list price plus 10% for the Claude and OpenAI models, and a guess close to
  *    comparable open models for llama4-maverick, deepseek-r1 and snowflake-llama-3.3-70b.
  *    Configure real prices with price_in / price_out. */
@@ -241,6 +242,19 @@ __attribute__((format(printf, 3, 4))) static void add_error(sg_config_errors_t *
 static const char *cur_path(ctx_t *c)
 {
     return c->path.data ? c->path.data : "$";
+}
+
+/* A warning (the configuration works but is probably a mistake) at path. */
+__attribute__((format(printf, 3, 4))) static void add_warning(ctx_t *c, const char *path,
+                                                              const char *fmt, ...)
+{
+    if (!c->cfg->warnings) c->cfg->warnings = sg_xcalloc(1, sizeof(*c->cfg->warnings));
+    va_list ap;
+    va_start(ap, fmt);
+    char *msg = xvasprintf(fmt, ap);
+    va_end(ap);
+    add_error(c->cfg->warnings, path, "%s", msg);
+    free(msg);
 }
 
 /* Error at the current path. */
@@ -568,6 +582,28 @@ static const char *check_base_url(char *url)
     return NULL;
 }
 
+/* OpenAI-compatible servers (vLLM, SGLang, TGI) serve the API under /v1. */
+static void warn_no_v1(ctx_t *c, const char *where, const char *url)
+{
+    size_t n = strlen(url);
+    if (n >= 3 && strcmp(url + n - 3, "/v1") == 0) return;
+    add_warning(c, where,
+                "the base URL does not end in /v1, where OpenAI-compatible servers (vLLM, SGLang, "
+                "TGI) serve the API: requests go to <base URL>/chat/completions (e.g. "
+                "http://<host>:8000/v1)");
+}
+
+/* A Snowflake base URL is the host: the gateway adds /api/v2/cortex/... itself. */
+static const char *check_snowflake_url(char *url)
+{
+    const char *why = check_base_url(url);
+    if (why) return why;
+    if (strstr(url, "/api/v2"))
+        return "must be the Snowflake host only (https://<account>.snowflakecomputing.com), "
+               "without /api/v2: the gateway adds the API paths";
+    return NULL;
+}
+
 static const char *check_api_key(const char *key)
 {
     for (const char *p = key; *p; p++)
@@ -650,6 +686,7 @@ static const num_field_t limit_fields[] = {
     NUM_SIZE("max_body_bytes", max_body_bytes, 1),
     NUM_U64("header_timeout_ms", header_timeout_ms, 1),
     NUM_U64("idle_timeout_ms", idle_timeout_ms, 1),
+    NUM_U64("body_timeout_ms", body_timeout_ms, 1),
     NUM_U64("write_stall_timeout_ms", write_stall_timeout_ms, 1),
     NUM_SIZE("max_connections", max_connections, 1),
     NUM_SIZE("high_watermark", high_watermark, 1),
@@ -892,6 +929,7 @@ static int lambda_env_base_url(ctx_t *c, sg_provider_cfg_t *p)
         free(url);
         return -1;
     }
+    warn_no_v1(c, "env:LAMBDA_BASE_URL", url);
     p->base_url = url;
     return 0;
 }
@@ -1050,7 +1088,7 @@ static void sf_set(ctx_t *c, sg_provider_cfg_t *p, int f, char *v, const char *w
             why = check_account(v);
             break;
         case SF_BASE_URL:
-            why = check_base_url(v);
+            why = check_snowflake_url(v);
             break;
         case SF_PAT:
             why = check_pat(v);
@@ -1327,6 +1365,7 @@ static void parse_provider(ctx_t *c, const cJSON *obj, sg_provider_cfg_t *p,
                 errf(c, "base URL %s", why);
                 free(url);
             } else {
+                warn_no_v1(c, cur_path(c), url);
                 p->base_url = url;
             }
         }
@@ -1646,6 +1685,27 @@ static void apply_env(ctx_t *c)
     int have_cortex = sg_config_provider(cfg, "cortex") != NULL;
     for (size_t i = 0; i < cfg->n_providers && !have_cortex; i++)
         have_cortex = cfg->providers[i].kind && strcmp(cfg->providers[i].kind, "cortex") == 0;
+    if (!env_nonempty("SNOWFLAKE_ACCOUNT") && !have_cortex) {
+        /* Snowflake settings without the account create nothing: say so. */
+        static const char *const vars[] = {"SNOWFLAKE_USER", "SNOWFLAKE_PAT",
+                                           "SNOWFLAKE_PRIVATE_KEY_PATH"};
+        sg_buf_t set;
+        sg_buf_init(&set, 256);
+        for (size_t i = 0; i < SG_ARRAY_LEN(vars); i++)
+            if (env_nonempty(vars[i])) sg_buf_printf(&set, "%s%s", set.len ? " and " : "", vars[i]);
+        if (set.len)
+            add_error(c->errs, "env:SNOWFLAKE_ACCOUNT",
+                      "%s %s set but SNOWFLAKE_ACCOUNT is not, so no cortex provider exists: set "
+                      "SNOWFLAKE_ACCOUNT to the account identifier (e.g. myorg-myaccount)",
+                      set.data, strstr(set.data, " and ") ? "are" : "is");
+        sg_buf_dispose(&set);
+    }
+    if (!sg_config_provider(cfg, "lambda") && env_nonempty("LAMBDA_API_KEY") &&
+        !env_nonempty("LAMBDA_BASE_URL"))
+        add_warning(c, "env:LAMBDA_API_KEY",
+                    "LAMBDA_API_KEY is set but LAMBDA_BASE_URL is not set, so there is no lambda "
+                    "provider and the key is unused: set LAMBDA_BASE_URL to the OpenAI-compatible "
+                    "server (e.g. http://<instance>:8000/v1)");
     if (env_nonempty("SNOWFLAKE_ACCOUNT") && !have_cortex) {
         sg_provider_cfg_t p = {0};
         unsigned char src[SF_N] = {0};
@@ -1671,6 +1731,7 @@ void sg_config_defaults(sg_config_t *cfg)
     cfg->max_body_bytes = 1024 * 1024;
     cfg->header_timeout_ms = 10000;
     cfg->idle_timeout_ms = 60000;
+    cfg->body_timeout_ms = 30000;
     cfg->write_stall_timeout_ms = 30000;
     cfg->max_connections = 10000;
     cfg->high_watermark = 65536;
@@ -1732,6 +1793,10 @@ void sg_config_free(sg_config_t *cfg)
         free(p->models);
     }
     free(cfg->providers);
+    if (cfg->warnings) {
+        sg_config_errors_free(cfg->warnings);
+        free(cfg->warnings);
+    }
     memset(cfg, 0, sizeof(*cfg));
 }
 

@@ -54,7 +54,7 @@ struct sg_exchange {
     int cancelled; /* owner cancelled from inside a callback */
     int finished;
     uint64_t start_ms, first_byte_ms, last_byte_ms;
-    uint64_t first_byte_timeout_ms, idle_timeout_ms, total_timeout_ms;
+    uint64_t connect_timeout_ms, first_byte_timeout_ms, idle_timeout_ms, total_timeout_ms;
     char errbuf[CURL_ERROR_SIZE];
 };
 
@@ -352,14 +352,23 @@ static void on_x_timer(uv_timer_t *t)
         exchange_finish(x, SG_EX_ABORTED, NULL);
         return;
     }
+    /* Which deadline passed, with its setting and value, so the operator knows what to tune. */
     uint64_t now = sg_now_ms();
-    const char *what = NULL;
+    char *what = x->errbuf;
     if (now >= x->start_ms + x->total_timeout_ms)
-        what = "upstream total timeout";
+        snprintf(what, sizeof(x->errbuf),
+                 "the response took longer than %llu ms in all (upstream.total_timeout_ms)",
+                 (unsigned long long)x->total_timeout_ms);
     else if (!x->first_byte_ms && now >= x->start_ms + x->first_byte_timeout_ms)
-        what = "upstream first-byte timeout";
+        snprintf(what, sizeof(x->errbuf),
+                 "no response within %llu ms (upstream.first_byte_timeout_ms)",
+                 (unsigned long long)x->first_byte_timeout_ms);
     else if (x->first_byte_ms && !x->paused && now >= x->last_byte_ms + x->idle_timeout_ms)
-        what = "upstream idle timeout";
+        snprintf(what, sizeof(x->errbuf),
+                 "no data for %llu ms in the middle of the response (upstream.idle_timeout_ms)",
+                 (unsigned long long)x->idle_timeout_ms);
+    else
+        what = NULL;
     if (!what) {
         exchange_arm_timer(x);
         return;
@@ -403,6 +412,21 @@ static void check_multi_info(sg_curlm_t *m)
         const char *detail = rc == CURLE_OK ? NULL
                              : x->errbuf[0] ? x->errbuf
                                             : curl_easy_strerror(rc);
+        char hint[CURL_ERROR_SIZE + 160];
+        if (rc == CURLE_OPERATION_TIMEDOUT) {
+            /* curl's only deadline here is the connect timeout (the others are ours). */
+            snprintf(hint, sizeof(hint),
+                     "could not connect within %llu ms (%s; "
+                     "upstream.connect_timeout_ms)",
+                     (unsigned long long)x->connect_timeout_ms, detail);
+            detail = hint;
+        } else if (rc == CURLE_SSL_CONNECT_ERROR && strstr(detail, "wrong version number")) {
+            snprintf(hint, sizeof(hint),
+                     "%s: the upstream does not speak TLS on this port; if it "
+                     "is plain HTTP, use http:// in its base URL",
+                     detail);
+            detail = hint;
+        }
         exchange_finish(x, res, detail);
     }
 }
@@ -422,6 +446,7 @@ sg_exchange_t *sg_exchange_start(sg_curlm_t *m, sg_exchange_req_t *req,
     x->easy = m->n_idle_easy ? m->idle_easy[--m->n_idle_easy] : curl_easy_init();
     SG_ASSERT(x->easy != NULL);
     x->start_ms = sg_now_ms();
+    x->connect_timeout_ms = req->connect_timeout_ms ? req->connect_timeout_ms : 5000;
     x->first_byte_timeout_ms = req->first_byte_timeout_ms ? req->first_byte_timeout_ms : 60000;
     x->idle_timeout_ms = req->idle_timeout_ms ? req->idle_timeout_ms : 60000;
     x->total_timeout_ms = req->total_timeout_ms ? req->total_timeout_ms : 600000;
@@ -441,8 +466,7 @@ sg_exchange_t *sg_exchange_start(sg_curlm_t *m, sg_exchange_req_t *req,
     curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write_body);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
-                     (long)(req->connect_timeout_ms ? req->connect_timeout_ms : 5000));
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)x->connect_timeout_ms);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(e, CURLOPT_HTTP_VERSION, CURL_HTTP_VERSION_1_1);
     /* Bytes are forwarded as they are; no decompression surprises. */

@@ -17,6 +17,7 @@
 #define SSE_OUT_MAX (8 * 1024 * 1024)
 
 typedef struct chat {
+    sg_active_t active; /* first: the gateway's shutdown reaches the chat through it */
     sg_gateway_t *gw;
     sg_http_req_t *req; /* NULL once the client is gone */
     sg_exchange_t *x;
@@ -81,6 +82,7 @@ static void chat_free(chat_t *c)
     sg_gen_unref(c->gen);
     sg_buf_dispose(&c->body);
     sg_buf_dispose(&c->out);
+    sg_gateway_untrack(c->gw, &c->active);
     c->gw->chats_active--;
     free(c);
 }
@@ -426,8 +428,9 @@ static const char *finish_upstream(chat_t *c, sg_ex_result_t res, const char *de
     if (res != SG_EX_OK && res != SG_EX_ABORTED) {
         switch (res) {
         case SG_EX_TIMEOUT:
-            sg_error_set(&e, 504, "api_error", "upstream_timeout", "%s",
-                         detail ? detail : "upstream timed out");
+            sg_error_set(&e, 504, "api_error", "upstream_timeout",
+                         "upstream provider '%s' timed out: %s", c->route.provider->name,
+                         detail ? detail : "no answer in time");
             break;
         case SG_EX_CONNECT:
             sg_error_set(&e, 502, "api_error", "upstream_unreachable",
@@ -444,7 +447,7 @@ static const char *finish_upstream(chat_t *c, sg_ex_result_t res, const char *de
     if (c->status < 200 || c->status >= 300) {
         const char *ra = c->retry_after[0] ? c->retry_after : NULL;
         if (maybe_retry(c, ra ? atol(ra) : 0)) return NULL;
-        c->vt->map_error(c->status, c->body.data, c->body.len, &e);
+        c->vt->map_error(&c->route, c->status, c->body.data, c->body.len, &e);
         respond_error(c, &e);
         return "upstream_error";
     }
@@ -700,9 +703,24 @@ static int maybe_retry(chat_t *c, long retry_after_s)
     return 1;
 }
 
+/* The shutdown grace period is over: the client hears why its request ends. */
+static void on_gateway_shutdown(sg_active_t *a)
+{
+    chat_t *c = (chat_t *)a;
+    if (c->x) sg_exchange_cancel(c->x);
+    c->x = NULL;
+    sg_error_t e;
+    sg_error_set(&e, 503, "api_error", "server_shutting_down",
+                 "the gateway is shutting down; retry the request");
+    fail_or_respond(c, &e);
+    chat_finish(c, "shutdown");
+}
+
 void sg_chat_handle(sg_gateway_t *gw, sg_http_req_t *req)
 {
     chat_t *c = sg_xcalloc(1, sizeof(*c));
+    c->active.shutdown = on_gateway_shutdown;
+    sg_gateway_track(gw, &c->active);
     gw->chats_active++;
     c->gw = gw;
     c->gen = sg_gen_ref(gw->gen);

@@ -69,7 +69,8 @@ struct sg_http_conn {
     uint64_t last_activity; /* ms: last read */
     uint64_t last_progress; /* ms: last write completion or when queue became non-empty */
     uint64_t req_start_ms;
-    sg_buf_t hbuf; /* url + header names/values, NUL-separated */
+    uint64_t body_start_ms; /* head complete: the body deadline counts from here */
+    sg_buf_t hbuf;          /* url + header names/values, NUL-separated */
     size_t name_off[SG_HTTP_MAX_HEADERS];
     size_t value_off[SG_HTTP_MAX_HEADERS];
     size_t n_hdr;
@@ -107,6 +108,7 @@ void sg_http_opts_defaults(sg_http_opts_t *o)
     o->max_body_bytes = 1024 * 1024;
     o->header_timeout_ms = 10000;
     o->idle_timeout_ms = 60000;
+    o->body_timeout_ms = 30000;
     o->write_stall_timeout_ms = 30000;
     o->max_connections = 10000;
     o->high_watermark = 65536;
@@ -670,6 +672,11 @@ static void on_timer(uv_timer_t *t)
             reject(c, 408, "invalid_request_error", "request body not received in time");
             return;
         }
+        if (c->state == CS_BODY && now - c->body_start_ms >= o->body_timeout_ms) {
+            reject(c, 408, "invalid_request_error",
+                   "request body not received in time (limits.body_timeout_ms)");
+            return;
+        }
         break;
     case CS_HANDLING:
         if (c->queued > 0 && now - c->last_progress >= o->write_stall_timeout_ms) {
@@ -728,6 +735,8 @@ static void update_io(sg_http_conn_t *c)
             break;
         case CS_BODY:
             deadline = c->last_activity + o->idle_timeout_ms;
+            if (c->body_start_ms + o->body_timeout_ms < deadline)
+                deadline = c->body_start_ms + o->body_timeout_ms;
             break;
         case CS_HANDLING:
             if (c->queued > 0) deadline = c->last_progress + o->write_stall_timeout_ms;
@@ -853,6 +862,7 @@ static int on_headers_complete(llhttp_t *p)
     sg_http_req_t *r = &c->req;
     const sg_http_opts_t *o = &c->srv->opts;
     c->state = CS_BODY;
+    c->body_start_ms = sg_now_ms();
     /* Build the request view. The hbuf will not grow any more for this request, so
      * pointers into it stay valid. */
     char *url = c->hbuf.data;
@@ -920,6 +930,19 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
     return 0;
 }
 
+/* A chunk of a chunked body announces its size first: one that cannot fit is refused now,
+ * not after its bytes (or a timeout). */
+static int on_chunk_header(llhttp_t *p)
+{
+    sg_http_conn_t *c = p->data;
+    if (p->content_length > c->srv->opts.max_body_bytes - c->body.len) {
+        c->parse_error = 413;
+        c->parse_reason = "request body too large";
+        return HPE_USER;
+    }
+    return 0;
+}
+
 static int on_message_complete(llhttp_t *p)
 {
     sg_http_conn_t *c = p->data;
@@ -937,6 +960,7 @@ static const llhttp_settings_t parser_settings = {
     .on_header_value_complete = on_header_value_complete,
     .on_headers_complete = on_headers_complete,
     .on_body = on_body,
+    .on_chunk_header = on_chunk_header,
     .on_message_complete = on_message_complete,
 };
 

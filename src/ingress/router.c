@@ -35,22 +35,6 @@ static void handle_models(sg_gateway_t *gw, sg_http_req_t *req)
     respond_json(req, 200, sg_catalog_models_json(&gw->gen->catalog));
 }
 
-void sg_gateway_http_opts(const sg_config_t *cfg, sg_http_opts_t *o)
-{
-    sg_http_opts_defaults(o);
-    o->max_header_bytes = cfg->max_header_bytes;
-    o->max_body_bytes = cfg->max_body_bytes;
-    o->header_timeout_ms = cfg->header_timeout_ms;
-    o->idle_timeout_ms = cfg->idle_timeout_ms;
-    o->write_stall_timeout_ms = cfg->write_stall_timeout_ms;
-    o->max_connections = cfg->max_connections;
-    o->high_watermark = cfg->high_watermark;
-    o->low_watermark = cfg->low_watermark;
-    o->cors_origins = cfg->cors_origins;
-    o->n_cors_origins = cfg->n_cors_origins;
-    o->log_requests_errors = 1;
-}
-
 /* Per-provider status: kind, models, credentials and their expiry (never the secrets). */
 static cJSON *providers_json(const sg_gen_t *g, int64_t now)
 {

@@ -1,4 +1,4 @@
-/* mockllm, Snowflake Cortex REST dialect (see ../shared/PROVIDERS.md section 2):
+/* mockllm, Snowflake Cortex REST dialect (see docs/providers.md, "Snowflake Cortex"):
  *   POST /api/v2/cortex/inference:complete   Cortex's own chat format, three chunk shapes
  *   POST /api/v2/cortex/v1/chat/completions  the OpenAI-compatible endpoint
  *   GET  /api/v2/cortex/models

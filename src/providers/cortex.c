@@ -1,4 +1,4 @@
-/* Adapter for Snowflake Cortex REST (see ../shared/PROVIDERS.md section 2).
+/* Adapter for Snowflake Cortex REST (see docs/providers.md, "Snowflake Cortex").
  *
  * Two Snowflake endpoints, chosen per model (sg_model_cfg_t.api):
  * - "complete" (default): POST <host>/api/v2/cortex/inference:complete. The client's OpenAI
@@ -1076,8 +1076,10 @@ static cJSON *cx_convert_response(const sg_route_t *route, const char *body, siz
 
 /* Snowflake error bodies ({"message","code","request_id"}, or OpenAI {"error":{…}} from the
  * OpenAI-compatible endpoint) → an OpenAI error with the same status. */
-static void cx_map_error(long status, const char *body, size_t len, sg_error_t *err)
+static void cx_map_error(const sg_route_t *route, long status, const char *body, size_t len,
+                         sg_error_t *err)
 {
+    SG_UNUSED(route);
     cJSON *j = body && len ? cJSON_ParseWithLength(body, len) : NULL;
     const char *msg = NULL, *rid = NULL;
     char code[64] = "";
@@ -1129,7 +1131,9 @@ static void cx_map_error(long status, const char *body, size_t len, sg_error_t *
         break;
     }
     char ridtxt[160] = "";
-    if (rid) snprintf(ridtxt, sizeof(ridtxt), " (Snowflake request id %.100s)", rid);
+    /* Snowflake often puts the request id in the message already ("… [<id>]"). */
+    if (rid && !strstr(what, rid))
+        snprintf(ridtxt, sizeof(ridtxt), " (Snowflake request id %.100s)", rid);
     sg_error_set(err, st, type, code, "Snowflake Cortex: %s%s%s", what, hint, ridtxt);
     cJSON_Delete(j);
 }

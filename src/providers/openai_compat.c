@@ -290,9 +290,10 @@ static const char *status_type(long status)
     }
 }
 
-/* Shared by adapters: an upstream error body (OpenAI {"error":{…}}, Snowflake
- * {"message","code"}, or anything else) becomes an OpenAI error with the same status. */
-static void oa_map_error(long status, const char *body, size_t len, sg_error_t *err)
+/* An upstream error body (OpenAI {"error":{…}} or anything else) becomes an OpenAI error with
+ * the same status, saying when the gateway's own settings are the likely cause. */
+static void oa_map_error(const sg_route_t *route, long status, const char *body, size_t len,
+                         sg_error_t *err)
 {
     cJSON *j = body && len ? cJSON_ParseWithLength(body, len) : NULL;
     const char *msg = NULL, *code = NULL;
@@ -306,10 +307,28 @@ static void oa_map_error(long status, const char *body, size_t len, sg_error_t *
         if (cJSON_IsString(c)) code = c->valuestring;
     }
     int st = status >= 400 && status <= 599 ? (int)status : 502;
+    const sg_provider_cfg_t *p = route->provider;
+    char what[320];
     if (msg)
-        sg_error_set(err, st, status_type(status), code, "upstream: %s", msg);
+        snprintf(what, sizeof(what), "%s", msg);
     else
-        sg_error_set(err, st, status_type(status), code, "upstream returned HTTP %ld", status);
+        snprintf(what, sizeof(what), "HTTP %ld", status);
+    const char *base = p->base_url ? p->base_url : "";
+    size_t bl = strlen(base);
+    if (st == 401 || st == 403)
+        sg_error_set(err, st, status_type(status), code,
+                     "the gateway's credentials for provider '%s' were rejected by the upstream "
+                     "(upstream said: %s); the client's own key is not the cause: check the "
+                     "provider's api_key (LAMBDA_API_KEY for lambda)",
+                     p->name, what);
+    else if (st == 404 && !(bl >= 3 && strcmp(base + bl - 3, "/v1") == 0))
+        sg_error_set(err, st, status_type(status), code,
+                     "upstream: %s (provider '%s' answered 404 for <base URL>/chat/completions: "
+                     "its base URL does not end in /v1, where OpenAI-compatible servers serve "
+                     "the API; is /v1 missing?)",
+                     what, p->name);
+    else
+        sg_error_set(err, st, status_type(status), code, "upstream: %s", what);
     cJSON_Delete(j);
 }
 

@@ -82,7 +82,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     cJSON *resp = sg_provider_cortex.convert_response(&route, body, len, &u, &err);
     if (resp) check(cJSON_IsObject(resp));
     cJSON_Delete(resp);
-    sg_provider_cortex.map_error(400 + data[0] % 200, body, len, &err);
+    sg_provider_cortex.map_error(&route, 400 + data[0] % 200, body, len, &err);
     check(err.status >= 400 && err.status <= 599);
 
     cJSON *client = cJSON_ParseWithLength(body, len);

@@ -112,7 +112,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (resp) check(cJSON_IsObject(resp));
     if (u.known) check(u.prompt_tokens >= 0 && u.completion_tokens >= 0);
     cJSON_Delete(resp);
-    sg_provider_openai.map_error(400 + data[0] % 200, body, len, &err);
+    sg_provider_openai.map_error(&route, 400 + data[0] % 200, body, len, &err);
     check(err.status >= 400 && err.status <= 599);
 
     cJSON *client = cJSON_ParseWithLength(body, len);

@@ -270,3 +270,248 @@ test('secrets echoed by upstreams are redacted: Lambda key, opaque and JWT PATs,
   assertNoSecret([...seen, gw.err, gw.out], [LAMBDA_KEY, OPAQUE, JWT_PAT, USERINFO, ...kpJwts]);
   fs.rmSync(dir, { recursive: true, force: true });
 });
+
+// ---- 5. slow and oversized bodies ----------------------------------------------------------
+
+test('a body that trickles in gets 408 at limits.body_timeout_ms; a chunk over max_body_bytes gets 413 at once', async () => {
+  const mock = await startMock();
+  cleanup.push(mock);
+  const gw = await startGateway({ mock, config: { limits: { body_timeout_ms: 1500, idle_timeout_ms: 5000 } } });
+  // 1 byte every 0.3 s: never idle for 5 s, but the whole body takes far longer than 1.5 s.
+  const t0 = Date.now();
+  const s = net.connect(gw.port, '127.0.0.1');
+  await new Promise((r) => s.on('connect', r));
+  let got = '';
+  s.on('data', (d) => { got += d; });
+  const closed = new Promise((r) => s.on('close', r));
+  s.on('error', () => {});
+  s.write('POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 200\r\n\r\n');
+  const iv = setInterval(() => { if (!s.destroyed) s.write('{'); }, 300);
+  await Promise.race([closed, sleep(8000)]);
+  clearInterval(iv);
+  const took = Date.now() - t0;
+  assert.match(got, /^HTTP\/1\.1 408 /, got);
+  assert.match(got, /body_timeout_ms/);
+  assert.ok(took >= 1300 && took < 3500, `answered after ${took} ms`);
+  // A chunk size above max_body_bytes: refused before any of its bytes are sent.
+  const t1 = Date.now();
+  const s2 = net.connect(gw.port, '127.0.0.1');
+  await new Promise((r) => s2.on('connect', r));
+  let got2 = '';
+  s2.on('data', (d) => { got2 += d; });
+  s2.on('error', () => {});
+  const closed2 = new Promise((r) => s2.on('close', r));
+  s2.write('POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nFFFFFF\r\n');
+  await Promise.race([closed2, sleep(5000)]);
+  assert.match(got2, /^HTTP\/1\.1 413 /, got2);
+  assert.ok(Date.now() - t1 < 1000, `413 after ${Date.now() - t1} ms`);
+  await gw.stopClean();
+});
+
+// ---- 6. shutdown ends running requests with an error, not a truncated body ---------------
+
+test('shutdown grace over: running streams get a server_shutting_down error event, waiting requests a 503', async () => {
+  const mock = await startMock();
+  cleanup.push(mock);
+  const gw = await startGateway({ mock, config: { shutdown_grace_ms: 500 } });
+  const open = (stream, directive) => {
+    const body = JSON.stringify({ model: 'fast', stream, messages: [{ role: 'user', content: `hi ${directive}` }] });
+    const s = net.connect(gw.port, '127.0.0.1');
+    const c = { text: '' };
+    s.on('connect', () => s.write(`POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n` +
+      `Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`));
+    s.on('data', (d) => { c.text += d; });
+    s.on('error', () => {});
+    c.closed = new Promise((r) => s.on('close', r));
+    return c;
+  };
+  const streaming = open(true, '[mock:itl_ms=100,tokens=100]');
+  const waiting = open(false, '[mock:ttft_ms=10000]');
+  assert.ok(await waitFor(() => (streaming.text.match(/data: /g) || []).length >= 3, 3000), 'stream started');
+  gw.child.kill('SIGTERM');
+  await Promise.all([streaming.closed, waiting.closed]);
+  const events = streaming.text.split('\r\n').filter((l) => l.startsWith('data: '));
+  const last = events.at(-1);
+  assert.match(last, /"code":"server_shutting_down"/, `last event: ${last}`);
+  assert.ok(!streaming.text.includes('[DONE]'));
+  assert.match(streaming.text, /\r\n0\r\n\r\n$/, 'the chunked body is terminated, not truncated');
+  assert.match(waiting.text, /^HTTP\/1\.1 503 /, waiting.text);
+  assert.match(waiting.text, /server_shutting_down/);
+  const e = await gw.exitPromise;
+  assert.deepEqual(e, { code: 0, signal: null });
+  assert.doesNotMatch(gw.err, /AddressSanitizer|LeakSanitizer|runtime error:/);
+  const lines = gw.logLines().filter((l) => l.msg === 'request' && l.path === '/v1/chat/completions');
+  assert.equal(lines.length, 2);
+  for (const l of lines) assert.equal(l.outcome, 'shutdown', JSON.stringify(l));
+});
+
+// ---- 7. `make run` never forwards to a stranger's port -------------------------------------
+
+test('scripts/run.sh: MOCK_LISTEN taken → a clear error; 9000 taken → a free port, said, and the gateway works', async () => {
+  const { spawn } = await import('node:child_process');
+  const { BUILD } = await import('./lib.mjs');
+  // Something else holds a port (and 9000, when it is free).
+  const squatter = net.createServer((s) => { s.end('HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nstranger'); });
+  await new Promise((r) => squatter.listen(0, '127.0.0.1', r));
+  const taken = squatter.address().port;
+  const squat9000 = net.createServer((s) => { s.end('HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nstranger'); });
+  await new Promise((r) => { squat9000.once('error', r); squat9000.listen(9000, '127.0.0.1', r); });
+  const runScript = (env) => {
+    const p = spawn('scripts/run.sh', [BUILD], { env: { ...process.env, LAMBDA_BASE_URL: '', SNOWFLAKE_ACCOUNT: '', SOPHIA_CONFIG: '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    p.err = '';
+    p.stderr.on('data', (d) => { p.err += d; });
+    p.stdout.on('data', (d) => { p.err += d; });
+    p.done = new Promise((r) => p.on('exit', (code) => r(code)));
+    return p;
+  };
+  try {
+    const p1 = runScript({ MOCK_LISTEN: `127.0.0.1:${taken}`, SOPHIA_LISTEN: '127.0.0.1:0' });
+    const code = await Promise.race([p1.done, sleep(10000).then(() => 'timeout')]);
+    assert.notEqual(code, 0, 'run.sh must fail');
+    assert.notEqual(code, 'timeout', `run.sh kept running: ${p1.err}`);
+    assert.match(p1.err, new RegExp(`MOCK_LISTEN=127\\.0\\.0\\.1:${taken}`));
+
+    const p2 = runScript({ SOPHIA_LISTEN: '127.0.0.1:0' });
+    const port = await waitFor(() => {
+      const m = p2.err.match(/"msg":"sophia-gateway listening".*?"port":(\d+)/);
+      return m && Number(m[1]);
+    }, 10000);
+    assert.ok(port, p2.err);
+    assert.match(p2.err, /127\.0\.0\.1:9000 is taken; the simulated upstream uses 127\.0\.0\.1:\d+ instead/);
+    const r = await fetch(`http://127.0.0.1:${port}/v1/chat/completions`, {
+      method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'fast', messages: [{ role: 'user', content: 'hi' }] }),
+    });
+    assert.equal(r.status, 200);
+    assert.match((await r.json()).choices[0].message.content, /The quick/);
+    p2.kill('SIGTERM');
+    assert.equal(await Promise.race([p2.done, sleep(10000).then(() => 'timeout')]) !== 'timeout', true);
+  } finally {
+    squatter.close();
+    squat9000.close();
+  }
+});
+
+// ---- 8. configuration that cannot work does not pass silently ----------------------------
+
+async function checkConfig(env, args = []) {
+  const { run, GATEWAY_BIN } = await import('./lib.mjs');
+  return run(GATEWAY_BIN, ['--check-config', ...args], {
+    timeout: 5000,
+    env: {
+      ...process.env, LAMBDA_BASE_URL: '', LAMBDA_API_KEY: '', SOPHIA_LISTEN: '', SNOWFLAKE_ACCOUNT: '',
+      SNOWFLAKE_USER: '', SNOWFLAKE_PAT: '', SNOWFLAKE_PRIVATE_KEY_PATH: '', SNOWFLAKE_BASE_URL: '', ...env,
+    },
+  });
+}
+
+test('--check-config: no provider, SNOWFLAKE_* without the account, LAMBDA_API_KEY alone, /api/v2 base URL', async () => {
+  let r = await checkConfig({});
+  assert.equal(r.code, 2, r.stderr + r.stdout);
+  assert.match(r.stderr, /no provider configured.*LAMBDA_BASE_URL.*SNOWFLAKE_ACCOUNT/);
+
+  r = await checkConfig({ SNOWFLAKE_USER: 'svc', SNOWFLAKE_PAT: makePat(86400) });
+  assert.equal(r.code, 2, r.stderr);
+  assert.match(r.stderr, /config error: env:SNOWFLAKE_ACCOUNT: .*SNOWFLAKE_USER.*SNOWFLAKE_PAT.*set SNOWFLAKE_ACCOUNT/);
+
+  r = await checkConfig({ LAMBDA_API_KEY: 'some-key-123', SNOWFLAKE_ACCOUNT: 'acct', SNOWFLAKE_USER: 'u', SNOWFLAKE_PAT: makePat(86400) });
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /config warning: env:LAMBDA_API_KEY: .*LAMBDA_BASE_URL is not set/);
+  assert.ok(!r.stderr.includes('some-key-123'));
+
+  r = await checkConfig({ SNOWFLAKE_ACCOUNT: 'acct', SNOWFLAKE_USER: 'u', SNOWFLAKE_PAT: makePat(86400), SNOWFLAKE_BASE_URL: 'http://127.0.0.1:9/api/v2' });
+  assert.equal(r.code, 2, r.stderr);
+  assert.match(r.stderr, /config error: env:SNOWFLAKE_BASE_URL: .*\/api\/v2/);
+
+  r = await checkConfig({ LAMBDA_BASE_URL: 'http://127.0.0.1:9' });
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /config warning: env:LAMBDA_BASE_URL: .*\/v1/);
+
+  const { run, GATEWAY_BIN } = await import('./lib.mjs');
+  const help = await run(GATEWAY_BIN, ['--help']);
+  assert.doesNotMatch(help.stdout, /validate the configuration and credentials/);
+  assert.match(help.stdout, /does not contact/);
+});
+
+// ---- 9. error messages that point the right way ------------------------------------------
+
+test('errors name the real cause: provider credentials, a base URL without /v1, TLS to plain HTTP, which timeout', async () => {
+  const up = await startScripted((req, res) => {
+    if (!req.url.startsWith('/v1/')) { res.writeHead(404, { 'content-type': 'application/json' }); res.end('{"detail":"Not Found"}'); return; }
+    if (req.headers.authorization !== 'Bearer right-key-123') {
+      res.writeHead(401, { 'content-type': 'application/json' });
+      res.end('{"error":{"message":"Invalid API key","type":"invalid_request_error","code":"invalid_api_key"}}');
+      return;
+    }
+    setTimeout(() => { res.writeHead(200); res.end('{}'); }, 2000);
+  });
+  cleanup.push(up);
+  const msg = async (gw) => {
+    const r = await postChat(gw, { model: 'fast', messages: [{ role: 'user', content: 'hi' }] });
+    return { status: r.status, j: await r.json() };
+  };
+  const start = (base, key, extra = {}) => startGateway({ env: { LAMBDA_BASE_URL: base, LAMBDA_API_KEY: key }, config: extra });
+  const gwKey = await start(`${up.url}/v1`, 'wrong-key-456');
+  let { status, j } = await msg(gwKey);
+  assert.equal(status, 401);
+  assert.match(j.error.message, /gateway's credentials for provider 'lambda'.*rejected/);
+  await gwKey.stopClean();
+
+  const gwNoV1 = await start(up.url, 'right-key-123');
+  ({ status, j } = await msg(gwNoV1));
+  assert.equal(status, 404);
+  assert.match(j.error.message, /\/v1/);
+  await gwNoV1.stopClean();
+
+  const gwTls = await start(`${up.url.replace('http:', 'https:')}/v1`, 'right-key-123');
+  ({ status, j } = await msg(gwTls));
+  assert.equal(status, 502);
+  assert.match(j.error.message, /http:\/\//);
+  await gwTls.stopClean();
+
+  const gwSlow = await start(`${up.url}/v1`, 'right-key-123', { upstream: { first_byte_timeout_ms: 300 } });
+  ({ status, j } = await msg(gwSlow));
+  assert.equal(status, 504);
+  assert.match(j.error.message, /'lambda'/);
+  assert.match(j.error.message, /first_byte_timeout_ms/);
+  assert.match(j.error.message, /300 ms/);
+  await gwSlow.stopClean();
+});
+
+test('the Cortex 401 message names the Snowflake request id once', async () => {
+  const mock = await startMock(['--snowflake-token', 'right-token-xyz']);
+  cleanup.push(mock);
+  const gw = await startGateway({ env: noLambda, config: { providers: { cortex: { account: 'a', user: 'u', pat: 'wrong-token-abc', base_url: mock.url } } } });
+  const r = await postChat(gw, { model: 'cortex/llama3.1-70b', messages: [{ role: 'user', content: 'hi' }] });
+  assert.equal(r.status, 401);
+  const j = await r.json();
+  const ids = j.error.message.match(/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/g) || [];
+  assert.equal(ids.length, 1, j.error.message);
+  await gw.stopClean();
+});
+
+// ---- 10. the README tells the truth ----------------------------------------------------------
+
+test('README: its configuration example is valid, it documents what the issue asked, and it stays in the repository', async () => {
+  const fs = await import('node:fs');
+  const os = await import('node:os');
+  const path = await import('node:path');
+  const readme = fs.readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
+  assert.ok(!readme.includes('../shared'), 'no link outside the repository');
+  for (const f of readme.matchAll(/`(docs\/[a-z_-]+\.md)`/g))
+    assert.ok(fs.existsSync(new URL(`../../${f[1]}`, import.meta.url)), `${f[1]} exists`);
+  const block = readme.match(/```jsonc\n([\s\S]*?)```/)[1];
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sg-readme-'));
+  const pat = makePat(30 * 86400);
+  fs.writeFileSync(path.join(dir, 'pat'), pat);
+  const text = block.replace('/run/secrets/snowflake_pat', path.join(dir, 'pat'));
+  fs.writeFileSync(path.join(dir, 'c.json'), text);
+  const r = await checkConfig({ LAMBDA_BASE_URL: 'http://127.0.0.1:9/v1', LAMBDA_API_KEY: 'k-123456', SNOWFLAKE_ACCOUNT: 'myorg-myacct' },
+    ['--config', path.join(dir, 'c.json')]);
+  assert.equal(r.code, 0, `the README's configuration: ${r.stderr}`);
+  const flat = readme.replace(/\s+/g, ' ');
+  for (const must of [/MOCK_LISTEN/, /network policy/, /--snowflake-token/, /without `\/api\/v2`/, /liveness only/,
+    /`model` field of a response/, /role restriction/, /body_timeout_ms/, /server_shutting_down/])
+    assert.match(flat, must);
+  fs.rmSync(dir, { recursive: true, force: true });
+});

@@ -1081,13 +1081,25 @@ static void test_cortex_env_only(void **state)
     assert_string_equal(p->base_url, "http://127.0.0.1:18080");
     sg_config_free(&cfg);
 
-    /* without SNOWFLAKE_ACCOUNT no provider is created */
+    /* without SNOWFLAKE_ACCOUNT no provider is created, and the other SNOWFLAKE_* settings
+     * are an error that names the missing variable (they cannot work alone) */
     unsetenv("SNOWFLAKE_ACCOUNT");
-    assert_int_equal(sg_config_load(&cfg, NULL, &errs), 0);
+    assert_int_equal(sg_config_load(&cfg, NULL, &errs), -1);
+    assert_int_equal(cfg.n_providers, 0);
+    assert_int_equal(errs.n, 1);
+    assert_string_equal(errs.items[0].path, "env:SNOWFLAKE_ACCOUNT");
+    assert_non_null(strstr(errs.items[0].message, "set SNOWFLAKE_ACCOUNT"));
+    sg_config_free(&cfg);
+    sg_config_errors_free(&errs);
+    setenv("SNOWFLAKE_ACCOUNT", "", 1); /* empty = unset */
+    assert_int_equal(sg_config_load(&cfg, NULL, &errs), -1);
     assert_int_equal(cfg.n_providers, 0);
     sg_config_free(&cfg);
-    setenv("SNOWFLAKE_ACCOUNT", "", 1); /* empty = unset */
-    assert_int_equal(sg_config_load(&cfg, NULL, &errs), 0);
+    sg_config_errors_free(&errs);
+    unsetenv("SNOWFLAKE_USER");
+    unsetenv("SNOWFLAKE_PAT");
+    unsetenv("SNOWFLAKE_PRIVATE_KEY_PATH");
+    assert_int_equal(sg_config_load(&cfg, NULL, &errs), 0); /* nothing Snowflake: fine */
     assert_int_equal(cfg.n_providers, 0);
     sg_config_free(&cfg);
     sg_config_errors_free(&errs);

@@ -1261,7 +1261,10 @@ static void test_convert_openai_variant(void **state)
 static void map(long status, const char *body, sg_error_t *e)
 {
     memset(e, 0, sizeof(*e));
-    VT.map_error(status, body, body ? strlen(body) : 0, e);
+    static sg_provider_cfg_t prov = {.name = "cortex", .kind = "cortex"};
+    static sg_model_cfg_t model = {.id = "m", .api = "complete"};
+    static sg_route_t route = {.provider = &prov, .model = &model, .public_name = "cortex/m"};
+    VT.map_error(&route, status, body, body ? strlen(body) : 0, e);
 }
 
 static void assert_contains(const char *hay, const char *needle)
