@@ -17,6 +17,10 @@
 #define MOCK_MODEL_MAX 256        /* longest model name accepted (bytes) */
 #define MOCK_TOOL_NAME_MAX 64     /* longest tool name accepted (bytes) */
 #define MOCK_FAIL_KEYS 256        /* fail_key=K slots remembered (oldest reused) */
+#define MOCK_MODELS_MAX 64        /* names in --models */
+#define MOCK_NAME_MAX 64          /* longest --name */
+#define MOCK_RETRY_AFTER_MAX 3600 /* cap on retry_after= (seconds) */
+#define MOCK_HDRS_MAX 512         /* extra response header lines of one reply (bytes) */
 
 /* ---- token generation -------------------------------------------------------------------- */
 
@@ -45,6 +49,7 @@ typedef struct mock_directives {
     int32_t midstream_error; /* -1: none */
     int32_t fail_times;      /* -1: none */
     int32_t fail_key;        /* -1: none (key 0) */
+    int32_t retry_after;     /* -1: none; seconds for Retry-After on status= errors */
     int8_t shape;            /* 0: default */
     int8_t hang, garbage, no_usage, prohibited, tool, close_delimited, no_done;
 } mock_directives_t;
@@ -66,6 +71,7 @@ typedef struct mock_stats {
     uint64_t nonstream_completed, nonstream_aborted, auth_failures, max_active, paused;
     uint64_t cut, errors_injected, midstream_errors, close_delimited;
     uint64_t cortex_requests, sf_auth_failures;
+    uint64_t models_requests, model_not_found, control_requests;
     char last_model[MOCK_MODEL_MAX + 1];
     char last_token_type[65];     /* X-Snowflake-Authorization-Token-Type of the last call */
     char last_sf_token_suffix[5]; /* last 4 chars of the last Cortex bearer token */
@@ -91,7 +97,18 @@ typedef struct mock_app {
     mock_stats_t stats;
     mock_fail_slot_t fail[MOCK_FAIL_KEYS];
     size_t n_fail, fail_next;
+    char name[MOCK_NAME_MAX + 1];                     /* --name; "" when not given */
+    char name_hdr[MOCK_NAME_MAX + 20];                /* "X-Mock-Instance: NAME\r\n", or "" */
+    char models[MOCK_MODELS_MAX][MOCK_MODEL_MAX + 1]; /* --models */
+    size_t n_models;                                  /* 0: no --models */
+    int fail_status;                                  /* POST /control: 0 or 400..599 */
+    int hang;                                         /* POST /control: never answer */
 } mock_app_t;
+
+/* Extra header lines of a reply: extra (NULL or "Name: value\r\n" lines; it may live in buf)
+ * followed by the X-Mock-Instance line of --name, written to buf[cap] (at least
+ * MOCK_HDRS_MAX). Returns buf, or NULL when there are no lines. */
+const char *mock_headers(const mock_app_t *app, const char *extra, char *buf, size_t cap);
 
 /* ---- output buffer ----------------------------------------------------------------------- */
 
@@ -128,8 +145,10 @@ typedef struct mock_wire {
     /* The whole non-streamed reply; must end the request (sg_http_respond). */
     void (*respond)(mock_job_t *j);
     /* An error reply in this format; code may be NULL; message NULL means "an injected
-     * status= failure" (the wire picks the text). */
-    void (*respond_error)(sg_http_req_t *req, int status, const char *code, const char *message);
+     * status= failure" (the wire picks the text); extra: NULL or more header lines (the
+     * instance header is added). */
+    void (*respond_error)(const mock_app_t *app, sg_http_req_t *req, int status, const char *code,
+                          const char *message, const char *extra);
 } mock_wire_t;
 
 struct mock_job {
@@ -147,6 +166,7 @@ struct mock_job {
     uint32_t ttft_ms, itl_ms, headers_delay_ms;
     int32_t cut_after;
     int32_t midstream_error;
+    int32_t retry_after; /* -1: no Retry-After on the status= error */
     uint16_t status;
     uint8_t phase;
     uint8_t shape; /* Cortex chunk shape 1..3 */
@@ -188,7 +208,9 @@ typedef int (*mock_parse_fn)(const cJSON *root, mock_chat_t *c, char *err, size_
 void mock_handle_chat(mock_app_t *app, sg_http_req_t *req, const mock_wire_t *wire,
                       mock_parse_fn parse);
 
-/* Extra header lines for a whole reply of job j (NULL or "X-Snowflake-Request-ID: …\r\n"). */
+/* Extra header lines for a whole reply of job j ("X-Snowflake-Request-ID: …\r\n" for
+ * Snowflake wires, the instance header), in buf[cap] (at least MOCK_HDRS_MAX); NULL when
+ * there are none. */
 const char *mock_reply_headers(const mock_job_t *j, char *buf, size_t cap);
 
 /* ---- OpenAI wire (mockllm.c) ------------------------------------------------------------- */
@@ -210,8 +232,10 @@ extern const mock_wire_t mock_wire_cortex;
 extern const mock_wire_t mock_wire_sf_openai;
 /* Writes a new Snowflake-style request id (UUID, 36 chars + NUL). */
 void mock_sf_request_id(char out[37]);
-/* Snowflake error JSON {"message","code","request_id"} with X-Snowflake-Request-ID. */
-void mock_sf_respond_error(sg_http_req_t *req, int status, const char *code, const char *message);
+/* Snowflake error JSON {"message","code","request_id"} with X-Snowflake-Request-ID, the
+ * instance header and extra (NULL or header lines). */
+void mock_sf_respond_error(const mock_app_t *app, sg_http_req_t *req, int status, const char *code,
+                           const char *message, const char *extra);
 /* Checks the Snowflake bearer token (records the stats); on failure answers 401 and
  * returns 0. */
 int mock_sf_authorize(mock_app_t *app, sg_http_req_t *req);

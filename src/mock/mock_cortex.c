@@ -46,7 +46,8 @@ static const sf_error_t sf_errors[] = {
     {504, "gateway timeout"},
 };
 
-void mock_sf_respond_error(sg_http_req_t *req, int status, const char *code, const char *message)
+void mock_sf_respond_error(const mock_app_t *app, sg_http_req_t *req, int status, const char *code,
+                           const char *message, const char *extra)
 {
     char rid[37], codebuf[16], msgbuf[96];
     mock_sf_request_id(rid);
@@ -75,9 +76,10 @@ void mock_sf_respond_error(sg_http_req_t *req, int status, const char *code, con
     sg_buf_append_str(&b, ",\"code\":");
     sg_json_escape_append(&b, code, strlen(code));
     sg_buf_printf(&b, ",\"request_id\":\"%s\"}", rid);
-    char hdr[80];
-    snprintf(hdr, sizeof(hdr), "X-Snowflake-Request-ID: %s\r\n", rid);
-    sg_http_respond(req, status, "application/json", b.data, b.len, hdr);
+    char hdr[MOCK_HDRS_MAX];
+    snprintf(hdr, sizeof(hdr), "X-Snowflake-Request-ID: %s\r\n%s", rid, extra ? extra : "");
+    sg_http_respond(req, status, "application/json", b.data, b.len,
+                    mock_headers(app, hdr, hdr, sizeof(hdr)));
     sg_buf_dispose(&b);
 }
 
@@ -124,7 +126,7 @@ int mock_sf_authorize(mock_app_t *app, sg_http_req_t *req)
     }
     if (ok) return 1;
     s->sf_auth_failures++;
-    mock_sf_respond_error(req, 401, "390144", NULL);
+    mock_sf_respond_error(app, req, 401, "390144", NULL, NULL);
     return 0;
 }
 
@@ -330,7 +332,7 @@ static void cx_respond(mock_job_t *j)
                       cx_guard_tokens(j));
     else
         sg_buf_append_str(&b, "{}}");
-    char hb[128];
+    char hb[MOCK_HDRS_MAX];
     sg_http_respond(j->req, 200, "application/json", b.data, b.len,
                     mock_reply_headers(j, hb, sizeof(hb)));
     sg_buf_dispose(&b);
@@ -501,6 +503,12 @@ static const char *const cx_models[] = {
 
 static void cx_handle_models(mock_app_t *app, sg_http_req_t *req)
 {
+    app->stats.models_requests++;
+    if (app->fail_status) {
+        mock_sf_respond_error(app, req, app->fail_status, NULL, NULL, NULL);
+        return;
+    }
+    if (app->hang) return; /* never answered; the connection ends when the client leaves */
     if (!mock_sf_authorize(app, req)) return;
     sg_buf_t b;
     sg_buf_init(&b, 16384);
@@ -508,10 +516,11 @@ static void cx_handle_models(mock_app_t *app, sg_http_req_t *req)
     for (size_t i = 0; i < SG_ARRAY_LEN(cx_models); i++)
         sg_buf_printf(&b, "%s{\"name\":\"%s\"}", i ? "," : "", cx_models[i]);
     sg_buf_append_str(&b, "]}");
-    char rid[37], hdr[80];
+    char rid[37], hdr[MOCK_HDRS_MAX];
     mock_sf_request_id(rid);
     snprintf(hdr, sizeof(hdr), "X-Snowflake-Request-ID: %s\r\n", rid);
-    sg_http_respond(req, 200, "application/json", b.data, b.len, hdr);
+    sg_http_respond(req, 200, "application/json", b.data, b.len,
+                    mock_headers(app, hdr, hdr, sizeof(hdr)));
     sg_buf_dispose(&b);
 }
 
@@ -550,10 +559,10 @@ int mock_cortex_route(mock_app_t *app, sg_http_req_t *req)
     if (want) {
         snprintf(msg, sizeof(msg), "method %.16s not allowed on %.64s (use %s)", req->method_str, p,
                  want);
-        mock_sf_respond_error(req, 405, NULL, msg);
+        mock_sf_respond_error(app, req, 405, NULL, msg, NULL);
     } else {
         snprintf(msg, sizeof(msg), "no route for %.64s", p);
-        mock_sf_respond_error(req, 404, NULL, msg);
+        mock_sf_respond_error(app, req, 404, NULL, msg, NULL);
     }
     return 1;
 }

@@ -81,7 +81,7 @@ void mock_directives_init(mock_directives_t *d)
 {
     memset(d, 0, sizeof(*d));
     d->tokens = d->ttft_ms = d->itl_ms = d->headers_delay_ms = -1;
-    d->cut_after = d->midstream_error = d->fail_times = d->fail_key = -1;
+    d->cut_after = d->midstream_error = d->fail_times = d->fail_key = d->retry_after = -1;
 }
 
 static void mock_trim(const char **s, size_t *n)
@@ -111,6 +111,7 @@ static const mock_int_directive_t mock_int_directives[] = {
     {"midstream_error", offsetof(mock_directives_t, midstream_error), MOCK_MAX_TOKENS},
     {"fail_times", offsetof(mock_directives_t, fail_times), MOCK_MAX_TOKENS},
     {"fail_key", offsetof(mock_directives_t, fail_key), INT32_MAX},
+    {"retry_after", offsetof(mock_directives_t, retry_after), MOCK_RETRY_AFTER_MAX},
 };
 
 /* Flag directives (any non-zero value sets them). */
@@ -564,18 +565,42 @@ static int mock_client_wants_close(const sg_http_req_t *req)
     return c && strcasestr(c, "close") != NULL;
 }
 
+const char *mock_headers(const mock_app_t *app, const char *extra, char *buf, size_t cap)
+{
+    size_t en = extra ? strlen(extra) : 0, nn = strlen(app->name_hdr);
+    if (en + nn == 0) return NULL;
+    SG_ASSERT(en + nn < cap);
+    if (en) memmove(buf, extra, en);
+    memcpy(buf + en, app->name_hdr, nn + 1);
+    return buf;
+}
+
 const char *mock_reply_headers(const mock_job_t *j, char *buf, size_t cap)
 {
-    if (!j->wire->snowflake) return NULL;
-    snprintf(buf, cap, "X-Snowflake-Request-ID: %s\r\n", j->sf_id);
-    return buf;
+    static const char sf[] = "X-Snowflake-Request-ID: ";
+    size_t n = 0;
+    if (j->wire->snowflake) {
+        size_t idn = strlen(j->sf_id);
+        SG_ASSERT(sizeof(sf) + idn + 2 < cap);
+        memcpy(buf, sf, sizeof(sf) - 1);
+        n = sizeof(sf) - 1;
+        memcpy(buf + n, j->sf_id, idn);
+        n += idn;
+        memcpy(buf + n, "\r\n", 2);
+        n += 2;
+    }
+    buf[n] = '\0';
+    return mock_headers(j->app, buf, buf, cap);
 }
 
 /* Sends the response head (or the whole reply when not streaming). */
 static void job_head(mock_job_t *j)
 {
     if (j->status) {
-        j->wire->respond_error(j->req, j->status, NULL, NULL);
+        char extra[40] = "";
+        if (j->retry_after >= 0)
+            snprintf(extra, sizeof(extra), "Retry-After: %" PRId32 "\r\n", j->retry_after);
+        j->wire->respond_error(j->app, j->req, j->status, NULL, NULL, extra[0] ? extra : NULL);
         if (!j->dead) job_finish(j, MOCK_DONE_ERROR);
         return;
     }
@@ -585,7 +610,7 @@ static void job_head(mock_job_t *j)
             return;
         }
         if (j->garbage) {
-            char hb[128];
+            char hb[MOCK_HDRS_MAX];
             sg_http_respond(j->req, 200, "application/json", mock_garbage1,
                             sizeof(mock_garbage1) - 1, mock_reply_headers(j, hb, sizeof(hb)));
         } else {
@@ -599,11 +624,11 @@ static void job_head(mock_job_t *j)
          * layer then sends "Connection: close" itself). */
         int announce_close =
             j->wire->close_at_end && !j->close_delimited && !mock_client_wants_close(j->req);
-        char hdrs[512];
-        snprintf(hdrs, sizeof(hdrs), "%s%s%s%s%s", j->wire->stream_headers,
+        char hdrs[MOCK_HDRS_MAX];
+        snprintf(hdrs, sizeof(hdrs), "%s%s%s%s%s%s", j->wire->stream_headers,
                  j->wire->snowflake ? "X-Snowflake-Request-ID: " : "",
                  j->wire->snowflake ? j->sf_id : "", j->wire->snowflake ? "\r\n" : "",
-                 announce_close ? "Connection: close\r\n" : "");
+                 announce_close ? "Connection: close\r\n" : "", j->app->name_hdr);
         if (j->close_delimited) j->app->stats.close_delimited++;
         int r = j->close_delimited
                     ? sg_http_stream_begin_close_delimited(j->req, 200,
@@ -666,6 +691,7 @@ static void job_start(mock_app_t *app, sg_http_req_t *req, const mock_wire_t *wi
     j->headers_delay_ms = pick(c->d.headers_delay_ms, 0);
     j->cut_after = c->d.cut_after;
     j->midstream_error = c->d.midstream_error;
+    j->retry_after = c->d.retry_after;
     j->status = (uint16_t)(c->d.status == 200 ? 0 : c->d.status);
     j->stream = c->stream != 0;
     j->want_usage = c->include_usage && !c->d.no_usage;
@@ -799,13 +825,46 @@ void mock_oai_respond(mock_job_t *j)
                   "\"usage\":{\"prompt_tokens\":%" PRIu32 ",\"completion_tokens\":%" PRIu32
                   ",\"total_tokens\":%" PRIu64 "}}",
                   j->prompt_tokens, j->n_items, (uint64_t)j->prompt_tokens + j->n_items);
-    char hb[128];
+    char hb[MOCK_HDRS_MAX];
     sg_http_respond(j->req, 200, "application/json", b.data, b.len,
                     mock_reply_headers(j, hb, sizeof(hb)));
     sg_buf_dispose(&b);
 }
 
-static void oai_respond_error(sg_http_req_t *req, int status, const char *code, const char *message)
+/* sg_http_respond_error's shape {"error":{"message","type","param":null,"code"}} (code NULL:
+ * JSON null) with the instance header and extra (NULL or header lines). */
+static void mock_respond_oai_error(const mock_app_t *app, sg_http_req_t *req, int status,
+                                   const char *type, const char *code, const char *message,
+                                   const char *extra)
+{
+    sg_buf_t b;
+    sg_buf_init(&b, 8192);
+    sg_buf_append_str(&b, "{\"error\":{\"message\":");
+    sg_json_escape_append(&b, message, strlen(message));
+    sg_buf_append_str(&b, ",\"type\":");
+    sg_json_escape_append(&b, type, strlen(type));
+    sg_buf_append_str(&b, ",\"param\":null,\"code\":");
+    if (code)
+        sg_json_escape_append(&b, code, strlen(code));
+    else
+        sg_buf_append_str(&b, "null");
+    sg_buf_append_str(&b, "}}");
+    char hb[MOCK_HDRS_MAX];
+    sg_http_respond(req, status, "application/json", b.data, b.len,
+                    mock_headers(app, extra, hb, sizeof(hb)));
+    sg_buf_dispose(&b);
+}
+
+/* What OpenAI's API sends with every 429. */
+static const char oai_ratelimit_headers[] = "x-ratelimit-limit-requests: 60\r\n"
+                                            "x-ratelimit-remaining-requests: 0\r\n"
+                                            "x-ratelimit-reset-requests: 1s\r\n"
+                                            "x-ratelimit-limit-tokens: 100000\r\n"
+                                            "x-ratelimit-remaining-tokens: 0\r\n"
+                                            "x-ratelimit-reset-tokens: 1s\r\n";
+
+static void oai_respond_error(const mock_app_t *app, sg_http_req_t *req, int status,
+                              const char *code, const char *message, const char *extra)
 {
     char msg[64];
     if (!message) {
@@ -813,13 +872,16 @@ static void oai_respond_error(sg_http_req_t *req, int status, const char *code, 
         message = msg;
     }
     const char *type = "invalid_request_error";
+    char hdrs[MOCK_HDRS_MAX];
     if (status == 429) {
         type = "requests";
         if (!code) code = "rate_limit_exceeded";
+        snprintf(hdrs, sizeof(hdrs), "%s%s", extra ? extra : "", oai_ratelimit_headers);
+        extra = hdrs;
     } else if (status >= 500) {
         type = "server_error";
     }
-    sg_http_respond_error(req, status, type, code, message);
+    mock_respond_oai_error(app, req, status, type, code, message, extra);
 }
 
 const mock_wire_t mock_wire_openai = {
@@ -897,7 +959,55 @@ static int mock_authorized(const mock_app_t *app, const sg_http_req_t *req)
 static void mock_reject_auth(mock_app_t *app, sg_http_req_t *req, const mock_wire_t *wire)
 {
     app->stats.auth_failures++;
-    wire->respond_error(req, 401, "invalid_api_key", "invalid api key");
+    wire->respond_error(app, req, 401, "invalid_api_key", "invalid api key", NULL);
+}
+
+/* Index of model in --models, or -1. */
+static int mock_model_index(const mock_app_t *app, const char *model)
+{
+    for (size_t i = 0; i < app->n_models; i++)
+        if (strcmp(app->models[i], model) == 0) return (int)i;
+    return -1;
+}
+
+/* vLLM's answer to a model it does not serve (the model is at most MOCK_MODEL_MAX bytes). */
+static void oai_model_not_found(mock_app_t *app, sg_http_req_t *req, const char *model)
+{
+    app->stats.model_not_found++;
+    char msg[MOCK_MODEL_MAX + 64];
+    snprintf(msg, sizeof(msg), "The model `%s` does not exist.", model);
+    sg_buf_t b;
+    sg_buf_init(&b, 8192);
+    sg_buf_append_str(&b, "{\"object\":\"error\",\"message\":");
+    sg_json_escape_append(&b, msg, strlen(msg));
+    sg_buf_append_str(&b, ",\"type\":\"NotFoundError\",\"param\":null,\"code\":404}");
+    char hb[MOCK_HDRS_MAX];
+    sg_http_respond(req, 404, "application/json", b.data, b.len,
+                    mock_headers(app, NULL, hb, sizeof(hb)));
+    sg_buf_dispose(&b);
+}
+
+/* The hang switch: the request becomes a job that is never answered (as hang=1), echoing
+ * what of the request can be read. */
+static void mock_hang_chat(mock_app_t *app, sg_http_req_t *req, const mock_wire_t *wire,
+                           mock_parse_fn parse)
+{
+    mock_chat_t c;
+    memset(&c, 0, sizeof(c));
+    mock_directives_init(&c.d);
+    char err[256];
+    cJSON *root = cJSON_ParseWithLength(req->body, req->body_len);
+    if (!cJSON_IsObject(root) || parse(root, &c, err, sizeof(err)) != 0 ||
+        strlen(c.model) > MOCK_MODEL_MAX) {
+        memset(&c, 0, sizeof(c));
+        c.model = "";
+    }
+    c.tool_name = NULL;
+    c.max_tokens = -1;
+    mock_directives_init(&c.d);
+    c.d.hang = 1;
+    job_start(app, req, wire, &c);
+    cJSON_Delete(root);
 }
 
 void mock_handle_chat(mock_app_t *app, sg_http_req_t *req, const mock_wire_t *wire,
@@ -905,8 +1015,18 @@ void mock_handle_chat(mock_app_t *app, sg_http_req_t *req, const mock_wire_t *wi
 {
     mock_stats_t *s = &app->stats;
     s->requests++;
+    if (wire->snowflake) s->cortex_requests++;
+    /* The /control switches win over everything, auth included. */
+    if (app->fail_status) {
+        s->errors_injected++;
+        wire->respond_error(app, req, app->fail_status, NULL, NULL, NULL);
+        return;
+    }
+    if (app->hang) {
+        mock_hang_chat(app, req, wire, parse);
+        return;
+    }
     if (wire->snowflake) {
-        s->cortex_requests++;
         if (!mock_sf_authorize(app, req)) return;
     } else {
         s->last_authorization_seen = sg_http_req_header(req, "authorization") != NULL;
@@ -918,7 +1038,7 @@ void mock_handle_chat(mock_app_t *app, sg_http_req_t *req, const mock_wire_t *wi
     cJSON *root = cJSON_ParseWithLength(req->body, req->body_len);
     if (!cJSON_IsObject(root)) {
         cJSON_Delete(root);
-        wire->respond_error(req, 400, NULL, "request body is not a JSON object");
+        wire->respond_error(app, req, 400, NULL, "request body is not a JSON object", NULL);
         return;
     }
     mock_chat_t c;
@@ -941,8 +1061,13 @@ void mock_handle_chat(mock_app_t *app, sg_http_req_t *req, const mock_wire_t *wi
         c.tool_name = NULL; /* only tool=1 echoes it */
     }
     if (r != 0) {
-        wire->respond_error(req, 400, NULL, err);
+        wire->respond_error(app, req, 400, NULL, err, NULL);
+    } else if (wire == &mock_wire_openai && app->n_models && c.model[0] &&
+               mock_model_index(app, c.model) < 0) {
+        oai_model_not_found(app, req, c.model);
     } else {
+        /* vLLM serves a request without a model with its (first) model. */
+        if (wire == &mock_wire_openai && app->n_models && !c.model[0]) c.model = app->models[0];
         mock_apply_fail_times(app, &c.d);
         job_start(app, req, wire, &c);
     }
@@ -961,8 +1086,31 @@ static const char *const mock_models[] = {
     "qwen25-coder-32b-instruct",
 };
 
+/* --models: vLLM's model cards. */
+static void models_vllm(const mock_app_t *app, sg_buf_t *b)
+{
+    int64_t now = sg_unix_time();
+    for (size_t i = 0; i < app->n_models; i++) {
+        const char *m = app->models[i];
+        size_t n = strlen(m);
+        sg_buf_append_str(b, i ? ",{\"id\":" : "{\"id\":");
+        sg_json_escape_append(b, m, n);
+        sg_buf_printf(
+            b,
+            ",\"object\":\"model\",\"created\":%" PRId64 ",\"owned_by\":\"vllm\",\"root\":", now);
+        sg_json_escape_append(b, m, n);
+        sg_buf_append_str(b, ",\"parent\":null,\"max_model_len\":32768,\"permission\":[]}");
+    }
+}
+
 static void handle_models(mock_app_t *app, sg_http_req_t *req)
 {
+    app->stats.models_requests++;
+    if (app->fail_status) {
+        oai_respond_error(app, req, app->fail_status, NULL, NULL, NULL);
+        return;
+    }
+    if (app->hang) return; /* never answered; the connection ends when the client leaves */
     if (!mock_authorized(app, req)) {
         mock_reject_auth(app, req, &mock_wire_openai);
         return;
@@ -970,13 +1118,19 @@ static void handle_models(mock_app_t *app, sg_http_req_t *req)
     sg_buf_t b;
     sg_buf_init(&b, 16384);
     sg_buf_append_str(&b, "{\"object\":\"list\",\"data\":[");
-    for (size_t i = 0; i < SG_ARRAY_LEN(mock_models); i++)
-        sg_buf_printf(&b,
-                      "%s{\"id\":\"%s\",\"object\":\"model\",\"created\":%" PRId64
-                      ",\"owned_by\":\"lambda\"}",
-                      i ? "," : "", mock_models[i], app->started);
+    if (app->n_models) {
+        models_vllm(app, &b);
+    } else {
+        for (size_t i = 0; i < SG_ARRAY_LEN(mock_models); i++)
+            sg_buf_printf(&b,
+                          "%s{\"id\":\"%s\",\"object\":\"model\",\"created\":%" PRId64
+                          ",\"owned_by\":\"lambda\"}",
+                          i ? "," : "", mock_models[i], app->started);
+    }
     sg_buf_append_str(&b, "]}");
-    sg_http_respond(req, 200, "application/json", b.data, b.len, NULL);
+    char hb[MOCK_HDRS_MAX];
+    sg_http_respond(req, 200, "application/json", b.data, b.len,
+                    mock_headers(app, NULL, hb, sizeof(hb)));
     sg_buf_dispose(&b);
 }
 
@@ -992,19 +1146,25 @@ static void handle_stats(mock_app_t *app, sg_http_req_t *req)
         ",\"nonstream_aborted\":%" PRIu64 ",\"auth_failures\":%" PRIu64 ",\"max_active\":%" PRIu64
         ",\"paused\":%" PRIu64 ",\"cut\":%" PRIu64 ",\"errors_injected\":%" PRIu64
         ",\"midstream_errors\":%" PRIu64 ",\"close_delimited\":%" PRIu64
-        ",\"cortex_requests\":%" PRIu64 ",\"sf_auth_failures\":%" PRIu64 ",\"last_model\":",
+        ",\"cortex_requests\":%" PRIu64 ",\"sf_auth_failures\":%" PRIu64
+        ",\"models_requests\":%" PRIu64 ",\"model_not_found\":%" PRIu64
+        ",\"control_requests\":%" PRIu64 ",\"last_model\":",
         s->requests, s->streams_started, s->streams_completed, s->streams_aborted, s->active,
         s->nonstream_completed, s->nonstream_aborted, s->auth_failures, s->max_active, s->paused,
         s->cut, s->errors_injected, s->midstream_errors, s->close_delimited, s->cortex_requests,
-        s->sf_auth_failures);
+        s->sf_auth_failures, s->models_requests, s->model_not_found, s->control_requests);
     sg_json_escape_append(&b, s->last_model, strlen(s->last_model));
     sg_buf_printf(&b, ",\"last_authorization_seen\":%s,\"last_token_type\":",
                   s->last_authorization_seen ? "true" : "false");
     sg_json_escape_append(&b, s->last_token_type, strlen(s->last_token_type));
     sg_buf_append_str(&b, ",\"last_sf_token_suffix\":");
     sg_json_escape_append(&b, s->last_sf_token_suffix, strlen(s->last_sf_token_suffix));
+    sg_buf_append_str(&b, ",\"instance\":");
+    sg_json_escape_append(&b, app->name, strlen(app->name));
     sg_buf_append_str(&b, "}");
-    sg_http_respond(req, 200, "application/json", b.data, b.len, NULL);
+    char hb[MOCK_HDRS_MAX];
+    sg_http_respond(req, 200, "application/json", b.data, b.len,
+                    mock_headers(app, NULL, hb, sizeof(hb)));
     sg_buf_dispose(&b);
 }
 
@@ -1015,6 +1175,77 @@ static void stats_reset(mock_app_t *app)
     app->stats.active = active;
     app->stats.max_active = active;
     app->n_fail = app->fail_next = 0; /* fail_key counters start over */
+}
+
+/* Reads a POST /control body into *fail_status / *hang (left alone when not given). Returns
+ * 0, or -1 with err set; nothing is applied on error. */
+static int control_parse(const cJSON *root, int *fail_status, int *hang, char *err, size_t errlen)
+{
+    if (!cJSON_IsObject(root)) {
+        snprintf(err, errlen, "body must be a JSON object");
+        return -1;
+    }
+    int fs = *fail_status, hg = *hang, given = 0;
+    const cJSON *item;
+    cJSON_ArrayForEach(item, root)
+    {
+        const char *k = item->string ? item->string : "";
+        given = 1;
+        if (strcmp(k, "fail_status") == 0) {
+            double v = cJSON_IsNumber(item) ? item->valuedouble : -1;
+            if (v < 0 || v > 599 || v != (double)(int)v || (v != 0 && v < 400)) {
+                snprintf(err, errlen, "'fail_status' must be 0 or an integer 400..599");
+                return -1;
+            }
+        } else if (strcmp(k, "hang") == 0 || strcmp(k, "reset") == 0) {
+            if (!cJSON_IsBool(item)) {
+                snprintf(err, errlen, "'%s' must be a boolean", k);
+                return -1;
+            }
+        } else {
+            snprintf(err, errlen, "unknown control key '%.64s' (fail_status, hang, reset)", k);
+            return -1;
+        }
+    }
+    if (!given) {
+        snprintf(err, errlen, "give at least one of fail_status, hang, reset");
+        return -1;
+    }
+    if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "reset"))) fs = hg = 0;
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "fail_status");
+    if (v) fs = (int)v->valuedouble;
+    v = cJSON_GetObjectItemCaseSensitive(root, "hang");
+    if (v) hg = cJSON_IsTrue(v);
+    *fail_status = fs;
+    *hang = hg;
+    return 0;
+}
+
+/* POST /control: the runtime fault switches. */
+static void handle_control(mock_app_t *app, sg_http_req_t *req)
+{
+    app->stats.control_requests++;
+    cJSON *root = cJSON_ParseWithLength(req->body, req->body_len);
+    char err[160];
+    int r = control_parse(root, &app->fail_status, &app->hang, err, sizeof(err));
+    cJSON_Delete(root);
+    if (r != 0) {
+        mock_respond_oai_error(app, req, 400, "invalid_request_error", NULL, err, NULL);
+        return;
+    }
+    if (sg_log_enabled(SG_LOG_INFO)) {
+        sg_logline_t l;
+        sg_logline_begin(&l, SG_LOG_INFO, "control");
+        sg_logline_int(&l, "fail_status", app->fail_status);
+        sg_logline_bool(&l, "hang", app->hang);
+        sg_logline_emit(&l);
+    }
+    char body[64];
+    int n = snprintf(body, sizeof(body), "{\"fail_status\":%d,\"hang\":%s}", app->fail_status,
+                     app->hang ? "true" : "false");
+    char hb[MOCK_HDRS_MAX];
+    sg_http_respond(req, 200, "application/json", body, (size_t)n,
+                    mock_headers(app, NULL, hb, sizeof(hb)));
 }
 
 static int method_is(const sg_http_req_t *req, const char *m)
@@ -1053,11 +1284,19 @@ static void on_request(sg_http_req_t *req, void *ud)
             handle_stats(app, req);
             return;
         }
+    } else if (strcmp(p, "/control") == 0) {
+        want = "POST";
+        if (method_is(req, want)) {
+            handle_control(app, req);
+            return;
+        }
     } else if (strcmp(p, "/healthz") == 0) {
         want = "GET";
         if (method_is(req, want)) {
             static const char ok[] = "{\"status\":\"ok\"}";
-            sg_http_respond(req, 200, "application/json", ok, sizeof(ok) - 1, NULL);
+            char hb[MOCK_HDRS_MAX];
+            sg_http_respond(req, 200, "application/json", ok, sizeof(ok) - 1,
+                            mock_headers(app, NULL, hb, sizeof(hb)));
             return;
         }
     }
@@ -1065,10 +1304,11 @@ static void on_request(sg_http_req_t *req, void *ud)
     if (want) {
         snprintf(msg, sizeof(msg), "method %.16s not allowed on %.64s (use %s)", req->method_str, p,
                  want);
-        sg_http_respond_error(req, 405, "invalid_request_error", "method_not_allowed", msg);
+        mock_respond_oai_error(app, req, 405, "invalid_request_error", "method_not_allowed", msg,
+                               NULL);
     } else {
         snprintf(msg, sizeof(msg), "no route for %.64s", p);
-        sg_http_respond_error(req, 404, "invalid_request_error", "not_found", msg);
+        mock_respond_oai_error(app, req, 404, "invalid_request_error", "not_found", msg, NULL);
     }
 }
 
@@ -1077,7 +1317,8 @@ static void on_request(sg_http_req_t *req, void *ud)
 static const char mock_usage[] =
     "Usage: mockllm [--listen HOST:PORT] [--ttft-ms N] [--itl-ms N] [--tokens N]\n"
     "               [--api-key KEY] [--snowflake-token TOKEN]\n"
-    "               [--snowflake-token-file PATH] [--quiet]\n"
+    "               [--snowflake-token-file PATH] [--models LIST] [--name NAME]\n"
+    "               [--quiet]\n"
     "\n"
     "A mock LLM upstream for tests and benchmarks. One process speaks two dialects, chosen\n"
     "by the path: OpenAI-compatible (vLLM-like, /v1/...) and Snowflake Cortex REST\n"
@@ -1104,6 +1345,17 @@ static const char mock_usage[] =
     "                      re-read on every request so tests can rotate the token; a missing\n"
     "                      or empty file accepts nothing. With both options either token\n"
     "                      passes.\n"
+    "  --models LIST       comma-separated model names (at most 64, each 1..256 bytes of\n"
+    "                      printable ASCII without spaces or commas, e.g.\n"
+    "                      meta-llama/Llama-3.1-8B-Instruct,Qwen/Qwen2.5-7B-Instruct; no\n"
+    "                      duplicates). GET /v1/models then lists exactly these in vLLM's\n"
+    "                      shape, and /v1/chat/completions answers a model not in the list\n"
+    "                      with vLLM's 404 (see below). Cortex endpoints are not affected.\n"
+    "  --name NAME         instance label, 1..64 chars of [A-Za-z0-9_.-] (default: none).\n"
+    "                      Every response of the mock's routes (both dialects, errors\n"
+    "                      included; not the HTTP layer's own protocol errors such as\n"
+    "                      413/431) then carries \"X-Mock-Instance: NAME\"; /stats shows it\n"
+    "                      as \"instance\".\n"
     "  --quiet             no per-request log lines (warnings and errors only)\n"
     "  --help              print this text\n"
     "\n"
@@ -1113,7 +1365,19 @@ static const char mock_usage[] =
     "                             chunk (\"choices\":[]) when stream_options.include_usage,\n"
     "                             then data: [DONE]. max_tokens/max_completion_tokens below the\n"
     "                             token count cut the reply (finish_reason \"length\").\n"
-    "  GET  /v1/models            a few Lambda model ids\n"
+    "                             With --models, a model not in the list is answered 404\n"
+    "                             {\"object\":\"error\",\"message\":\"The model `NAME` does not\n"
+    "                             "
+    "exist.\",\"type\":\"NotFoundError\",\"param\":null,\"code\":404}\n"
+    "                             (after the auth and body checks, before directives; counted\n"
+    "                             in model_not_found); a request without a model gets the\n"
+    "                             first listed one, as vLLM does.\n"
+    "  GET  /v1/models            a few Lambda model ids; with --models exactly those:\n"
+    "                             "
+    "{\"object\":\"list\",\"data\":[{\"id\":NAME,\"object\":\"model\",\n"
+    "                             \"created\":UNIX_TIME,\"owned_by\":\"vllm\",\"root\":NAME,\n"
+    "                             "
+    "\"parent\":null,\"max_model_len\":32768,\"permission\":[]},...]}\n"
     "\n"
     "Snowflake Cortex endpoints (every reply carries X-Snowflake-Request-ID; errors are\n"
     "{\"message\",\"code\",\"request_id\"} with code \"390\"+status, \"390144\" for 401):\n"
@@ -1150,6 +1414,23 @@ static const char mock_usage[] =
     "  GET  /stats                counters as JSON;  POST /stats/reset zeroes them (and the\n"
     "                             fail_key counters)\n"
     "  GET  /healthz              {\"status\":\"ok\"}\n"
+    "  POST /control              runtime fault switches, for taking the instance \"down\"\n"
+    "                             without restarting it. JSON body with any of:\n"
+    "                               \"fail_status\": CODE  400..599: from now on every chat\n"
+    "                                 request (both dialects) and GET /v1/models and\n"
+    "                                 GET /api/v2/cortex/models answer CODE with the\n"
+    "                                 dialect's error body for CODE (as status=CODE; no\n"
+    "                                 Retry-After); 0 turns it off\n"
+    "                               \"hang\": true|false  chat requests and model listings are\n"
+    "                                 never answered (as hang=1); requests already hanging\n"
+    "                                 stay so when it is turned off\n"
+    "                               \"reset\": true  every switch off (applied first)\n"
+    "                             200 {\"fail_status\":N,\"hang\":B} (the resulting state);\n"
+    "                             any other body 400. A switch that is on wins over\n"
+    "                             directives and is checked first (before auth and body\n"
+    "                             checks; fail_status before hang). /healthz, /stats,\n"
+    "                             /stats/reset and /control are never affected; POST\n"
+    "                             /stats/reset leaves the switches alone.\n"
     "\n"
     "Reply text: token i (0-based) is word i%16 of \"The quick brown fox jumps over the lazy\n"
     "dog while mock tokens stream steadily to clients\" plus one space. prompt_tokens = words\n"
@@ -1168,9 +1449,16 @@ static const char mock_usage[] =
     "  status=CODE         answer CODE (400..599) with an error: OpenAI \"mock failure CODE\";\n"
     "                      Cortex 400 \"invalid options object\", 401 \"JWT token is invalid\",\n"
     "                      402 \"budget exceeded\", 403 \"Not Authorized: ...CORTEX_USER...\",\n"
-    "                      404 \"model not found\", 429 \"Too many requests\" (no Retry-After),\n"
+    "                      404 \"model not found\", 429 \"Too many requests\",\n"
     "                      500 \"internal error\", 503 \"inference timed out\", 504 \"gateway\n"
-    "                      timeout\", others \"mock failure CODE\"\n"
+    "                      timeout\", others \"mock failure CODE\". Every OpenAI 429 (this\n"
+    "                      one and the fail_status switch's) carries x-ratelimit-limit-requests:\n"
+    "                      60, x-ratelimit-remaining-requests: 0, x-ratelimit-reset-requests:\n"
+    "                      1s, x-ratelimit-limit-tokens: 100000, x-ratelimit-remaining-tokens:\n"
+    "                      0, x-ratelimit-reset-tokens: 1s (as OpenAI's API); Cortex sends no\n"
+    "                      rate-limit headers (as Snowflake)\n"
+    "  retry_after=N       with status=CODE (400..599): the error carries \"Retry-After: N\"\n"
+    "                      (seconds, 0..3600), both dialects\n"
     "  fail_times=N        only the first N requests with the same fail_key apply the failure\n"
     "  fail_key=K          directives (status, cut_after, midstream_error, hang, garbage,\n"
     "                      headers_delay_ms); later ones succeed. Key default 0; the last 256\n"
@@ -1209,13 +1497,18 @@ static const char mock_usage[] =
     "streams_started (stream heads sent), streams_completed, streams_aborted (the client left\n"
     "before the end), nonstream_completed, nonstream_aborted, active (requests in progress),\n"
     "max_active, auth_failures, paused (times a stream paused because the client was not\n"
-    "reading), cut (cut_after closes), errors_injected (status= replies), midstream_errors,\n"
-    "close_delimited (close-delimited streams started), cortex_requests (chat requests on\n"
-    "/api/v2/cortex/), sf_auth_failures, last_model, last_authorization_seen (the last chat\n"
-    "request carried an Authorization header), last_token_type (the\n"
+    "reading), cut (cut_after closes), errors_injected (status= replies and chat requests\n"
+    "failed by the fail_status switch), midstream_errors, close_delimited (close-delimited\n"
+    "streams started), cortex_requests (chat requests on /api/v2/cortex/), sf_auth_failures,\n"
+    "models_requests (GET /v1/models and GET /api/v2/cortex/models, those failed or held by\n"
+    "a switch included), model_not_found (--models 404s), control_requests (POST /control,\n"
+    "rejected ones included), last_model, last_authorization_seen (the last chat request\n"
+    "carried an Authorization header), last_token_type (the\n"
     "X-Snowflake-Authorization-Token-Type of the last Cortex request, \"\" when absent),\n"
-    "last_sf_token_suffix (the last 4 characters of its bearer token). Both dialects count\n"
-    "in the shared counters.\n"
+    "last_sf_token_suffix (the last 4 characters of its bearer token), instance (--name; \"\"\n"
+    "without). Both dialects count in the shared counters. Chat requests held by the hang\n"
+    "switch count in requests and active (and, when the client leaves, in *_aborted) like\n"
+    "hang=1.\n"
     "SIGINT/SIGTERM close every connection and exit 0.\n";
 
 static void on_server_closed(sg_http_server_t *srv, void *ud)
@@ -1244,6 +1537,62 @@ static int parse_uint(const char *s, uint32_t max, uint32_t *out)
     unsigned long long v = strtoull(s, &end, 10);
     if (errno || *end || s[0] == '-' || v > max) return -1;
     *out = (uint32_t)v;
+    return 0;
+}
+
+/* --models: comma-separated names into app->models. Returns 0, or -1 with err set. */
+static int parse_models(mock_app_t *app, const char *s, char *err, size_t errlen)
+{
+    app->n_models = 0;
+    if (!s || !*s) {
+        snprintf(err, errlen, "an empty list");
+        return -1;
+    }
+    for (;;) {
+        const char *e = strchr(s, ',');
+        size_t n = e ? (size_t)(e - s) : strlen(s);
+        if (n == 0 || n > MOCK_MODEL_MAX) {
+            snprintf(err, errlen, "model %zu must be 1..%d bytes", app->n_models + 1,
+                     MOCK_MODEL_MAX);
+            return -1;
+        }
+        for (size_t i = 0; i < n; i++) {
+            if (s[i] <= ' ' || s[i] > '~') {
+                snprintf(err, errlen, "model %zu has a space or a non-printable byte",
+                         app->n_models + 1);
+                return -1;
+            }
+        }
+        if (app->n_models == MOCK_MODELS_MAX) {
+            snprintf(err, errlen, "more than %d models", MOCK_MODELS_MAX);
+            return -1;
+        }
+        char *m = app->models[app->n_models];
+        memcpy(m, s, n);
+        m[n] = '\0';
+        if (mock_model_index(app, m) >= 0) {
+            snprintf(err, errlen, "model %.64s is listed twice", m);
+            return -1;
+        }
+        app->n_models++;
+        if (!e) return 0;
+        s = e + 1;
+    }
+}
+
+/* --name: 1..MOCK_NAME_MAX chars of [A-Za-z0-9_.-]; sets the instance header too. */
+static int parse_name(mock_app_t *app, const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+    if (n == 0 || n > MOCK_NAME_MAX) return -1;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        int ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+                 c == '_' || c == '.' || c == '-';
+        if (!ok) return -1;
+    }
+    snprintf(app->name, sizeof(app->name), "%s", s);
+    snprintf(app->name_hdr, sizeof(app->name_hdr), "X-Mock-Instance: %s\r\n", s);
     return 0;
 }
 
@@ -1296,6 +1645,15 @@ int main(int argc, char **argv)
         } else if (strcmp(a, "--snowflake-token-file") == 0) {
             bad = !v || !*v;
             app.sf_token_file = v;
+        } else if (strcmp(a, "--models") == 0) {
+            char err[128];
+            if (v && parse_models(&app, v, err, sizeof(err)) != 0) {
+                fprintf(stderr, "mockllm: bad --models: %s (see --help)\n", err);
+                return 2;
+            }
+            bad = !v;
+        } else if (strcmp(a, "--name") == 0) {
+            bad = parse_name(&app, v) != 0;
         } else {
             fprintf(stderr, "mockllm: unknown option %s (see --help)\n", a);
             return 2;
