@@ -23,6 +23,7 @@ DEPS_STAMP := $(BUILD)/.deps-installed
 LLHTTP_LIB := $(BUILD)/deps/libllhttp.a
 
 LIB_SRC := $(sort $(wildcard src/core/*.c src/ingress/*.c src/egress/*.c src/providers/*.c \
+                              src/api/*.c src/pipeline/*.c \
                               src/policy/*.c src/state/*.c src/admin/*.c))
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 GW_OBJ := $(BUILD)/obj/src/main.o

@@ -8,7 +8,9 @@
 
 #include "sophia/core.h"
 #include "sophia/gateway.h"
+#include "sophia/health.h"
 #include "sophia/log.h"
+#include "sophia/record.h"
 
 typedef struct app {
     sg_gateway_t gw;
@@ -56,6 +58,8 @@ static void on_http_closed(sg_http_server_t *srv, void *ud)
     uv_close((uv_handle_t *)&a->sigint, on_handle_close_noop);
     uv_close((uv_handle_t *)&a->sigterm, on_handle_close_noop);
     uv_close((uv_handle_t *)&a->sighup, on_handle_close_noop);
+    sg_health_stop(a->gw.health);
+    a->gw.health = NULL;
     sg_curlm_free(a->gw.curlm);
     a->gw.curlm = NULL;
 }
@@ -80,6 +84,8 @@ static void on_signal(uv_signal_t *s, int signum)
     }
     a->stopping = 1;
     a->gw.draining = 1;
+    sg_health_stop(a->gw.health); /* no probes while draining */
+    a->gw.health = NULL;
     uint64_t grace = a->gw.gen->cfg.shutdown_grace_ms;
     sg_log(SG_LOG_INFO, "%s received: draining %zu connection(s) for up to %llu ms",
            signum == SIGINT ? "SIGINT" : "SIGTERM", sg_http_server_conn_count(a->gw.http),
@@ -127,20 +133,30 @@ static void log_providers(const sg_gen_t *g)
         sg_logline_str(&l, "name", p->name);
         sg_logline_str(&l, "kind", p->kind);
         char url[1024];
-        sg_url_redact(p->base_url, url, sizeof(url));
-        sg_logline_str(&l, "base_url", p->base_url ? url : NULL);
-        if (g->sf_auth[i]) {
-            sg_logline_str(&l, "auth", sg_sf_auth_method(g->sf_auth[i]));
-            int64_t exp = sg_sf_auth_expires_at(g->sf_auth[i]);
-            if (exp && strcmp(sg_sf_auth_method(g->sf_auth[i]), "pat") == 0)
-                sg_logline_num(&l, "token_days_left", (double)(exp - sg_unix_time()) / 86400.0);
-        } else {
-            sg_logline_bool(&l, "api_key_set", p->api_key && p->api_key[0]);
-        }
+        sg_url_redact(p->n_endpoints ? p->endpoints[0].base_url : NULL, url, sizeof(url));
+        sg_logline_str(&l, "base_url", p->n_endpoints ? url : NULL);
+        if (p->n_endpoints > 1) sg_logline_int(&l, "endpoints", (long long)p->n_endpoints);
+        if (p->ops->log_fields) p->ops->log_fields(p, g->state[i], sg_unix_time(), &l);
         sg_logline_int(&l, "models", (long long)p->n_models);
         sg_logline_emit(&l);
     }
     if (g->cfg.n_providers == 0) sg_log(SG_LOG_WARN, "no provider configured: %s", NO_PROVIDER_FIX);
+}
+
+/* The first health checks are in: the gateway announces itself. */
+static void on_ready(void *ud)
+{
+    app_t *a = ud;
+    sg_gateway_t *gw = &a->gw;
+    const sg_config_t *cfg = &gw->gen->cfg;
+    sg_logline_t l;
+    sg_logline_begin(&l, SG_LOG_INFO, "sophia-gateway listening");
+    sg_logline_str(&l, "host", cfg->listen_host);
+    sg_logline_int(&l, "port", sg_http_server_port(gw->http));
+    sg_logline_int(&l, "providers", (long long)cfg->n_providers);
+    sg_logline_int(&l, "models", (long long)gw->gen->catalog.n);
+    sg_logline_emit(&l);
+    log_providers(gw->gen);
 }
 
 /* SIGHUP: a new generation from the same sources. Requests in flight keep the old one, which
@@ -179,6 +195,7 @@ static void on_sighup(uv_signal_t *s, int signum)
     sg_logline_emit(&l);
     log_providers(g);
     sg_gen_unref(old);
+    sg_health_kick(gw->health);
 }
 
 int main(int argc, char **argv)
@@ -273,15 +290,11 @@ int main(int argc, char **argv)
     uv_signal_start(&app.sighup, on_sighup, SIGHUP);
     uv_timer_init(loop, &app.grace);
     app.grace.data = &app;
-
-    sg_logline_t l;
-    sg_logline_begin(&l, SG_LOG_INFO, "sophia-gateway listening");
-    sg_logline_str(&l, "host", cfg->listen_host);
-    sg_logline_int(&l, "port", sg_http_server_port(gw->http));
-    sg_logline_int(&l, "providers", (long long)cfg->n_providers);
-    sg_logline_int(&l, "models", (long long)gw->gen->catalog.n);
-    sg_logline_emit(&l);
-    log_providers(gw->gen);
+    sg_observe(gw, sg_log_observer, NULL);
+    /* The first health checks (and model discovery) run before the gateway says it listens,
+     * so that discovered names are known to the first requests (bounded by
+     * health.startup_wait_ms). */
+    gw->health = sg_health_start(gw, on_ready, &app);
 
     uv_run(loop, UV_RUN_DEFAULT);
     sg_http_server_free(gw->http);

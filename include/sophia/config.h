@@ -6,6 +6,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* A model's size class, for automatic routing. */
+typedef enum { SG_TIER_SMALL = 0, SG_TIER_MEDIUM = 1, SG_TIER_LARGE = 2 } sg_tier_t;
+
+/* Model capabilities (sg_model_cfg_t.caps). */
+#define SG_CAP_TOOLS 1u
+#define SG_CAP_JSON_SCHEMA 2u
+#define SG_CAP_VISION 4u
+
 typedef struct sg_model_cfg {
     char *id;          /* public model id within its provider, e.g. "hermes3-70b" */
     char *upstream_id; /* id sent upstream; defaults to id */
@@ -13,35 +21,71 @@ typedef struct sg_model_cfg {
     size_t n_aliases;
     double price_in_per_mtok;  /* USD per 1M prompt tokens */
     double price_out_per_mtok; /* USD per 1M completion tokens */
-    /* kind "cortex" only: which Snowflake endpoint serves the model: "complete"
-     * (/api/v2/cortex/inference:complete, the default) or "openai"
-     * (/api/v2/cortex/v1/chat/completions). NULL for other kinds. */
+    int tier;                  /* sg_tier_t */
+    long context_window;       /* tokens; 0 when unknown */
+    unsigned caps;             /* SG_CAP_* */
+    /* The provider kind's variant of the model, or NULL. Kind "cortex": which Snowflake
+     * endpoint serves it, "complete" (/api/v2/cortex/inference:complete, the default) or
+     * "openai" (/api/v2/cortex/v1/chat/completions). */
     char *api;
 } sg_model_cfg_t;
 
-typedef struct sg_provider_cfg {
-    char *name;     /* "lambda" */
-    char *kind;     /* adapter: "openai" (OpenAI-compatible) or "cortex" (Snowflake) */
-    char *base_url; /* e.g. "http://127.0.0.1:9000/v1" (no trailing slash after load); for
-                       cortex the Snowflake host URL, default
-                       https://<account host part>.snowflakecomputing.com */
-    char *api_key;  /* secret; may be NULL (no Authorization sent) */
-    sg_model_cfg_t *models;
-    size_t n_models;
+/* One upstream server of a provider. */
+typedef struct sg_endpoint_cfg {
+    char *base_url;  /* no trailing slash; e.g. "http://10.0.0.5:8000/v1" */
+    unsigned weight; /* share of requests relative to the provider's other endpoints (1) */
+} sg_endpoint_cfg_t;
 
-    /* kind "cortex" (Snowflake). account and user are required; exactly one of pat and
-     * private_key_path. */
-    char *account; /* account identifier as given, e.g. "myorg-myacct" */
-    char *user;
-    char *role;                   /* may be NULL */
-    char *warehouse;              /* may be NULL */
-    char *database;               /* may be NULL */
-    char *schema;                 /* may be NULL */
-    char *pat;                    /* secret: programmatic access token */
-    char *private_key_path;       /* PKCS#8 PEM (RSA), possibly encrypted */
-    char *private_key_passphrase; /* secret; may be NULL */
-    int pat_warn_days;            /* warn when the PAT expires within this many days (7) */
+struct sg_provider_kind;
+
+typedef struct sg_provider_cfg {
+    char *name;                         /* "lambda" */
+    char *kind;                         /* "openai" (OpenAI-compatible) or "cortex" (Snowflake) */
+    const struct sg_provider_kind *ops; /* the kind's code (sophia/provider.h) */
+    sg_endpoint_cfg_t *endpoints;       /* at least one once loaded */
+    size_t n_endpoints;
+    sg_model_cfg_t *models; /* configured (or built-in) models */
+    size_t n_models;
+    int discover; /* also serve the models the endpoints list (GET /models) */
+    int pinned;   /* only the listed models: an unknown provider/<id> is refused, not passed on */
+    void *ext;    /* the kind's own settings, owned (e.g. sg_cortex_cfg_t) */
 } sg_provider_cfg_t;
+
+/* A fallback chain: when a request for `from` (a public model name, an alias, or a tier name
+ * "small" / "medium" / "large") cannot be served, the models in `to` are tried in order. */
+typedef struct sg_fallback_cfg {
+    char *from;
+    char **to;
+    size_t n_to;
+} sg_fallback_cfg_t;
+
+/* "routing": how model "auto" and provider hints are resolved (src/policy/route.c). */
+typedef struct sg_routing_cfg {
+    char *default_provider; /* NULL: "lambda" when configured, else the first provider */
+    char *data_provider;    /* NULL: the first provider of kind "cortex" */
+    char **data_keywords;   /* words that make a prompt data-local */
+    size_t n_data_keywords;
+    double small_below; /* complexity below this → a small model (0.3) */
+    double large_above; /* complexity above this → a large model (0.7) */
+    sg_fallback_cfg_t *fallbacks;
+    size_t n_fallbacks;
+} sg_routing_cfg_t;
+
+/* "breaker": when an endpoint is taken out of rotation (src/policy/endpoint.c). */
+typedef struct sg_breaker_cfg {
+    uint64_t failures;     /* consecutive failures that open it (5) */
+    uint64_t error_pct;    /* or this share of failures in the window (50) … */
+    uint64_t min_requests; /* … once the window holds this many outcomes (20) */
+    uint64_t window_ms;    /* (30000) */
+    uint64_t cooldown_ms;  /* open → half-open: one trial request (10000) */
+} sg_breaker_cfg_t;
+
+/* "health": active checks of every endpoint (src/policy/health.c). */
+typedef struct sg_health_cfg {
+    uint64_t interval_ms;     /* between probes of one endpoint; 0: no active checks (30000) */
+    uint64_t timeout_ms;      /* a probe's deadline (5000) */
+    uint64_t startup_wait_ms; /* at start, wait this long for the first probes (3000) */
+} sg_health_cfg_t;
 
 typedef struct sg_config {
     char *listen_host; /* default "127.0.0.1" */
@@ -67,8 +111,14 @@ typedef struct sg_config {
     uint64_t first_byte_timeout_ms;    /* default 60000 */
     uint64_t upstream_idle_timeout_ms; /* between bytes, default 60000 */
     uint64_t total_timeout_ms;         /* default 600000 */
-    size_t max_retries;                /* retries of 429/503/504 before any output, default 2 */
+    size_t max_retries;                /* extra attempts before any output, default 2 */
     uint64_t retry_base_ms;            /* first backoff, doubled each retry, default 250 */
+    uint64_t deadline_ms;              /* a request's attempts, backoffs included (120000) */
+    uint64_t sse_heartbeat_ms;         /* ": keep-alive" lines while a stream waits (15000) */
+
+    sg_routing_cfg_t routing;
+    sg_breaker_cfg_t breaker;
+    sg_health_cfg_t health;
 
     uint64_t shutdown_grace_ms; /* default 10000 */
 
@@ -94,13 +144,10 @@ typedef struct sg_config_errors {
 void sg_config_defaults(sg_config_t *cfg);
 
 /* Loads the configuration. path may be NULL (environment only). Starts from the defaults,
- * applies the file, then the environment: LAMBDA_BASE_URL and LAMBDA_API_KEY fill the
- * "lambda" provider's base_url / api_key when the file leaves them unset (and create the
- * provider, with the built-in Lambda model catalog, when the file has none and
- * LAMBDA_BASE_URL is set); SNOWFLAKE_* likewise fill or create the "cortex" provider (see
- * config.c). String values in the file may contain ${NAME} (replaced by the environment
- * variable; an unset variable is an error naming it), ${file:PATH} (a secret file's content)
- * and $$ for a literal $.
+ * applies the file, then the environment (each provider kind reads its own variables:
+ * LAMBDA_* for "openai", SNOWFLAKE_* for "cortex"). String values in the file may contain
+ * ${NAME} (replaced by the environment variable; an unset variable is an error naming it),
+ * ${file:PATH} (a secret file's content) and $$ for a literal $.
  * Every problem is appended to errs (all of them, not just the first); returns 0 when errs
  * is empty, -1 otherwise. On return cfg is always safe to sg_config_free. */
 int sg_config_load(sg_config_t *cfg, const char *path, sg_config_errors_t *errs);
@@ -115,5 +162,7 @@ void sg_config_errors_free(sg_config_errors_t *errs);
 
 /* Finds a provider by name, or NULL. */
 const sg_provider_cfg_t *sg_config_provider(const sg_config_t *cfg, const char *name);
+/* The first provider of a kind ("cortex"), or NULL. */
+const sg_provider_cfg_t *sg_config_provider_of_kind(const sg_config_t *cfg, const char *kind);
 
 #endif

@@ -48,6 +48,9 @@ void sg_request_id_new(char out[33]);
  * connections); logs a warning when that fails. */
 void sg_raise_nofile_limit(void);
 
+/* Overwrites a secret string with zeros, then frees it (NULL is fine). */
+void sg_secret_free(char *s);
+
 /* Case-insensitive ASCII compare of n bytes; returns 1 when equal. */
 int sg_strncaseeq(const char *a, const char *b, size_t n);
 

@@ -10,6 +10,9 @@
 #include "sophia/generation.h"
 #include "sophia/http.h"
 
+struct sg_record;
+struct sg_health;
+
 /* A request in progress that the gateway ends itself when the shutdown grace period is over
  * (embedded in the handler's request object). */
 typedef struct sg_active sg_active_t;
@@ -32,6 +35,13 @@ typedef struct sg_gateway {
     uint64_t reloads_ok, reloads_failed;
     uint64_t upstream_retries;
     sg_active_t *active; /* requests in progress (sg_gateway_track) */
+    struct {
+        void (*fn)(const struct sg_record *r, void *ud);
+        void *ud;
+    } observers[16]; /* sg_observe */
+    size_t n_observers;
+    struct sg_health *health;
+    uint64_t fallbacks; /* attempts moved to another endpoint or model */
 } sg_gateway_t;
 
 /* Registers / unregisters a request in progress. */
@@ -45,8 +55,16 @@ void sg_gateway_http_opts(const sg_config_t *cfg, sg_http_opts_t *o);
 
 /* Routes one request (method + path) to its handler. */
 void sg_router_on_request(sg_http_req_t *req, void *ud);
-/* POST /v1/chat/completions. */
+/* POST /v1/chat/completions (src/api/chat.c). */
 void sg_chat_handle(sg_gateway_t *gw, sg_http_req_t *req);
+/* GET /v1/models (id NULL) and /v1/models/{id} (id URL-encoded) (src/api/models.c). */
+void sg_models_handle(sg_gateway_t *gw, sg_http_req_t *req, const char *id);
+/* src/admin/status.c: GET /healthz, /readyz, /metrics, /v1/providers (detail 0) and
+ * /admin/providers (detail 1: every endpoint). */
+void sg_status_health(sg_gateway_t *gw, sg_http_req_t *req);
+void sg_status_ready(sg_gateway_t *gw, sg_http_req_t *req);
+void sg_status_metrics(sg_gateway_t *gw, sg_http_req_t *req);
+void sg_status_providers(sg_gateway_t *gw, sg_http_req_t *req, int detail);
 /* Logs the one line for a request answered synchronously without the chat handler (404,
  * /healthz, …). The request stays readable until the next one on its connection begins. */
 void sg_log_simple_request(const sg_http_req_t *req);

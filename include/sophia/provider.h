@@ -7,6 +7,7 @@
 
 #include <cjson/cJSON.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "sophia/config.h"
 #include "sophia/egress.h"
@@ -54,11 +55,17 @@ typedef struct sg_decode_sink {
     int (*raw_chunk)(void *ud, const char *raw, size_t len, int has_content, int has_finish);
 } sg_decode_sink_t;
 
+/* Where one attempt goes: a provider, one of its models and one of its endpoints. */
 typedef struct sg_route {
     const sg_provider_cfg_t *provider;
     const sg_model_cfg_t *model;
-    char public_name[256];      /* "lambda/hermes3-70b" */
-    struct sg_sf_auth *sf_auth; /* kind "cortex": the provider's Snowflake credentials */
+    char public_name[256]; /* "lambda/hermes3-70b" */
+    void *state;           /* the provider's runtime state (kind "cortex": its credentials) */
+    const char *base_url;  /* the endpoint this attempt uses */
+    struct sg_endpoint *endpoint; /* its runtime state (sophia/endpoint.h), or NULL */
+    /* A model the catalog does not list (passed to the upstream as named): model points here. */
+    sg_model_cfg_t passthrough;
+    char passthrough_id[256];
 } sg_route_t;
 
 typedef struct sg_upstream_opts {
@@ -97,6 +104,93 @@ typedef struct sg_provider_vt {
                       sg_error_t *err);
 } sg_provider_vt_t;
 
+/* ---- provider kinds ----------------------------------------------------------------------
+ * Everything the gateway knows about one kind of provider: its configuration (parsed with the
+ * loader's machinery, sophia/config_parse.h, into sg_provider_cfg_t.ext), its environment
+ * variables, its built-in models, its runtime state (credentials), what of it is secret, how
+ * it describes itself, how its endpoints are probed, and its wire adapter. Adding a provider
+ * is adding one of these under src/providers/ and listing it in src/providers/registry.c. */
+
+struct sg_cfg_ctx;
+struct sg_secrets;
+struct sg_logline;
+
+/* A built-in model: defaults only, every value overridable by configuration. */
+typedef struct sg_builtin_model {
+    const char *id;
+    double price_in, price_out; /* USD per 1M tokens */
+    const char *alias;          /* or NULL */
+    int tier;                   /* sg_tier_t */
+    long context_window;
+    unsigned caps; /* SG_CAP_* */
+} sg_builtin_model_t;
+
+typedef struct sg_provider_kind {
+    const char *kind;         /* "openai" */
+    const char *default_name; /* a provider of this name is of this kind unless it says */
+    /* The provider-object keys of this kind, besides the common ones (kind, base_url,
+     * endpoints, models, discover, pinned), and how other kinds report them. */
+    const char *const *keys;
+    size_t n_keys;
+    const char *foreign_msg;
+    /* Model keys of this kind besides the common ones (NULL when none). */
+    const char *const *model_keys;
+    size_t n_model_keys;
+    /* Built-in models. builtin_serves: 1 when they are the provider's models when it lists
+     * none; 0 when they are only a table of prices, tiers and aliases for the models its
+     * endpoints serve. */
+    const sg_builtin_model_t *builtin;
+    size_t n_builtin;
+    const char *builtin_label; /* "(built-in Lambda catalog)" */
+    int builtin_serves;
+
+    /* Parses the kind's settings of provider object obj (at the current path) into p->ext;
+     * a provider named default_name also takes what obj leaves out from the environment.
+     * May set p->endpoints (when derived, as Cortex's host from the account). */
+    void (*parse)(struct sg_cfg_ctx *c, const cJSON *obj, sg_provider_cfg_t *p);
+    /* Parses the kind's model keys (at the model's path). May be NULL. */
+    void (*parse_model)(struct sg_cfg_ctx *c, const cJSON *obj, sg_model_cfg_t *m);
+    /* Checks a configured base URL (may warn at where). Returns NULL, or why it is refused. */
+    const char *(*check_url)(struct sg_cfg_ctx *c, const char *where, char *url);
+    /* After the file: creates this kind's provider from the environment when the file has
+     * none, and reports environment settings that cannot work. */
+    void (*from_env)(struct sg_cfg_ctx *c);
+    /* Frees p->ext (wiping secrets). */
+    void (*free_ext)(void *ext);
+
+    /* Runtime state of a provider for one configuration generation (credentials). NULL when
+     * the kind has none; returns NULL with err when the settings are unusable. */
+    void *(*state_new)(const sg_provider_cfg_t *p, int64_t now, char *err, size_t errlen);
+    void (*state_free)(void *state);
+    /* Adds every secret value of the settings (for redaction). */
+    void (*secrets)(const sg_provider_cfg_t *p, struct sg_secrets *out);
+    /* A secret that changes at run time (a key-pair JWT in use), or NULL. */
+    const char *(*live_secret)(const void *state);
+    /* Adds the provider's status (auth method, expiry…; never a secret) to obj. */
+    void (*describe)(const sg_provider_cfg_t *p, const void *state, int64_t now, cJSON *obj);
+    /* Adds fields to the start-up log line of the provider. */
+    void (*log_fields)(const sg_provider_cfg_t *p, const void *state, int64_t now,
+                       struct sg_logline *l);
+
+    /* The request that lists an endpoint's models (health check and discovery). Returns 0
+     * with out filled (as build_chat), or -1 with err. */
+    int (*build_probe)(const sg_provider_cfg_t *p, void *state, const char *base_url,
+                       const sg_upstream_opts_t *uo, sg_exchange_req_t *out, char *url_buf,
+                       size_t url_cap, sg_error_t *err);
+    /* Reads the model ids from a 2xx probe answer. Returns a cJSON array of strings (caller
+     * deletes), or NULL when the body is not a model list. */
+    cJSON *(*probe_models)(const char *body, size_t len);
+
+    const sg_provider_vt_t *vt; /* the wire adapter */
+} sg_provider_kind_t;
+
+/* The kind named kind ("openai", "cortex"), or NULL. */
+const sg_provider_kind_t *sg_provider_kind_find(const char *kind);
+/* The kind a provider named name has when it does not say (its default_name), or NULL. */
+const sg_provider_kind_t *sg_provider_kind_for_name(const char *name);
+/* Every kind, NULL-terminated. */
+extern const sg_provider_kind_t *const sg_provider_kinds[];
+
 /* Returns the adapter for a provider kind ("openai"), or NULL. */
 const sg_provider_vt_t *sg_provider_find(const char *kind);
 
@@ -107,6 +201,10 @@ extern const sg_provider_vt_t sg_provider_cortex;
  * taking over headers and printing then deleting body, with the upstream timeouts. */
 void sg_upstream_post_json(sg_exchange_req_t *out, const char *url, struct curl_slist *headers,
                            cJSON *body, const sg_upstream_opts_t *uo);
+
+/* Fills out as a GET of url (kept as a pointer), taking over headers. */
+void sg_upstream_get(sg_exchange_req_t *out, const char *url, struct curl_slist *headers,
+                     const sg_upstream_opts_t *uo);
 
 /* Appends "Authorization: Bearer <token>" to h (nothing when token is NULL or empty); the
  * temporary copy of the secret is wiped. Returns the list. */

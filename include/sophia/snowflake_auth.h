@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "sophia/config.h"
+#include "sophia/cortex.h"
 #include "sophia/provider.h"
 
 typedef struct sg_sf_auth sg_sf_auth_t;
@@ -20,7 +21,8 @@ typedef struct sg_sf_auth sg_sf_auth_t;
  * undocumented). Key pair: the key is loaded and the fingerprint computed. A warning is logged
  * when the role is ACCOUNTADMIN, SECURITYADMIN or ORGADMIN. Returns NULL with a reason in
  * err (never a secret) when the credentials are unusable. */
-sg_sf_auth_t *sg_sf_auth_new(const sg_provider_cfg_t *p, int64_t now, char *err, size_t errlen);
+sg_sf_auth_t *sg_sf_auth_new(const char *name, const sg_cortex_cfg_t *p, int64_t now, char *err,
+                             size_t errlen);
 void sg_sf_auth_free(sg_sf_auth_t *a);
 
 /* The bearer token to send now and its X-Snowflake-Authorization-Token-Type value

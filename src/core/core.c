@@ -123,3 +123,11 @@ int sg_strncaseeq(const char *a, const char *b, size_t n)
     }
     return 1;
 }
+
+void sg_secret_free(char *s)
+{
+    if (!s) return;
+    volatile char *k = s;
+    while (*k) *k++ = '\0';
+    free(s);
+}

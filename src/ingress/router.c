@@ -1,12 +1,13 @@
-/* Router: method + path → handler. Every answer is OpenAI-shaped JSON. */
+/* Router: method + path → handler. Every answer is OpenAI-shaped JSON. The handlers live in
+ * src/api/ (the client protocols) and src/admin/ (what the gateway says about itself). */
 #include <llhttp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "sophia/buf.h"
 #include "sophia/core.h"
 #include "sophia/gateway.h"
+#include "sophia/json.h"
 #include "sophia/log.h"
 
 void sg_log_simple_request(const sg_http_req_t *req)
@@ -21,161 +22,91 @@ void sg_log_simple_request(const sg_http_req_t *req)
     sg_logline_emit(&l);
 }
 
-static void respond_json(sg_http_req_t *req, int status, cJSON *j)
+static void models(sg_gateway_t *gw, sg_http_req_t *req)
 {
-    char *s = cJSON_PrintUnformatted(j);
-    SG_ASSERT(s != NULL);
-    sg_http_respond(req, status, "application/json", s, strlen(s), NULL);
-    free(s);
-    cJSON_Delete(j);
+    sg_models_handle(gw, req, NULL);
 }
 
-static void handle_models(sg_gateway_t *gw, sg_http_req_t *req)
+static void providers(sg_gateway_t *gw, sg_http_req_t *req)
 {
-    respond_json(req, 200, sg_catalog_models_json(&gw->gen->catalog));
+    sg_status_providers(gw, req, 0);
 }
 
-/* Per-provider status: kind, models, credentials and their expiry (never the secrets). */
-static cJSON *providers_json(const sg_gen_t *g, int64_t now)
+static void admin_providers(sg_gateway_t *gw, sg_http_req_t *req)
 {
-    cJSON *arr = cJSON_CreateArray();
-    for (size_t i = 0; i < g->cfg.n_providers; i++) {
-        const sg_provider_cfg_t *p = &g->cfg.providers[i];
-        cJSON *o = cJSON_CreateObject();
-        cJSON_AddStringToObject(o, "name", p->name);
-        cJSON_AddStringToObject(o, "kind", p->kind);
-        cJSON_AddNumberToObject(o, "models", (double)p->n_models);
-        const sg_sf_auth_t *a = g->sf_auth[i];
-        if (a) {
-            cJSON_AddStringToObject(o, "auth", sg_sf_auth_method(a));
-            int64_t exp = sg_sf_auth_expires_at(a);
-            if (exp) {
-                cJSON_AddNumberToObject(o, "token_expires_at", (double)exp);
-                cJSON_AddNumberToObject(o, "token_days_to_expiry", (double)(exp - now) / 86400.0);
-            } else {
-                cJSON_AddNullToObject(o, "token_expires_at");
-            }
-        } else {
-            cJSON_AddStringToObject(o, "auth", p->api_key && p->api_key[0] ? "api_key" : "none");
-        }
-        cJSON_AddItemToArray(arr, o);
-    }
-    return arr;
-}
-
-static void handle_providers(sg_gateway_t *gw, sg_http_req_t *req)
-{
-    cJSON *j = cJSON_CreateObject();
-    cJSON_AddNumberToObject(j, "generation", (double)gw->gen->id);
-    cJSON_AddItemToObject(j, "providers", providers_json(gw->gen, sg_unix_time()));
-    respond_json(req, 200, j);
-}
-
-/* Prometheus text exposition. */
-static void handle_metrics(sg_gateway_t *gw, sg_http_req_t *req)
-{
-    sg_buf_t b;
-    sg_buf_init(&b, 1 << 20);
-    sg_buf_printf(&b,
-                  "# TYPE sophia_requests_total counter\nsophia_requests_total %llu\n"
-                  "# TYPE sophia_chats_active gauge\nsophia_chats_active %llu\n"
-                  "# TYPE sophia_connections gauge\nsophia_connections %zu\n"
-                  "# TYPE sophia_upstream_active gauge\nsophia_upstream_active %zu\n"
-                  "# TYPE sophia_upstream_retries_total counter\nsophia_upstream_retries_total "
-                  "%llu\n"
-                  "# TYPE sophia_config_generation gauge\nsophia_config_generation %llu\n"
-                  "# TYPE sophia_config_reloads_total counter\n"
-                  "sophia_config_reloads_total{result=\"ok\"} %llu\n"
-                  "sophia_config_reloads_total{result=\"failed\"} %llu\n",
-                  (unsigned long long)gw->requests_total, (unsigned long long)gw->chats_active,
-                  sg_http_server_conn_count(gw->http), sg_curlm_active(gw->curlm),
-                  (unsigned long long)gw->upstream_retries, (unsigned long long)gw->gen->id,
-                  (unsigned long long)gw->reloads_ok, (unsigned long long)gw->reloads_failed);
-    sg_buf_append_str(&b, "# HELP sophia_provider_token_expiry_days Days until the provider's "
-                          "credential expires (PAT expiry, or the current key-pair JWT).\n"
-                          "# TYPE sophia_provider_token_expiry_days gauge\n");
-    const sg_gen_t *g = gw->gen;
-    int64_t now = sg_unix_time();
-    for (size_t i = 0; i < g->cfg.n_providers; i++) {
-        const sg_sf_auth_t *a = g->sf_auth[i];
-        int64_t exp = a ? sg_sf_auth_expires_at(a) : 0;
-        if (exp)
-            sg_buf_printf(
-                &b, "sophia_provider_token_expiry_days{provider=\"%s\",auth=\"%s\"} %.3f\n",
-                g->cfg.providers[i].name, sg_sf_auth_method(a), (double)(exp - now) / 86400.0);
-    }
-    sg_http_respond(req, 200, "text/plain; version=0.0.4", b.data, b.len, NULL);
-    sg_buf_dispose(&b);
-}
-
-static void handle_health(sg_gateway_t *gw, sg_http_req_t *req)
-{
-    cJSON *j = cJSON_CreateObject();
-    cJSON_AddStringToObject(j, "status", gw->draining ? "draining" : "ok");
-    cJSON_AddNumberToObject(j, "connections", (double)sg_http_server_conn_count(gw->http));
-    cJSON_AddNumberToObject(j, "upstream_active", (double)sg_curlm_active(gw->curlm));
-    cJSON_AddNumberToObject(j, "chats_active", (double)gw->chats_active);
-    cJSON_AddNumberToObject(j, "requests_total", (double)gw->requests_total);
-    respond_json(req, gw->draining ? 503 : 200, j);
+    sg_status_providers(gw, req, 1);
 }
 
 typedef struct route {
     const char *path;
     int method;
     void (*fn)(sg_gateway_t *gw, sg_http_req_t *req);
+    int logs_itself; /* the handler writes its own richer log line */
 } route_t;
 
-static void chat(sg_gateway_t *gw, sg_http_req_t *req)
-{
-    sg_chat_handle(gw, req);
-}
-
 static const route_t routes[] = {
-    {"/v1/chat/completions", HTTP_POST, chat},     {"/chat/completions", HTTP_POST, chat},
-    {"/v1/models", HTTP_GET, handle_models},       {"/models", HTTP_GET, handle_models},
-    {"/healthz", HTTP_GET, handle_health},         {"/metrics", HTTP_GET, handle_metrics},
-    {"/v1/providers", HTTP_GET, handle_providers},
+    {"/v1/chat/completions", HTTP_POST, sg_chat_handle, 1},
+    {"/chat/completions", HTTP_POST, sg_chat_handle, 1},
+    {"/v1/models", HTTP_GET, models, 0},
+    {"/models", HTTP_GET, models, 0},
+    {"/healthz", HTTP_GET, sg_status_health, 0},
+    {"/readyz", HTTP_GET, sg_status_ready, 0},
+    {"/metrics", HTTP_GET, sg_status_metrics, 0},
+    {"/v1/providers", HTTP_GET, providers, 0},
+    {"/admin/providers", HTTP_GET, admin_providers, 0},
 };
+
+#define MODELS_PREFIX "/v1/models/"
+
+static void method_not_allowed(sg_http_req_t *req, const char *allow)
+{
+    if (req->method == HTTP_OPTIONS) {
+        char extra[128];
+        snprintf(extra, sizeof(extra), "Allow: %s\r\n", allow);
+        sg_http_respond(req, 204, NULL, NULL, 0, extra);
+        return;
+    }
+    char msg[300];
+    snprintf(msg, sizeof(msg), "method %s not allowed on %.*s (allowed: %s)", req->method_str,
+             (int)sg_utf8_cut(req->path, strnlen(req->path, 160)), req->path, allow);
+    sg_http_respond_error(req, 405, "invalid_request_error", "method_not_allowed", msg);
+}
 
 void sg_router_on_request(sg_http_req_t *req, void *ud)
 {
     sg_gateway_t *gw = ud;
     gw->requests_total++;
+    int get = req->method == HTTP_GET || req->method == HTTP_HEAD;
 
     int path_known = 0;
     for (size_t i = 0; i < SG_ARRAY_LEN(routes); i++) {
         if (strcmp(routes[i].path, req->path) != 0) continue;
         path_known = 1;
-        int m = req->method;
-        if (m == routes[i].method || (m == HTTP_HEAD && routes[i].method == HTTP_GET)) {
-            /* The chat handler logs its own richer line when it ends. */
-            if (routes[i].fn == chat) {
-                sg_chat_handle(gw, req);
-                return;
-            }
+        if (req->method == routes[i].method || (get && routes[i].method == HTTP_GET)) {
             routes[i].fn(gw, req);
-            sg_log_simple_request(req);
+            if (!routes[i].logs_itself) sg_log_simple_request(req);
             return;
         }
     }
+    if (!path_known && strncmp(req->path, MODELS_PREFIX, strlen(MODELS_PREFIX)) == 0 &&
+        req->path[strlen(MODELS_PREFIX)]) {
+        if (get)
+            sg_models_handle(gw, req, req->path + strlen(MODELS_PREFIX));
+        else
+            method_not_allowed(req, "GET, HEAD, OPTIONS");
+        sg_log_simple_request(req);
+        return;
+    }
     if (path_known) {
-        char extra[128];
         const char *allow = "GET, HEAD, OPTIONS";
         for (size_t i = 0; i < SG_ARRAY_LEN(routes); i++)
             if (strcmp(routes[i].path, req->path) == 0 && routes[i].method == HTTP_POST)
                 allow = "POST, OPTIONS";
-        if (req->method == HTTP_OPTIONS) {
-            snprintf(extra, sizeof(extra), "Allow: %s\r\n", allow);
-            sg_http_respond(req, 204, NULL, NULL, 0, extra);
-        } else {
-            char msg[160];
-            snprintf(msg, sizeof(msg), "method %s not allowed on %s (allowed: %s)", req->method_str,
-                     req->path, allow);
-            sg_http_respond_error(req, 405, "invalid_request_error", "method_not_allowed", msg);
-        }
+        method_not_allowed(req, allow);
     } else {
         char msg[300];
-        snprintf(msg, sizeof(msg), "unknown path %.200s", req->path);
+        snprintf(msg, sizeof(msg), "unknown path %.*s",
+                 (int)sg_utf8_cut(req->path, strnlen(req->path, 200)), req->path);
         sg_http_respond_error(req, 404, "invalid_request_error", "not_found", msg);
     }
     sg_log_simple_request(req);

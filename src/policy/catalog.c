@@ -69,24 +69,51 @@ int sg_catalog_resolve(const sg_catalog_t *cat, const char *name, sg_route_t *ro
     return 0;
 }
 
-cJSON *sg_catalog_models_json(const sg_catalog_t *cat)
+int sg_tier_guess(const char *id)
 {
-    cJSON *root = cJSON_CreateObject();
-    cJSON_AddStringToObject(root, "object", "list");
-    cJSON *data = cJSON_AddArrayToObject(root, "data");
-    for (size_t i = 0; i < cat->n; i++) {
-        const sg_catalog_entry_t *e = &cat->items[i];
-        cJSON *m = cJSON_CreateObject();
-        cJSON_AddStringToObject(m, "id", e->name);
-        cJSON_AddStringToObject(m, "object", "model");
-        cJSON_AddNumberToObject(m, "created", 0);
-        cJSON_AddStringToObject(m, "owned_by", e->provider->name);
-        if (e->is_alias) {
-            char target[256];
-            snprintf(target, sizeof(target), "%s/%s", e->provider->name, e->model->id);
-            cJSON_AddStringToObject(m, "alias_of", target);
-        }
-        cJSON_AddItemToArray(data, m);
+    /* The largest "<digits>b" (or "<digits>.<digits>b") not followed by a letter or digit. */
+    double best = -1;
+    for (const char *p = id; *p; p++) {
+        if (!(*p >= '0' && *p <= '9') ||
+            (p > id && ((p[-1] >= '0' && p[-1] <= '9') || p[-1] == '.')))
+            continue;
+        char *end;
+        double v = strtod(p, &end);
+        if ((*end == 'b' || *end == 'B') &&
+            !((end[1] >= 'a' && end[1] <= 'z') || (end[1] >= 'A' && end[1] <= 'Z') ||
+              (end[1] >= '0' && end[1] <= '9')) &&
+            v > best)
+            best = v;
     }
-    return root;
+    if (best < 0) return SG_TIER_MEDIUM;
+    return best <= 15 ? SG_TIER_SMALL : best <= 100 ? SG_TIER_MEDIUM : SG_TIER_LARGE;
+}
+
+/* Lower-case letters and digits of the part after the last '/', without a trailing "fp8". */
+static void loose(const char *id, char *out, size_t cap)
+{
+    const char *slash = strrchr(id, '/');
+    if (slash) id = slash + 1;
+    size_t n = 0;
+    for (; *id && n + 1 < cap; id++) {
+        char ch = *id;
+        if (ch >= 'A' && ch <= 'Z') ch = (char)(ch - 'A' + 'a');
+        if ((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9')) out[n++] = ch;
+    }
+    out[n] = '\0';
+    if (n >= 3 && strcmp(out + n - 3, "fp8") == 0) out[n - 3] = '\0';
+}
+
+const sg_builtin_model_t *sg_builtin_match(const sg_provider_kind_t *k, const char *id)
+{
+    if (!k) return NULL;
+    char want[256], have[256];
+    loose(id, want, sizeof(want));
+    if (!want[0]) return NULL;
+    for (size_t i = 0; i < k->n_builtin; i++) {
+        if (strcmp(k->builtin[i].id, id) == 0) return &k->builtin[i];
+        loose(k->builtin[i].id, have, sizeof(have));
+        if (strcmp(have, want) == 0) return &k->builtin[i];
+    }
+    return NULL;
 }

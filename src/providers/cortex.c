@@ -10,7 +10,8 @@
  *   forwarded (max_tokens renamed max_completion_tokens, which that endpoint requires) and the
  *   response decoded by the OpenAI-compatible adapter.
  *
- * Authentication is a bearer token from route->sf_auth (PAT or key-pair JWT). The role,
+ * Authentication is a bearer token from route->state (the provider's sg_sf_auth_t: PAT or
+ * key-pair JWT). The role,
  * warehouse, database and schema of the provider are not part of a Cortex REST request:
  * there is no header or body field for them (a PAT's ROLE_RESTRICTION or the user's default
  * role decides), so none is sent. */
@@ -416,9 +417,7 @@ static cJSON *openai_body(const sg_route_t *route, const cJSON *client, int stre
     return body;
 }
 
-/* Request headers. A NULL token (route without sf_auth: unit tests) sends no Authorization;
- * Snowflake then answers 401. */
-static struct curl_slist *cx_headers(const char *token, const char *token_type)
+struct curl_slist *sg_cortex_headers(const char *token, const char *token_type)
 {
     struct curl_slist *h = NULL;
     h = curl_slist_append(h, "Content-Type: application/json");
@@ -440,14 +439,14 @@ static int cx_build_chat(const sg_route_t *route, const cJSON *client, int strea
                          size_t url_cap, sg_error_t *err)
 {
     const sg_provider_cfg_t *p = route->provider;
-    if (!p->base_url || !p->base_url[0]) {
+    if (!route->base_url || !route->base_url[0]) {
         sg_error_set(err, 503, "api_error", "provider_not_configured",
                      "provider '%s' has no Snowflake host URL configured", p->name);
         return -1;
     }
     int oa = is_openai_api(route);
     int n =
-        snprintf(url_buf, url_cap, "%s%s", p->base_url,
+        snprintf(url_buf, url_cap, "%s%s", route->base_url,
                  oa ? "/api/v2/cortex/v1/chat/completions" : "/api/v2/cortex/inference:complete");
     if (n < 0 || (size_t)n >= url_cap) {
         sg_error_set(err, 500, "api_error", "provider_not_configured",
@@ -458,12 +457,12 @@ static int cx_build_chat(const sg_route_t *route, const cJSON *client, int strea
         oa ? openai_body(route, client, stream) : complete_body(route, client, stream, err);
     if (!body) return -1;
     const char *token = NULL, *token_type = NULL;
-    if (route->sf_auth &&
-        sg_sf_auth_token(route->sf_auth, sg_unix_time(), &token, &token_type, err) != 0) {
+    if (route->state &&
+        sg_sf_auth_token(route->state, sg_unix_time(), &token, &token_type, err) != 0) {
         cJSON_Delete(body);
         return -1;
     }
-    sg_upstream_post_json(out, url_buf, cx_headers(token, token_type), body, uo);
+    sg_upstream_post_json(out, url_buf, sg_cortex_headers(token, token_type), body, uo);
     return 0;
 }
 

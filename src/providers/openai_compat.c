@@ -7,6 +7,7 @@
 #include "sophia/buf.h"
 #include "sophia/core.h"
 #include "sophia/json.h"
+#include "sophia/openai.h"
 #include "sophia/provider.h"
 #include "sophia/sse.h"
 
@@ -69,6 +70,20 @@ void sg_usage_from_json(const cJSON *usage, sg_usage_t *u)
     u->rejected = 0;
 }
 
+void sg_upstream_get(sg_exchange_req_t *out, const char *url, struct curl_slist *headers,
+                     const sg_upstream_opts_t *uo)
+{
+    out->url = url;
+    out->method = "GET";
+    out->headers = headers;
+    out->body = NULL;
+    out->body_len = 0;
+    out->connect_timeout_ms = uo->connect_timeout_ms;
+    out->first_byte_timeout_ms = uo->first_byte_timeout_ms;
+    out->idle_timeout_ms = uo->idle_timeout_ms;
+    out->total_timeout_ms = uo->total_timeout_ms;
+}
+
 struct curl_slist *sg_header_bearer(struct curl_slist *h, const char *token)
 {
     if (!token || !token[0]) return h;
@@ -86,7 +101,7 @@ static struct curl_slist *auth_headers(const sg_provider_cfg_t *p, int stream)
     struct curl_slist *h = NULL;
     h = curl_slist_append(h, "Content-Type: application/json");
     h = curl_slist_append(h, stream ? "Accept: text/event-stream" : "Accept: application/json");
-    return sg_header_bearer(h, p->api_key);
+    return sg_header_bearer(h, sg_openai_cfg(p)->api_key);
 }
 
 static int oa_build_chat(const sg_route_t *route, const cJSON *client, int stream,
@@ -94,7 +109,7 @@ static int oa_build_chat(const sg_route_t *route, const cJSON *client, int strea
                          size_t url_cap, sg_error_t *err)
 {
     const sg_provider_cfg_t *p = route->provider;
-    if (!p->base_url || !p->base_url[0]) {
+    if (!route->base_url || !route->base_url[0]) {
         sg_error_set(err, 503, "api_error", "provider_not_configured",
                      "provider '%s' has no base URL configured", p->name);
         return -1;
@@ -116,7 +131,7 @@ static int oa_build_chat(const sg_route_t *route, const cJSON *client, int strea
         cJSON_DeleteItemFromObjectCaseSensitive(so, "include_usage");
         cJSON_AddTrueToObject(so, "include_usage");
     }
-    snprintf(url_buf, url_cap, "%s/chat/completions", p->base_url);
+    snprintf(url_buf, url_cap, "%s/chat/completions", route->base_url);
     sg_upstream_post_json(out, url_buf, auth_headers(p, stream), body, uo);
     return 0;
 }
@@ -313,7 +328,7 @@ static void oa_map_error(const sg_route_t *route, long status, const char *body,
         snprintf(what, sizeof(what), "%s", msg);
     else
         snprintf(what, sizeof(what), "HTTP %ld", status);
-    const char *base = p->base_url ? p->base_url : "";
+    const char *base = route->base_url ? route->base_url : "";
     size_t bl = strlen(base);
     if (st == 401 || st == 403)
         sg_error_set(err, st, status_type(status), code,
@@ -343,10 +358,3 @@ const sg_provider_vt_t sg_provider_openai = {
     .convert_response = oa_convert_response,
     .map_error = oa_map_error,
 };
-
-const sg_provider_vt_t *sg_provider_find(const char *kind)
-{
-    if (kind && strcmp(kind, "openai") == 0) return &sg_provider_openai;
-    if (kind && strcmp(kind, "cortex") == 0) return &sg_provider_cortex;
-    return NULL;
-}

@@ -2,7 +2,7 @@
  * key-pair JWT that is cached and renewed before it expires.
  *
  * The object owns copies of everything it uses (name, PAT, account, user, the loaded key), so
- * a configuration reload may free the sg_provider_cfg_t it was built from while requests in
+ * a configuration reload may free the settings it was built from while requests in
  * flight still use it. It is not locked: use it from one thread (the event loop). */
 #include "sophia/snowflake_auth.h"
 
@@ -34,9 +34,9 @@ struct sg_sf_auth {
     int64_t jwt_iat, jwt_exp;
 };
 
-static const char *pname(const sg_provider_cfg_t *p)
+static const char *pname(const char *name)
 {
-    return p->name ? p->name : "(unnamed)";
+    return name ? name : "(unnamed)";
 }
 
 /* "2025-01-02T03:04:05Z" */
@@ -56,7 +56,7 @@ static void free_secret(char *s)
 }
 
 /* Role names that should not be used for inference traffic. */
-static void warn_role(const sg_provider_cfg_t *p)
+static void warn_role(const char *name, const sg_cortex_cfg_t *p)
 {
     static const char *const admin_roles[] = {"ACCOUNTADMIN", "SECURITYADMIN", "ORGADMIN"};
     if (!p->role) return;
@@ -71,19 +71,19 @@ static void warn_role(const sg_provider_cfg_t *p)
             sg_log(SG_LOG_WARN,
                    "snowflake provider '%s' uses the administrative role %s; grant "
                    "SNOWFLAKE.CORTEX_USER to a dedicated least-privilege role instead",
-                   pname(p), admin_roles[i]);
+                   pname(name), admin_roles[i]);
             return;
         }
     }
 }
 
 /* Returns 0 when the PAT can go in an Authorization header, else -1 with err set. */
-static int check_pat(const sg_provider_cfg_t *p, char *err, size_t errlen)
+static int check_pat(const char *name, const sg_cortex_cfg_t *p, char *err, size_t errlen)
 {
     const char *t = p->pat;
     if (!t || !*t) {
         snprintf(err, errlen, "provider '%s': the programmatic access token (pat) is empty",
-                 pname(p));
+                 pname(name));
         return -1;
     }
     for (size_t i = 0; t[i]; i++) {
@@ -92,7 +92,7 @@ static int check_pat(const sg_provider_cfg_t *p, char *err, size_t errlen)
             snprintf(err, errlen,
                      "provider '%s': the programmatic access token contains %s at byte %zu; "
                      "check for a stray space or newline",
-                     pname(p),
+                     pname(name),
                      c == ' ' || c == '\t' || c == '\n' || c == '\r' ? "whitespace"
                                                                      : "a control character",
                      i);
@@ -102,14 +102,14 @@ static int check_pat(const sg_provider_cfg_t *p, char *err, size_t errlen)
             snprintf(err, errlen,
                      "provider '%s': the programmatic access token contains a non-ASCII byte "
                      "at byte %zu",
-                     pname(p), i);
+                     pname(name), i);
             return -1;
         }
     }
     return 0;
 }
 
-static void report_pat_expiry(const sg_provider_cfg_t *p, int64_t exp, int64_t now)
+static void report_pat_expiry(const char *name, const sg_cortex_cfg_t *p, int64_t exp, int64_t now)
 {
     char when[40];
     fmt_utc(exp, when, sizeof(when));
@@ -117,7 +117,7 @@ static void report_pat_expiry(const sg_provider_cfg_t *p, int64_t exp, int64_t n
         sg_log(SG_LOG_ERROR,
                "snowflake provider '%s': the programmatic access token expired at %s; requests "
                "will fail until it is rotated",
-               pname(p), when);
+               pname(name), when);
         return;
     }
     int64_t left = exp - now;
@@ -125,7 +125,7 @@ static void report_pat_expiry(const sg_provider_cfg_t *p, int64_t exp, int64_t n
         sg_log(SG_LOG_WARN,
                "snowflake provider '%s': the programmatic access token expires at %s (in %lld "
                "days %lld hours); rotate it soon",
-               pname(p), when, (long long)(left / 86400), (long long)(left % 86400 / 3600));
+               pname(name), when, (long long)(left / 86400), (long long)(left % 86400 / 3600));
     }
 }
 
@@ -140,65 +140,67 @@ static int renew_jwt(sg_sf_auth_t *a, int64_t now)
     return 0;
 }
 
-sg_sf_auth_t *sg_sf_auth_new(const sg_provider_cfg_t *p, int64_t now, char *err, size_t errlen)
+sg_sf_auth_t *sg_sf_auth_new(const char *name, const sg_cortex_cfg_t *p, int64_t now, char *err,
+                             size_t errlen)
 {
     if (errlen) err[0] = '\0';
     int has_pat = p->pat && *p->pat;
     int has_key = p->private_key_path && *p->private_key_path;
     if (has_pat && has_key) {
         snprintf(err, errlen, "provider '%s': set either pat or private_key_path, not both",
-                 pname(p));
+                 pname(name));
         return NULL;
     }
     if (!has_pat && !has_key) {
         if (p->pat) { /* present but empty */
-            check_pat(p, err, errlen);
+            check_pat(name, p, err, errlen);
             return NULL;
         }
         snprintf(err, errlen,
-                 "provider '%s': no Snowflake credentials (set pat or private_key_path)", pname(p));
+                 "provider '%s': no Snowflake credentials (set pat or private_key_path)",
+                 pname(name));
         return NULL;
     }
 
     sg_sf_auth_t *a = sg_xcalloc(1, sizeof(*a));
-    a->name = sg_xstrdup(pname(p));
+    a->name = sg_xstrdup(pname(name));
     if (has_pat) {
-        if (check_pat(p, err, errlen) != 0) goto fail;
+        if (check_pat(name, p, err, errlen) != 0) goto fail;
         a->pat = sg_xstrdup(p->pat);
         int64_t exp;
         if (sg_jwt_peek_exp(p->pat, &exp) == 0) {
             a->pat_exp = exp;
-            report_pat_expiry(p, exp, now);
+            report_pat_expiry(name, p, exp, now);
         } else {
             sg_log(SG_LOG_WARN,
                    "snowflake provider '%s': the programmatic access token is not JWT-shaped, "
                    "so its expiry is unknown (accepted: the format is undocumented)",
-                   pname(p));
+                   pname(name));
         }
     } else {
         if (!p->account || !*p->account || !p->user || !*p->user) {
             snprintf(err, errlen, "provider '%s': key-pair authentication needs account and user",
-                     pname(p));
+                     pname(name));
             goto fail;
         }
         char why[512];
         a->kp = sg_keypair_load(p->private_key_path, p->private_key_passphrase, why, sizeof(why));
         if (!a->kp) {
-            snprintf(err, errlen, "provider '%s': %s", pname(p), why);
+            snprintf(err, errlen, "provider '%s': %s", pname(name), why);
             goto fail;
         }
         a->keypair = 1;
         a->account = sg_xstrdup(p->account);
         a->user = sg_xstrdup(p->user);
         if (renew_jwt(a, now) != 0) {
-            snprintf(err, errlen, "provider '%s': cannot sign a key-pair JWT", pname(p));
+            snprintf(err, errlen, "provider '%s': cannot sign a key-pair JWT", pname(name));
             goto fail;
         }
         sg_log(SG_LOG_INFO,
                "snowflake provider '%s': key-pair authentication, public key fingerprint %s",
-               pname(p), sg_keypair_fingerprint(a->kp));
+               pname(name), sg_keypair_fingerprint(a->kp));
     }
-    warn_role(p);
+    warn_role(name, p);
     return a;
 
 fail:

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "sophia/core.h"
+#include "sophia/cortex.h"
 #include "sophia/provider.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -56,10 +57,13 @@ static void on_error(void *ud, const sg_error_t *e)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 2) return 0;
-    static sg_provider_cfg_t prov = {
-        .name = "cortex", .kind = "cortex", .base_url = "http://127.0.0.1:1"};
+    static sg_cortex_cfg_t cx = {.account = "a", .user = "u"};
+    static sg_provider_cfg_t prov = {.name = "cortex", .kind = "cortex", .ext = &cx};
     static sg_model_cfg_t model = {.id = "llama3.1-8b", .api = "complete"};
-    sg_route_t route = {.provider = &prov, .model = &model, .public_name = "cortex/llama3.1-8b"};
+    sg_route_t route = {.provider = &prov,
+                        .model = &model,
+                        .public_name = "cortex/llama3.1-8b",
+                        .base_url = "http://127.0.0.1:1"};
     size_t step = (size_t)(data[0] % 64) + 1;
     const char *body = (const char *)data + 1;
     size_t len = size - 1;

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "sophia/core.h"
+#include "sophia/openai.h"
 #include "sophia/provider.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -91,10 +92,13 @@ static void decode(const sg_route_t *route, const char *body, size_t len, size_t
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 2) return 0;
-    static sg_provider_cfg_t prov = {
-        .name = "lambda", .kind = "openai", .base_url = "http://127.0.0.1:1/v1", .api_key = "k"};
+    static sg_openai_cfg_t oa = {.api_key = "k"};
+    static sg_provider_cfg_t prov = {.name = "lambda", .kind = "openai", .ext = &oa};
     static sg_model_cfg_t model = {.id = "m"};
-    sg_route_t route = {.provider = &prov, .model = &model, .public_name = "lambda/m"};
+    sg_route_t route = {.provider = &prov,
+                        .model = &model,
+                        .public_name = "lambda/m",
+                        .base_url = "http://127.0.0.1:1/v1"};
     size_t step = (size_t)(data[0] % 64) + 1;
     const char *body = (const char *)data + 1;
     size_t len = size - 1;

@@ -173,7 +173,7 @@ test('${ENV} interpolation works end to end and the key never appears in the log
   assert.ok(!c.stderr.includes(key.slice(8)), 'an invalid key is not echoed');
 });
 
-test('environment-only configuration serves the built-in catalog', async () => {
+test('environment-only configuration serves what the endpoint lists, with built-in prices and aliases', async () => {
   const key = `sk-env-${crypto.randomBytes(8).toString('hex')}`;
   const mock = await startMock(['--api-key', key]);
   const gw = await startGateway({ mock, env: { LAMBDA_API_KEY: key } });
@@ -182,12 +182,17 @@ test('environment-only configuration serves the built-in catalog', async () => {
   const j = await r.json();
   assert.equal(j.object, 'list');
   const ids = j.data.map((m) => m.id);
-  for (const id of ['llama3.1-8b-instruct', 'llama3.3-70b-instruct-fp8', 'llama3.1-405b-instruct-fp8',
-    'hermes3-8b', 'hermes3-70b', 'hermes3-405b', 'deepseek-r1-0528', 'deepseek-v3-0324',
-    'qwen25-coder-32b-instruct', 'lfm-40b']) {
-    assert.ok(ids.includes(`lambda/${id}`), `catalog has lambda/${id}`);
-  }
-  assert.ok(ids.includes('fast') && ids.includes('smart'), 'built-in aliases');
+  // The mock lists these; the built-in Lambda table gives them prices, tiers and aliases.
+  const listed = (await (await fetch(`${mock.url}/v1/models`, { headers: { authorization: `Bearer ${key}` } })).json())
+    .data.map((m) => m.id);
+  assert.ok(listed.length > 3);
+  for (const id of listed) assert.ok(ids.includes(`lambda/${id}`), `catalog has lambda/${id}`);
+  assert.ok(!ids.includes('lambda/deepseek-v3-0324'), 'a built-in name the endpoint does not serve is not listed');
+  assert.ok(ids.includes('fast') && ids.includes('smart'), 'built-in aliases of served models');
+  const m8 = j.data.find((m) => m.id === 'lambda/llama3.1-8b-instruct');
+  assert.equal(m8.sophia.tier, 'small');
+  assert.equal(m8.sophia.price_in, 0.025);
+  assert.equal(m8.sophia.discovered, true);
   assert.equal(new Set(ids).size, ids.length, 'no duplicates');
   for (const m of j.data) assert.equal(m.object, 'model');
   // The key from the environment is what the upstream receives.

@@ -447,7 +447,7 @@ test('errors name the real cause: provider credentials, a base URL without /v1, 
   });
   cleanup.push(up);
   const msg = async (gw) => {
-    const r = await postChat(gw, { model: 'fast', messages: [{ role: 'user', content: 'hi' }] });
+    const r = await postChat(gw, { model: 'lambda/llama3.1-8b-instruct', messages: [{ role: 'user', content: 'hi' }] });
     return { status: r.status, j: await r.json() };
   };
   const start = (base, key, extra = {}) => startGateway({ env: { LAMBDA_BASE_URL: base, LAMBDA_API_KEY: key }, config: extra });

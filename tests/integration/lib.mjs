@@ -164,14 +164,21 @@ export function curl(args) {
 
 // A scripted upstream for cases the mock does not simulate (echoed secrets, out-of-range
 // numbers, odd status lines): handler(req, res, body) answers each request; `requests` records
-// {method, url, headers, body}. Resolves once listening; close() stops it.
-export async function startScripted(handler) {
+// {method, url, headers, body}. The gateway's health checks (GET …/models) are answered 404
+// (a server that lists no models) and not recorded, unless opts.probes is true. Resolves once
+// listening; close() stops it.
+export async function startScripted(handler, opts = {}) {
   const http = await import('node:http');
   const requests = [];
   const srv = http.createServer((req, res) => {
     let body = '';
     req.on('data', (d) => { body += d; });
     req.on('end', () => {
+      if (!opts.probes && req.method === 'GET' && /\/models$/.test(req.url)) {
+        res.writeHead(404, { 'content-type': 'application/json' });
+        res.end('{"error":{"message":"not found"}}');
+        return;
+      }
       requests.push({ method: req.method, url: req.url, headers: { ...req.headers }, body });
       handler(req, res, body);
     });

@@ -11,6 +11,12 @@
 #include <unistd.h>
 
 #include "sophia/config.h"
+#include "sophia/cortex.h"
+#include "sophia/openai.h"
+
+#define BASE(p) ((p)->n_endpoints ? (p)->endpoints[0].base_url : NULL)
+#define OA(p) sg_openai_cfg(p)
+#define CX(p) sg_cortex_cfg(p)
 
 #define SECRET "s3cr3t-TOKEN-value"
 
@@ -227,8 +233,8 @@ static void test_full_valid_file(void **state)
     assert_non_null(l);
     assert_string_equal(l->name, "lambda");
     assert_string_equal(l->kind, "openai");
-    assert_string_equal(l->base_url, "https://lambda.example.com/v1");
-    assert_string_equal(l->api_key, SECRET);
+    assert_string_equal(BASE(l), "https://lambda.example.com/v1");
+    assert_string_equal(OA(l)->api_key, SECRET);
     assert_int_equal(l->n_models, 3);
     assert_string_equal(l->models[0].id, "hermes3-70b");
     assert_string_equal(l->models[0].upstream_id, "hermes3-70b");
@@ -247,8 +253,8 @@ static void test_full_valid_file(void **state)
 
     const sg_provider_cfg_t *v = sg_config_provider(&cfg, "local-vllm");
     assert_non_null(v);
-    assert_string_equal(v->base_url, "http://10.0.0.5:8000/v1");
-    assert_null(v->api_key);
+    assert_string_equal(BASE(v), "http://10.0.0.5:8000/v1");
+    assert_null(OA(v)->api_key);
     assert_int_equal(v->n_models, 1);
     assert_string_equal(v->models[0].upstream_id, "org/My-Model-7B");
     assert_int_equal(v->models[0].n_aliases, 0);
@@ -271,7 +277,7 @@ static void test_comments_allowed(void **state)
     assert_int_equal(cfg.listen_port, 7000);
     assert_string_equal(cfg.log_level, "warn");
     /* comment markers inside strings are kept */
-    assert_string_equal(cfg.providers[0].base_url, "http://h/v1");
+    assert_string_equal(BASE(&cfg.providers[0]), "http://h/v1");
     assert_string_equal(cfg.providers[0].models[0].id, "a/*b*/c");
     sg_config_free(&cfg);
     /* "//" inside a string is not a comment: that origin has a path and is rejected */
@@ -307,18 +313,29 @@ static void test_env_only(void **state)
     const sg_provider_cfg_t *l = sg_config_provider(&cfg, "lambda");
     assert_non_null(l);
     assert_string_equal(l->kind, "openai");
-    assert_string_equal(l->base_url, "http://127.0.0.1:9000/v1");
-    assert_string_equal(l->api_key, SECRET);
-    assert_int_equal(l->n_models, 14);
-    const sg_model_cfg_t *m = find_model(l, "llama3.1-8b-instruct");
-    assert_non_null(m);
-    assert_true(model_has_alias(m, "fast"));
+    assert_string_equal(BASE(l), "http://127.0.0.1:9000/v1");
+    assert_string_equal(OA(l)->api_key, SECRET);
+    /* no models configured: the provider serves what its endpoint lists (discovery) */
+    assert_int_equal(l->n_models, 0);
+    assert_true(l->discover);
+    assert_false(l->pinned);
     sg_config_free(&cfg);
+
+    /* a comma-separated LAMBDA_BASE_URL gives one endpoint each */
+    setenv("LAMBDA_BASE_URL", "http://10.0.0.1:8000/v1, http://10.0.0.2:8000/v1/", 1);
+    assert_int_equal(sg_config_load(&cfg, NULL, &errs), 0);
+    l = sg_config_provider(&cfg, "lambda");
+    assert_int_equal(l->n_endpoints, 2);
+    assert_string_equal(l->endpoints[0].base_url, "http://10.0.0.1:8000/v1");
+    assert_string_equal(l->endpoints[1].base_url, "http://10.0.0.2:8000/v1");
+    assert_int_equal(l->endpoints[1].weight, 1);
+    sg_config_free(&cfg);
+    setenv("LAMBDA_BASE_URL", "http://127.0.0.1:9000/v1/", 1);
 
     /* without an API key: no Authorization */
     unsetenv("LAMBDA_API_KEY");
     assert_int_equal(sg_config_load(&cfg, NULL, &errs), 0);
-    assert_null(sg_config_provider(&cfg, "lambda")->api_key);
+    assert_null(OA(sg_config_provider(&cfg, "lambda"))->api_key);
     sg_config_free(&cfg);
 
     /* the environment overrides the file's listen / log_level */
@@ -337,16 +354,13 @@ static void test_env_only(void **state)
 
     /* a file with other providers still gets "lambda" from the environment */
     setenv("LAMBDA_BASE_URL", "https://lambda.example.com/v1", 1);
-    load_ok("{\"providers\":{\"other\":{\"kind\":\"openai\",\"base_url\":\"http://h\","
+    load_ok("{\"providers\":{\"other\":{\"kind\":\"openai\",\"base_url\":\"http://h/v1\","
             "\"models\":[{\"id\":\"m\",\"aliases\":[\"smart\"]}]}}}",
             &cfg);
     assert_int_equal(cfg.n_providers, 2);
     l = sg_config_provider(&cfg, "lambda");
     assert_non_null(l);
-    /* the configured alias wins over the catalog's default alias */
-    m = find_model(l, "llama3.3-70b-instruct-fp8");
-    assert_non_null(m);
-    assert_false(model_has_alias(m, "smart"));
+    assert_true(l->discover);
     sg_config_free(&cfg);
     sg_config_errors_free(&errs);
 }
@@ -400,12 +414,12 @@ static void test_interpolation(void **state)
     assert_int_equal(cfg.listen_port, 7777);
     const sg_provider_cfg_t *p = sg_config_provider(&cfg, "p");
     assert_non_null(p);
-    assert_string_equal(p->base_url, "http://10.1.2.3/v1");
-    assert_string_equal(p->api_key, "a$b" SECRET "c$5$");
+    assert_string_equal(BASE(p), "http://10.1.2.3/v1");
+    assert_string_equal(OA(p)->api_key, "a$b" SECRET "c$5$");
     assert_string_equal(p->models[0].id, "m$1");
     assert_string_equal(p->models[0].upstream_id, "xy");
     /* an empty api_key means no key */
-    assert_null(sg_config_provider(&cfg, "q")->api_key);
+    assert_null(OA(sg_config_provider(&cfg, "q"))->api_key);
     sg_config_free(&cfg);
 }
 
@@ -441,8 +455,8 @@ static void test_interpolation_errors_hide_secrets(void **state)
     assert_has_error(&errs, "$.cors.allowed_origins[0]", "origin");
     assert_has_error(&errs, "$.providers.lambda.models[1].aliases[0]", "duplicate model name");
     assert_has_error(&errs, "$.providers.p.kind", "unsupported provider kind");
+    /* with an unknown kind, only the keys every kind shares are checked */
     assert_has_error(&errs, "$.providers.p.base_url", "http:// or https://");
-    assert_has_error(&errs, "$.providers.p.api_key", "control characters");
     assert_no_secret(&errs, SECRET);
     /* not even a fragment of it */
     assert_no_secret(&errs, "s3cr3t");
@@ -570,8 +584,29 @@ static const bad_case_t bad_cases[] = {
      "control characters"},
     {P("\"models\":{}"), "$.providers.p.models", "array of model objects"},
     {P("\"models\":[]"), "$.providers.p.models", "at least one model"},
-    {"{\"providers\":{\"p\":{\"kind\":\"openai\",\"base_url\":\"http://h\"}}}", "$.providers.p",
-     "missing required key \"models\""},
+    {"{\"providers\":{\"p\":{\"kind\":\"openai\",\"base_url\":\"http://h\",\"discover\":false}}}",
+     "$.providers.p", "missing required key \"models\""},
+    {"{\"providers\":{\"p\":{\"kind\":\"openai\",\"base_url\":\"http://h\",\"discover\":1}}}",
+     "$.providers.p.discover", "true or false"},
+    {"{\"providers\":{\"p\":{\"kind\":\"openai\",\"base_url\":\"http://h\","
+     "\"endpoints\":[{\"base_url\":\"http://i\"}]}}}",
+     "$.providers.p.endpoints", "not both"},
+    {"{\"providers\":{\"p\":{\"kind\":\"openai\",\"endpoints\":[]}}}", "$.providers.p.endpoints",
+     "non-empty array"},
+    {"{\"providers\":{\"p\":{\"kind\":\"openai\",\"endpoints\":[{\"base_url\":\"http://i\","
+     "\"weight\":0}]}}}",
+     "$.providers.p.endpoints[0].weight", "positive integer"},
+    {"{\"providers\":{\"p\":{\"kind\":\"openai\",\"endpoints\":[{\"weight\":2}]}}}",
+     "$.providers.p.endpoints[0]", "missing required key \"base_url\""},
+    {"{\"providers\":{\"p\":{\"kind\":\"openai\",\"endpoints\":[{\"base_url\":\"ftp://i\"}]}}}",
+     "$.providers.p.endpoints[0].base_url", "http:// or https://"},
+    {M("{\"id\":\"x\",\"tier\":\"huge\"}"), "$.providers.p.models[1].tier", "\"small\""},
+    {M("{\"id\":\"x\",\"context_window\":0}"), "$.providers.p.models[1].context_window",
+     "positive"},
+    {M("{\"id\":\"x\",\"capabilities\":[\"tools\",\"telepathy\"]}"),
+     "$.providers.p.models[1].capabilities[1]", "\"tools\""},
+    {CP("\"base_url\":\"https://x.snowflakecomputing.com/api/v2\""), "$.providers.cortex.base_url",
+     "without /api/v2"},
     {"{\"providers\":{\"p\":{\"kind\":\"openai\",\"base_url\":\"http://h\","
      "\"models\":[{\"id\":\"m\"}]},"
      "\"p\":{\"kind\":\"openai\",\"base_url\":\"http://h\",\"models\":[{\"id\":\"n\"}]}}}",
@@ -799,9 +834,9 @@ static void test_trailing_slash(void **state)
         "\"b\":{\"kind\":\"openai\",\"base_url\":\"HTTPS://h//\",\"models\":[{\"id\":\"m2\"}]},"
         "\"c\":{\"kind\":\"openai\",\"base_url\":\"https://h\",\"models\":[{\"id\":\"m3\"}]}}}",
         &cfg);
-    assert_string_equal(sg_config_provider(&cfg, "a")->base_url, "http://h:1/v1");
-    assert_string_equal(sg_config_provider(&cfg, "b")->base_url, "HTTPS://h");
-    assert_string_equal(sg_config_provider(&cfg, "c")->base_url, "https://h");
+    assert_string_equal(BASE(sg_config_provider(&cfg, "a")), "http://h:1/v1");
+    assert_string_equal(BASE(sg_config_provider(&cfg, "b")), "HTTPS://h");
+    assert_string_equal(BASE(sg_config_provider(&cfg, "c")), "https://h");
     sg_config_free(&cfg);
 }
 
@@ -814,8 +849,26 @@ static void test_builtin_catalog(void **state)
     const sg_provider_cfg_t *l = sg_config_provider(&cfg, "lambda");
     assert_non_null(l);
     assert_string_equal(l->kind, "openai");
-    assert_string_equal(l->api_key, SECRET); /* api_key absent: taken from LAMBDA_API_KEY */
-    assert_int_equal(l->n_models, 14);
+    assert_string_equal(OA(l)->api_key, SECRET); /* api_key absent: taken from LAMBDA_API_KEY */
+    assert_int_equal(l->n_models, 0);            /* served models are discovered */
+    assert_true(l->discover);
+    sg_config_free(&cfg);
+
+    /* the built-in table gives prices, tiers and aliases to the ids it knows */
+    load_ok("{\"providers\":{\"lambda\":{\"base_url\":\"http://127.0.0.1:9000/v1\","
+            "\"models\":[{\"id\":\"llama3.1-8b-instruct\"},{\"id\":\"hermes3-8b\"},"
+            "{\"id\":\"llama3.1-70b-instruct-fp8\"},{\"id\":\"llama3.3-70b-instruct-fp8\"},"
+            "{\"id\":\"hermes3-70b\"},{\"id\":\"llama3.1-405b-instruct-fp8\"},"
+            "{\"id\":\"hermes3-405b\"},{\"id\":\"llama-4-maverick-17b-128e-instruct-fp8\"},"
+            "{\"id\":\"llama-4-scout-17b-16e-instruct\"},{\"id\":\"deepseek-r1-0528\"},"
+            "{\"id\":\"deepseek-v3-0324\"},{\"id\":\"qwen25-coder-32b-instruct\"},"
+            "{\"id\":\"qwen3-32b-fp8\"},{\"id\":\"lfm-40b\"}]}}}",
+            &cfg);
+    l = sg_config_provider(&cfg, "lambda");
+    assert_false(l->discover); /* models given: only those unless "discover": true */
+    assert_int_equal(find_model(l, "llama3.1-8b-instruct")->tier, SG_TIER_SMALL);
+    assert_int_equal(find_model(l, "hermes3-405b")->tier, SG_TIER_LARGE);
+    assert_int_equal(find_model(l, "hermes3-70b")->tier, SG_TIER_MEDIUM);
     static const struct {
         const char *id;
         double in, out;
@@ -842,33 +895,36 @@ static void test_builtin_catalog(void **state)
         assert_true(m->price_in_per_mtok == want[i].in);
         assert_true(m->price_out_per_mtok == want[i].out);
     }
-    assert_true(model_has_alias(find_model(l, "llama3.1-8b-instruct"), "fast"));
-    assert_true(model_has_alias(find_model(l, "llama3.3-70b-instruct-fp8"), "smart"));
     sg_config_free(&cfg);
 
     /* explicit null api_key: no key even with LAMBDA_API_KEY set */
     load_ok("{\"providers\":{\"lambda\":{\"base_url\":\"http://h\",\"api_key\":null}}}", &cfg);
-    assert_null(sg_config_provider(&cfg, "lambda")->api_key);
+    assert_null(OA(sg_config_provider(&cfg, "lambda"))->api_key);
     sg_config_free(&cfg);
 
-    /* names configured elsewhere win over the catalog, without errors */
-    load_ok("{\"providers\":{\"lambda\":{\"base_url\":\"http://h\"},"
-            "\"z\":{\"kind\":\"openai\",\"base_url\":\"http://z\","
-            "\"models\":[{\"id\":\"hermes3-8b\",\"aliases\":[\"fast\"]}]}}}",
-            &cfg);
-    l = sg_config_provider(&cfg, "lambda");
-    assert_int_equal(l->n_models, 13);
-    assert_null(find_model(l, "hermes3-8b"));
-    assert_false(model_has_alias(find_model(l, "llama3.1-8b-instruct"), "fast"));
-    assert_true(model_has_alias(find_model(l, "llama3.3-70b-instruct-fp8"), "smart"));
+    /* "discover": false needs models; "pinned" needs models */
+    sg_config_errors_t errs = {0};
+    assert_int_equal(load_text("{\"providers\":{\"lambda\":{\"base_url\":\"http://h/v1\","
+                               "\"discover\":false}}}",
+                               &cfg, &errs),
+                     -1);
+    assert_has_error(&errs, "$.providers.lambda", "missing required key \"models\"");
     sg_config_free(&cfg);
+    sg_config_errors_free(&errs);
+    assert_int_equal(load_text("{\"providers\":{\"lambda\":{\"base_url\":\"http://h/v1\","
+                               "\"pinned\":true}}}",
+                               &cfg, &errs),
+                     -1);
+    assert_has_error(&errs, "$.providers.lambda.pinned", "needs \"models\"");
+    sg_config_free(&cfg);
+    sg_config_errors_free(&errs);
 
     /* base_url absent in the file: LAMBDA_BASE_URL fills it */
     setenv("LAMBDA_BASE_URL", "https://env.example.com/v1/", 1);
     load_ok("{\"providers\":{\"lambda\":{\"models\":[{\"id\":\"hermes3-70b\"}]}}}", &cfg);
     l = sg_config_provider(&cfg, "lambda");
     assert_int_equal(cfg.n_providers, 1);
-    assert_string_equal(l->base_url, "https://env.example.com/v1");
+    assert_string_equal(BASE(l), "https://env.example.com/v1");
     assert_int_equal(l->n_models, 1);
     assert_true(l->models[0].price_in_per_mtok == 0.12);
     sg_config_free(&cfg);
@@ -957,18 +1013,17 @@ static void test_cortex_full_file(void **state)
     const sg_provider_cfg_t *p = sg_config_provider(&cfg, "cortex");
     assert_non_null(p);
     assert_string_equal(p->kind, "cortex");
-    assert_string_equal(p->account, "MyOrg-My_Acct");
-    assert_string_equal(p->user, "SVC_GW");
-    assert_string_equal(p->role, "CORTEX_ROLE");
-    assert_string_equal(p->warehouse, "WH");
-    assert_string_equal(p->database, "DB");
-    assert_string_equal(p->schema, "PUBLIC");
-    assert_string_equal(p->pat, PAT_SECRET);
-    assert_null(p->private_key_path);
-    assert_null(p->private_key_passphrase);
-    assert_null(p->api_key);
-    assert_int_equal(p->pat_warn_days, 14);
-    assert_string_equal(p->base_url, "https://myorg-my-acct.snowflakecomputing.com");
+    assert_string_equal(CX(p)->account, "MyOrg-My_Acct");
+    assert_string_equal(CX(p)->user, "SVC_GW");
+    assert_string_equal(CX(p)->role, "CORTEX_ROLE");
+    assert_string_equal(CX(p)->warehouse, "WH");
+    assert_string_equal(CX(p)->database, "DB");
+    assert_string_equal(CX(p)->schema, "PUBLIC");
+    assert_string_equal(CX(p)->pat, PAT_SECRET);
+    assert_null(CX(p)->private_key_path);
+    assert_null(CX(p)->private_key_passphrase);
+    assert_int_equal(CX(p)->pat_warn_days, 14);
+    assert_string_equal(BASE(p), "https://myorg-my-acct.snowflakecomputing.com");
     assert_int_equal(p->n_models, 4);
     /* "api" defaults to "complete"; a missing price comes from the built-in Cortex catalog */
     assert_string_equal(p->models[0].upstream_id, "llama3.1-70b");
@@ -998,13 +1053,13 @@ static void test_cortex_full_file(void **state)
     p = sg_config_provider(&cfg, "snow");
     assert_non_null(p);
     assert_string_equal(p->kind, "cortex");
-    assert_string_equal(p->private_key_path, key);
-    assert_string_equal(p->private_key_passphrase, PASS_SECRET);
-    assert_null(p->pat);
-    assert_null(p->role);
-    assert_null(p->warehouse); /* empty = unset */
-    assert_int_equal(p->pat_warn_days, 7);
-    assert_string_equal(p->base_url, "https://xy12345.us-east-1.snowflakecomputing.com");
+    assert_string_equal(CX(p)->private_key_path, key);
+    assert_string_equal(CX(p)->private_key_passphrase, PASS_SECRET);
+    assert_null(CX(p)->pat);
+    assert_null(CX(p)->role);
+    assert_null(CX(p)->warehouse); /* empty = unset */
+    assert_int_equal(CX(p)->pat_warn_days, 7);
+    assert_string_equal(BASE(p), "https://xy12345.us-east-1.snowflakecomputing.com");
     assert_true(p->models[0].price_out_per_mtok == 3.90);
     /* SNOWFLAKE_ACCOUNT is set, but a cortex provider exists: none is created */
     assert_int_equal(cfg.n_providers, 1);
@@ -1032,17 +1087,17 @@ static void test_cortex_env_only(void **state)
     const sg_provider_cfg_t *p = sg_config_provider(&cfg, "cortex");
     assert_non_null(p);
     assert_string_equal(p->kind, "cortex");
-    assert_string_equal(p->account, "myorg-acct");
-    assert_string_equal(p->user, "svc");
-    assert_string_equal(p->pat, PAT_SECRET);
-    assert_null(p->private_key_path);
-    assert_null(p->private_key_passphrase);
-    assert_string_equal(p->role, "R");
-    assert_string_equal(p->warehouse, "W");
-    assert_string_equal(p->database, "D");
-    assert_string_equal(p->schema, "S");
-    assert_int_equal(p->pat_warn_days, 7);
-    assert_string_equal(p->base_url, "https://myorg-acct.snowflakecomputing.com");
+    assert_string_equal(CX(p)->account, "myorg-acct");
+    assert_string_equal(CX(p)->user, "svc");
+    assert_string_equal(CX(p)->pat, PAT_SECRET);
+    assert_null(CX(p)->private_key_path);
+    assert_null(CX(p)->private_key_passphrase);
+    assert_string_equal(CX(p)->role, "R");
+    assert_string_equal(CX(p)->warehouse, "W");
+    assert_string_equal(CX(p)->database, "D");
+    assert_string_equal(CX(p)->schema, "S");
+    assert_int_equal(CX(p)->pat_warn_days, 7);
+    assert_string_equal(BASE(p), "https://myorg-acct.snowflakecomputing.com");
     assert_int_equal(p->n_models, 15);
     sg_config_free(&cfg);
 
@@ -1055,11 +1110,11 @@ static void test_cortex_env_only(void **state)
     assert_int_equal(sg_config_load(&cfg, NULL, &errs), 0);
     p = sg_config_provider(&cfg, "cortex");
     assert_non_null(p);
-    assert_null(p->pat);
-    assert_string_equal(p->private_key_path, key);
-    assert_string_equal(p->private_key_passphrase, PASS_SECRET);
-    assert_null(p->role);
-    assert_string_equal(p->base_url, "http://127.0.0.1:18080");
+    assert_null(CX(p)->pat);
+    assert_string_equal(CX(p)->private_key_path, key);
+    assert_string_equal(CX(p)->private_key_passphrase, PASS_SECRET);
+    assert_null(CX(p)->role);
+    assert_string_equal(BASE(p), "http://127.0.0.1:18080");
     sg_config_free(&cfg);
 
     /* the environment fills what the file's "cortex" provider leaves out, and only that */
@@ -1071,14 +1126,14 @@ static void test_cortex_env_only(void **state)
     assert_int_equal(cfg.n_providers, 1);
     p = sg_config_provider(&cfg, "cortex");
     assert_string_equal(p->kind, "cortex");
-    assert_string_equal(p->account, "myorg-acct");
-    assert_string_equal(p->user, "file-user");
-    assert_null(p->role); /* explicit null: not taken from SNOWFLAKE_ROLE (unset anyway) */
-    assert_string_equal(p->warehouse, "W");
-    assert_null(p->pat);
-    assert_string_equal(p->private_key_path, key);
-    assert_string_equal(p->private_key_passphrase, PASS_SECRET);
-    assert_string_equal(p->base_url, "http://127.0.0.1:18080");
+    assert_string_equal(CX(p)->account, "myorg-acct");
+    assert_string_equal(CX(p)->user, "file-user");
+    assert_null(CX(p)->role); /* explicit null: not taken from SNOWFLAKE_ROLE (unset anyway) */
+    assert_string_equal(CX(p)->warehouse, "W");
+    assert_null(CX(p)->pat);
+    assert_string_equal(CX(p)->private_key_path, key);
+    assert_string_equal(CX(p)->private_key_passphrase, PASS_SECRET);
+    assert_string_equal(BASE(p), "http://127.0.0.1:18080");
     sg_config_free(&cfg);
 
     /* without SNOWFLAKE_ACCOUNT no provider is created, and the other SNOWFLAKE_* settings
@@ -1239,8 +1294,8 @@ static void test_cortex_base_url(void **state)
                  cases[i].account);
         load_ok(text, &cfg);
         const sg_provider_cfg_t *p = sg_config_provider(&cfg, "cortex");
-        assert_string_equal(p->base_url, cases[i].url);
-        assert_string_equal(p->account, cases[i].account); /* kept as given */
+        assert_string_equal(BASE(p), cases[i].url);
+        assert_string_equal(CX(p)->account, cases[i].account); /* kept as given */
         sg_config_free(&cfg);
     }
 
@@ -1248,14 +1303,13 @@ static void test_cortex_base_url(void **state)
     load_ok("{\"providers\":{\"cortex\":{\"account\":\"a\",\"user\":\"u\",\"pat\":\"t\","
             "\"base_url\":\"https://proxy.example.com/snow//\"}}}",
             &cfg);
-    assert_string_equal(sg_config_provider(&cfg, "cortex")->base_url,
-                        "https://proxy.example.com/snow");
+    assert_string_equal(BASE(sg_config_provider(&cfg, "cortex")), "https://proxy.example.com/snow");
     sg_config_free(&cfg);
 
     /* SNOWFLAKE_BASE_URL replaces the derived default (e.g. a local mock) ... */
     setenv("SNOWFLAKE_BASE_URL", "http://127.0.0.1:9999", 1);
     load_ok("{\"providers\":{\"cortex\":{\"account\":\"a\",\"user\":\"u\",\"pat\":\"t\"}}}", &cfg);
-    assert_string_equal(sg_config_provider(&cfg, "cortex")->base_url, "http://127.0.0.1:9999");
+    assert_string_equal(BASE(sg_config_provider(&cfg, "cortex")), "http://127.0.0.1:9999");
     sg_config_free(&cfg);
     /* ... but not a base_url the file sets, nor one of a provider with another name */
     load_ok("{\"providers\":{\"cortex\":{\"account\":\"a\",\"user\":\"u\",\"pat\":\"t\","
@@ -1263,9 +1317,8 @@ static void test_cortex_base_url(void **state)
             "\"sf\":{\"kind\":\"cortex\",\"account\":\"b\",\"user\":\"u\",\"pat\":\"t\","
             "\"models\":[{\"id\":\"x\"}]}}}",
             &cfg);
-    assert_string_equal(sg_config_provider(&cfg, "cortex")->base_url, "https://file.example.com");
-    assert_string_equal(sg_config_provider(&cfg, "sf")->base_url,
-                        "https://b.snowflakecomputing.com");
+    assert_string_equal(BASE(sg_config_provider(&cfg, "cortex")), "https://file.example.com");
+    assert_string_equal(BASE(sg_config_provider(&cfg, "sf")), "https://b.snowflakecomputing.com");
     sg_config_free(&cfg);
 }
 
@@ -1333,7 +1386,7 @@ static void test_cortex_catalog(void **state)
 static void test_lambda_and_cortex_together(void **state)
 {
     (void)state;
-    /* both from the environment: 14 + 15 models, no name collisions */
+    /* both from the environment: lambda discovers, cortex has its 15 built-in models */
     setenv("LAMBDA_BASE_URL", "http://127.0.0.1:9000/v1", 1);
     setenv("LAMBDA_API_KEY", SECRET, 1);
     setenv("SNOWFLAKE_ACCOUNT", "acct", 1);
@@ -1349,12 +1402,10 @@ static void test_lambda_and_cortex_together(void **state)
     const sg_provider_cfg_t *x = sg_config_provider(&cfg, "cortex");
     assert_non_null(l);
     assert_non_null(x);
-    assert_int_equal(l->n_models, 14);
+    assert_int_equal(l->n_models, 0);
+    assert_true(l->discover);
     assert_int_equal(x->n_models, 15);
-    assert_null(l->models[0].api);
-    assert_null(l->pat);
-    assert_null(x->api_key);
-    assert_true(model_has_alias(find_model(l, "llama3.1-8b-instruct"), "fast"));
+    assert_false(x->discover);
     assert_true(model_has_alias(find_model(x, "llama3.1-8b"), "cortex-fast"));
     sg_config_free(&cfg);
     sg_config_errors_free(&errs);
@@ -1368,11 +1419,11 @@ static void test_lambda_and_cortex_together(void **state)
     l = sg_config_provider(&cfg, "lambda");
     x = sg_config_provider(&cfg, "cortex");
     assert_string_equal(l->kind, "openai");
-    assert_string_equal(l->base_url, "http://127.0.0.1:9000/v1");
+    assert_string_equal(BASE(l), "http://127.0.0.1:9000/v1");
     assert_true(l->models[0].price_in_per_mtok == 0.025);
     assert_null(l->models[0].api);
     assert_string_equal(x->kind, "cortex");
-    assert_string_equal(x->pat, PAT_SECRET);
+    assert_string_equal(CX(x)->pat, PAT_SECRET);
     assert_string_equal(x->models[0].api, "openai");
     assert_true(x->models[0].price_in_per_mtok == 0.38);
     sg_config_free(&cfg);
@@ -1429,7 +1480,7 @@ static void test_file_secrets_and_retries(void **state)
     load_ok(text, &cfg);
     assert_int_equal(cfg.max_retries, 0);
     assert_int_equal(cfg.retry_base_ms, 10);
-    assert_string_equal(cfg.providers[0].api_key, "file-secret-VALUE-42");
+    assert_string_equal(OA(&cfg.providers[0])->api_key, "file-secret-VALUE-42");
     sg_config_free(&cfg);
     unlink(secret_path);
 

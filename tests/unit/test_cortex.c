@@ -14,6 +14,7 @@
 
 #include "sophia/buf.h"
 #include "sophia/core.h"
+#include "sophia/cortex.h"
 #include "sophia/provider.h"
 #include "sophia/redact.h"
 
@@ -28,6 +29,7 @@ extern const sg_provider_vt_t sg_provider_cortex;
 
 typedef struct fixture_route {
     sg_provider_cfg_t prov;
+    sg_cortex_cfg_t cortex;
     sg_model_cfg_t model;
     sg_route_t route;
 } fixture_route_t;
@@ -37,16 +39,18 @@ static void route_init(fixture_route_t *f, const char *api)
     memset(f, 0, sizeof(*f));
     f->prov.name = "cortex";
     f->prov.kind = "cortex";
-    f->prov.base_url = "https://myorg-myacct.snowflakecomputing.com";
-    f->prov.role = "ANALYST"; /* never sent: not part of a Cortex REST request */
-    f->prov.warehouse = "COMPUTE_WH";
+    f->prov.ext = &f->cortex;
+    f->prov.ops = &sg_kind_cortex;
+    f->route.base_url = "https://myorg-myacct.snowflakecomputing.com";
+    f->cortex.role = "ANALYST"; /* never sent: not part of a Cortex REST request */
+    f->cortex.warehouse = "COMPUTE_WH";
     f->model.id = "sonnet";
     f->model.upstream_id = "claude-3-5-sonnet";
     f->model.api = (char *)api;
     f->route.provider = &f->prov;
     f->route.model = &f->model;
     snprintf(f->route.public_name, sizeof(f->route.public_name), "%s", PUBLIC_NAME);
-    f->route.sf_auth = NULL;
+    f->route.state = NULL;
 }
 
 /* ---- recording sink --------------------------------------------------------------------- */
@@ -1042,7 +1046,7 @@ static void test_build_no_base_url(void **state)
     (void)state;
     fixture_route_t f;
     route_init(&f, NULL);
-    f.prov.base_url = NULL;
+    f.route.base_url = NULL;
     cJSON *client = cJSON_Parse("{\"model\":\"m\"," USER_MSG "}");
     sg_upstream_opts_t uo = {0};
     sg_exchange_req_t out;

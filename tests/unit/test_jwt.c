@@ -647,12 +647,10 @@ static void test_keypair_rejects_unusable_keys(void **state)
 /* ---- Snowflake credentials ---- */
 
 /* A provider config whose strings are heap copies, freed with cfg_free (as a reload would). */
-static sg_provider_cfg_t cfg_make(const char *pat, const char *key, const char *pass)
+static sg_cortex_cfg_t cfg_make(const char *pat, const char *key, const char *pass)
 {
-    sg_provider_cfg_t p;
+    sg_cortex_cfg_t p;
     memset(&p, 0, sizeof(p));
-    p.name = sg_xstrdup("sf");
-    p.kind = sg_xstrdup("cortex");
     p.account = sg_xstrdup("myorg-myacct");
     p.user = sg_xstrdup("svc_user");
     p.role = sg_xstrdup("CORTEX_APP");
@@ -663,11 +661,11 @@ static sg_provider_cfg_t cfg_make(const char *pat, const char *key, const char *
     return p;
 }
 
-static void cfg_free(sg_provider_cfg_t *p)
+static void cfg_free(sg_cortex_cfg_t *p)
 {
     /* Overwrite before freeing so a kept pointer would be caught by the checks (and ASan). */
-    char **fields[] = {&p->name, &p->kind, &p->account,          &p->user,
-                       &p->role, &p->pat,  &p->private_key_path, &p->private_key_passphrase};
+    char **fields[] = {
+        &p->account, &p->user, &p->role, &p->pat, &p->private_key_path, &p->private_key_passphrase};
     for (size_t i = 0; i < SG_ARRAY_LEN(fields); i++) {
         if (*fields[i]) memset(*fields[i], 'X', strlen(*fields[i]));
         free(*fields[i]);
@@ -681,12 +679,12 @@ static void test_sf_auth_pat_expiring_soon_warns(void **state)
     int64_t now = T0;
     int64_t exp = now + 3 * 86400;
     char *pat = pat_with_exp(exp);
-    sg_provider_cfg_t p = cfg_make(pat, NULL, NULL);
+    sg_cortex_cfg_t p = cfg_make(pat, NULL, NULL);
     free(p.role);
     p.role = sg_xstrdup("accountAdmin");
     char err[512];
     capture_begin();
-    sg_sf_auth_t *a = sg_sf_auth_new(&p, now, err, sizeof(err));
+    sg_sf_auth_t *a = sg_sf_auth_new("sf", &p, now, err, sizeof(err));
     char *log = capture_end();
     assert_non_null(a);
     cfg_free(&p); /* a reload frees the old config */
@@ -721,10 +719,10 @@ static void test_sf_auth_pat_far_expiry_and_other_roles_quiet(void **state)
 {
     (void)state;
     char *pat = pat_with_exp(T0 + 30 * 86400);
-    sg_provider_cfg_t p = cfg_make(pat, NULL, NULL);
+    sg_cortex_cfg_t p = cfg_make(pat, NULL, NULL);
     char err[512];
     capture_begin();
-    sg_sf_auth_t *a = sg_sf_auth_new(&p, T0, err, sizeof(err));
+    sg_sf_auth_t *a = sg_sf_auth_new("sf", &p, T0, err, sizeof(err));
     char *log = capture_end();
     assert_non_null(a);
     assert_string_equal(log, "");
@@ -743,7 +741,7 @@ static void test_sf_auth_pat_far_expiry_and_other_roles_quiet(void **state)
         free(p.role);
         p.role = sg_xstrdup(roles[i].role);
         capture_begin();
-        a = sg_sf_auth_new(&p, T0, err, sizeof(err));
+        a = sg_sf_auth_new("sf", &p, T0, err, sizeof(err));
         log = capture_end();
         assert_non_null(a);
         assert_int_equal(strstr(log, "administrative role") != NULL, roles[i].warns);
@@ -758,10 +756,10 @@ static void test_sf_auth_pat_expired(void **state)
 {
     (void)state;
     char *pat = pat_with_exp(T0);
-    sg_provider_cfg_t p = cfg_make(pat, NULL, NULL);
+    sg_cortex_cfg_t p = cfg_make(pat, NULL, NULL);
     char err[512];
     capture_begin();
-    sg_sf_auth_t *a = sg_sf_auth_new(&p, T0 + 3600, err, sizeof(err));
+    sg_sf_auth_t *a = sg_sf_auth_new("sf", &p, T0 + 3600, err, sizeof(err));
     char *log = capture_end();
     assert_non_null(a); /* accepted: requests get a clear 503 until it is rotated */
     cfg_free(&p);
@@ -790,10 +788,10 @@ static void test_sf_auth_opaque_pat(void **state)
 {
     (void)state;
     const char *pat = "ver:1-hint:4711-ETMsDgAAAYopaqueSECRETvalue==";
-    sg_provider_cfg_t p = cfg_make(pat, NULL, NULL);
+    sg_cortex_cfg_t p = cfg_make(pat, NULL, NULL);
     char err[512];
     capture_begin();
-    sg_sf_auth_t *a = sg_sf_auth_new(&p, T0, err, sizeof(err));
+    sg_sf_auth_t *a = sg_sf_auth_new("sf", &p, T0, err, sizeof(err));
     char *log = capture_end();
     assert_non_null(a);
     cfg_free(&p);
@@ -819,30 +817,30 @@ static void test_sf_auth_pat_rejects_bad_characters(void **state)
     };
     char err[512];
     for (size_t i = 0; i < SG_ARRAY_LEN(bad); i++) {
-        sg_provider_cfg_t p = cfg_make(bad[i], NULL, NULL);
+        sg_cortex_cfg_t p = cfg_make(bad[i], NULL, NULL);
         err[0] = '\0';
-        assert_null(sg_sf_auth_new(&p, T0, err, sizeof(err)));
+        assert_null(sg_sf_auth_new("sf", &p, T0, err, sizeof(err)));
         assert_non_null(strstr(err, "provider 'sf'"));
         assert_non_null(strstr(err, "programmatic access token"));
         assert_null(strstr(err, "SECRET"));
         cfg_free(&p);
     }
-    sg_provider_cfg_t p = cfg_make("abc def", NULL, NULL);
-    assert_null(sg_sf_auth_new(&p, T0, err, sizeof(err)));
+    sg_cortex_cfg_t p = cfg_make("abc def", NULL, NULL);
+    assert_null(sg_sf_auth_new("sf", &p, T0, err, sizeof(err)));
     assert_non_null(strstr(err, "whitespace"));
     cfg_free(&p);
     p = cfg_make("abc\x01", NULL, NULL);
-    assert_null(sg_sf_auth_new(&p, T0, err, sizeof(err)));
+    assert_null(sg_sf_auth_new("sf", &p, T0, err, sizeof(err)));
     assert_non_null(strstr(err, "control character"));
     cfg_free(&p);
 
     /* Neither or both credentials. */
     p = cfg_make(NULL, NULL, NULL);
-    assert_null(sg_sf_auth_new(&p, T0, err, sizeof(err)));
+    assert_null(sg_sf_auth_new("sf", &p, T0, err, sizeof(err)));
     assert_non_null(strstr(err, "no Snowflake credentials"));
     cfg_free(&p);
     p = cfg_make("tokenSECRET", "key.pem", NULL);
-    assert_null(sg_sf_auth_new(&p, T0, err, sizeof(err)));
+    assert_null(sg_sf_auth_new("sf", &p, T0, err, sizeof(err)));
     assert_non_null(strstr(err, "not both"));
     assert_null(strstr(err, "SECRET"));
     cfg_free(&p);
@@ -853,11 +851,11 @@ static void test_sf_auth_keypair_renews_before_expiry(void **state)
     (void)state;
     char *pub = path_in("pub.pem"), *plain = path_in("key.pem");
     char *fp = openssl_fingerprint(plain);
-    sg_provider_cfg_t p = cfg_make(NULL, "key_des3.p8", PASS);
+    sg_cortex_cfg_t p = cfg_make(NULL, "key_des3.p8", PASS);
     char err[512];
     int64_t now = T0;
     capture_begin();
-    sg_sf_auth_t *a = sg_sf_auth_new(&p, now, err, sizeof(err));
+    sg_sf_auth_t *a = sg_sf_auth_new("sf", &p, now, err, sizeof(err));
     char *log = capture_end();
     assert_non_null(a);
     assert_non_null(strstr(log, fp)); /* the public fingerprint is logged, to compare */
@@ -913,28 +911,28 @@ static void test_sf_auth_keypair_errors(void **state)
 {
     (void)state;
     char err[512];
-    sg_provider_cfg_t p = cfg_make(NULL, "key_1024.pem", NULL);
-    assert_null(sg_sf_auth_new(&p, T0, err, sizeof(err)));
+    sg_cortex_cfg_t p = cfg_make(NULL, "key_1024.pem", NULL);
+    assert_null(sg_sf_auth_new("sf", &p, T0, err, sizeof(err)));
     assert_non_null(strstr(err, "provider 'sf'"));
     assert_non_null(strstr(err, "2048"));
     cfg_free(&p);
 
     p = cfg_make(NULL, "key_des3.p8", "bad-guessSECRET");
-    assert_null(sg_sf_auth_new(&p, T0, err, sizeof(err)));
+    assert_null(sg_sf_auth_new("sf", &p, T0, err, sizeof(err)));
     assert_non_null(strstr(err, "provider 'sf'"));
     assert_non_null(strstr(err, "wrong passphrase"));
     assert_null(strstr(err, "SECRET"));
     cfg_free(&p);
 
     p = cfg_make(NULL, "key_aes.p8", PASS);
-    assert_null(sg_sf_auth_new(&p, T0, err, sizeof(err)));
+    assert_null(sg_sf_auth_new("sf", &p, T0, err, sizeof(err)));
     assert_non_null(strstr(err, "-v2 des3"));
     cfg_free(&p);
 
     p = cfg_make(NULL, "key.pem", NULL);
     free(p.user);
     p.user = NULL;
-    assert_null(sg_sf_auth_new(&p, T0, err, sizeof(err)));
+    assert_null(sg_sf_auth_new("sf", &p, T0, err, sizeof(err)));
     assert_non_null(strstr(err, "account and user"));
     cfg_free(&p);
 

@@ -1,0 +1,71 @@
+/* Request records and their observers (see sophia/record.h). */
+#include "sophia/record.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "sophia/core.h"
+#include "sophia/gateway.h"
+#include "sophia/log.h"
+
+void sg_record_init(sg_record_t *r, const sg_http_req_t *req, const char *method,
+                    const char *path)
+{
+    memset(r, 0, sizeof(*r));
+    snprintf(r->request_id, sizeof(r->request_id), "%s", req->request_id);
+    r->method = method;
+    r->path = path;
+    r->start_ns = req->start_ns ? req->start_ns : sg_now_ns();
+}
+
+void sg_observe(sg_gateway_t *gw, sg_observer_fn fn, void *ud)
+{
+    SG_ASSERT(gw->n_observers < SG_ARRAY_LEN(gw->observers));
+    gw->observers[gw->n_observers].fn = fn;
+    gw->observers[gw->n_observers].ud = ud;
+    gw->n_observers++;
+}
+
+void sg_record_finish(sg_gateway_t *gw, sg_record_t *r)
+{
+    r->end_ns = sg_now_ns();
+    for (size_t i = 0; i < gw->n_observers; i++) gw->observers[i].fn(r, gw->observers[i].ud);
+}
+
+static double ms_since(uint64_t start, uint64_t t)
+{
+    return (double)(t - start) / 1e6;
+}
+
+void sg_log_observer(const sg_record_t *r, void *ud)
+{
+    SG_UNUSED(ud);
+    sg_logline_t l;
+    sg_logline_begin(&l, SG_LOG_INFO, "request");
+    sg_logline_str(&l, "request_id", r->request_id);
+    sg_logline_str(&l, "method", r->method);
+    sg_logline_str(&l, "path", r->path);
+    if (r->key[0]) sg_logline_str(&l, "key", r->key);
+    sg_logline_str(&l, "route", r->route[0] ? r->route : NULL);
+    if (r->provider[0]) sg_logline_str(&l, "provider", r->provider);
+    if (r->rule[0]) sg_logline_str(&l, "rule", r->rule);
+    if (r->why[0]) sg_logline_str(&l, "route_reason", r->why);
+    sg_logline_int(&l, "status", r->client_gone ? 499 : r->status);
+    sg_logline_bool(&l, "stream", r->stream);
+    sg_logline_num(&l, "latency_ms", ms_since(r->start_ns, r->end_ns));
+    if (r->ttft_ns)
+        sg_logline_num(&l, "ttft_ms", ms_since(r->start_ns, r->ttft_ns));
+    else
+        sg_logline_str(&l, "ttft_ms", NULL);
+    sg_logline_int(&l, "prompt_tokens", r->usage.prompt_tokens);
+    sg_logline_int(&l, "completion_tokens", r->usage.completion_tokens);
+    sg_logline_str(&l, "usage_source", r->usage.known ? "upstream" : "estimated");
+    sg_logline_bool(&l, "partial", r->client_gone || strcmp(r->outcome, "ok") != 0);
+    sg_logline_str(&l, "outcome", r->outcome);
+    if (r->attempts > 1) sg_logline_int(&l, "attempts", r->attempts);
+    if (r->fallbacks) sg_logline_int(&l, "fallbacks", r->fallbacks);
+    if (r->upstream_status) sg_logline_int(&l, "upstream_status", r->upstream_status);
+    if (r->endpoint[0]) sg_logline_str(&l, "endpoint", r->endpoint);
+    if (r->error[0]) sg_logline_str(&l, "error", r->error);
+    sg_logline_emit(&l);
+}
