@@ -41,9 +41,9 @@ typedef struct sg_endpoint {
     int health; /* 1 up, -1 down (the last active check failed), 0 not checked yet */
     uint64_t checked_ms;
     char check_error[200];
-    cJSON *served;        /* model ids the last listing returned, or NULL */
+    cJSON *served; /* model ids the last listing returned, or NULL */
     uint64_t served_at_ms;
-    int probing;          /* a check is running */
+    int probing; /* a check is running */
 
     uint64_t requests, failures; /* since start */
 } sg_endpoint_t;
@@ -73,8 +73,9 @@ double sg_endpoint_error_rate(const sg_endpoint_t *ep);
 const char *sg_breaker_state_name(int state);
 
 /* Picks one of eps[0..n) for an attempt: available ones not in tried[0..n) (tried may be
- * NULL), least outstanding requests with latency-aware tie breaking (power of two random
- * choices over weight / ((in-flight + 1) × average latency)), weights respected. When none is
+ * NULL). Power of two random choices: two different endpoints drawn by weight; the one with
+ * fewer outstanding requests per unit of weight wins; equally loaded, a clearly faster one
+ * (average time to first byte 5 ms and 50 % lower) wins, else the first draw. When none is
  * available but some are only failing their health checks (breaker not open), those are
  * picked from. Returns the index, or -1 when none can be used. */
 int sg_endpoint_pick(sg_endpoint_t *const *eps, size_t n, const unsigned char *tried,

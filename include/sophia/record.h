@@ -14,19 +14,19 @@ typedef struct sg_record {
     char request_id[SG_HTTP_REQUEST_ID_MAX + 1];
     const char *method; /* static strings */
     const char *path;
-    char key[64];        /* the client key's name, "" when none */
-    char model[256];     /* what the client asked for */
-    char route[256];     /* the public model name that served it (the last attempt's) */
+    char key[64];    /* the client key's name, "" when none */
+    char model[256]; /* what the client asked for */
+    char route[256]; /* the public model name that served it (the last attempt's) */
     char provider[64];
-    char endpoint[256];  /* the last attempt's base URL, user-info redacted */
-    char rule[32];       /* how the route was chosen: explicit, alias, hint, auto */
-    char why[512];       /* the decision and the chain tried (X-Sophia-Route) */
+    char endpoint[256]; /* the last attempt's base URL, user-info redacted */
+    char rule[32];      /* how the route was chosen: explicit, alias, hint, auto */
+    char why[512];      /* the decision and the chain tried (X-Sophia-Route) */
     int stream;
     int status;           /* HTTP status sent to the client (0: none) */
     int client_gone;      /* the client left before the end */
     long upstream_status; /* the last attempt's */
     int attempts;
-    int fallbacks; /* attempts that went to another model or endpoint */
+    int fallbacks;    /* attempts that went to another model or endpoint */
     sg_usage_t usage; /* final counts; usage.known 0: estimated by the gateway */
     uint64_t start_ns, ttfb_ns, ttft_ns, end_ns; /* ttfb: upstream's first byte; ttft: first
                                                     token to the client; 0 when none */
@@ -39,8 +39,7 @@ struct sg_gateway;
 typedef void (*sg_observer_fn)(const sg_record_t *r, void *ud);
 
 /* Starts a record for req (id, method, path, start time). */
-void sg_record_init(sg_record_t *r, const sg_http_req_t *req, const char *method,
-                    const char *path);
+void sg_record_init(sg_record_t *r, const sg_http_req_t *req, const char *method, const char *path);
 /* Registers an observer (called in registration order for every finished request). */
 void sg_observe(struct sg_gateway *gw, sg_observer_fn fn, void *ud);
 /* Ends the record (end time) and hands it to every observer. */

@@ -32,8 +32,8 @@ typedef struct sg_hints {
 typedef struct sg_plan {
     sg_route_t routes[SG_PLAN_MAX]; /* candidates, in order */
     size_t n;
-    char rule[64];  /* "explicit", "alias", "hint", "auto" */
-    char why[384];  /* the decision in words (X-Sophia-Route) */
+    char rule[64]; /* "explicit", "alias", "hint", "auto" */
+    char why[384]; /* the decision in words (X-Sophia-Route) */
 } sg_plan_t;
 
 /* Reads the hints: the X-Sophia-Provider header value (may be NULL) and the request's

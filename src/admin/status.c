@@ -161,9 +161,9 @@ void sg_status_metrics(sg_gateway_t *gw, sg_http_req_t *req)
         size_t n;
         sg_endpoint_t *const *ep = sg_gen_endpoints(g, &g->cfg.providers[i], &n);
         for (size_t k = 0; k < n; k++)
-            sg_buf_printf(&b, "sophia_endpoint_breaker_state{provider=\"%s\",endpoint=\"%zu\"} %d\n",
-                          g->cfg.providers[i].name, k,
-                          sg_endpoint_state(ep[k], &g->cfg.breaker, now));
+            sg_buf_printf(
+                &b, "sophia_endpoint_breaker_state{provider=\"%s\",endpoint=\"%zu\"} %d\n",
+                g->cfg.providers[i].name, k, sg_endpoint_state(ep[k], &g->cfg.breaker, now));
     }
     sg_buf_append_str(&b, "# HELP sophia_provider_token_expiry_days Days until the provider's "
                           "credential expires (a PAT; a key pair does not expire).\n"

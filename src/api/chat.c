@@ -35,9 +35,9 @@ typedef struct chat {
     sg_record_t rec;
     cJSON *body; /* the client's request ("sophia" removed) */
     int stream, include_usage;
-    int head_sent;    /* the SSE response head went out */
-    int usage_sent;   /* a usage chunk went to the client */
-    int usage_bad;    /* the last usage the upstream reported was out of range */
+    int head_sent;  /* the SSE response head went out */
+    int usage_sent; /* a usage chunk went to the client */
+    int usage_bad;  /* the last usage the upstream reported was out of range */
     int finished;
     long est_prompt_tokens;
     long content_chunks;
@@ -119,8 +119,9 @@ static void route_headers(chat_t *c, char *out, size_t cap, const char *extra)
     header_value(model, sizeof(model), c->rec.route);
     header_value(why, sizeof(why), c->rec.why);
     if (prov[0])
-        snprintf(out, cap, "X-Sophia-Provider: %s\r\nX-Sophia-Model: %s\r\nX-Sophia-Route: %s\r\n%s",
-                 prov, model, why, extra ? extra : "");
+        snprintf(out, cap,
+                 "X-Sophia-Provider: %s\r\nX-Sophia-Model: %s\r\nX-Sophia-Route: %s\r\n%s", prov,
+                 model, why, extra ? extra : "");
     else
         snprintf(out, cap, "%s", extra ? extra : "");
 }
@@ -418,7 +419,8 @@ static void on_heartbeat(uv_timer_t *t)
     heartbeat_t *hb = t->data;
     chat_t *c = hb->c;
     if (!c || !c->req || c->content_chunks || (c->pipe && sg_pipeline_committed(c->pipe))) return;
-    if (send_head(c) == 0 && c->req) client_io(c, sg_http_stream_write(c->req, ": keep-alive\n\n", 14));
+    if (send_head(c) == 0 && c->req)
+        client_io(c, sg_http_stream_write(c->req, ": keep-alive\n\n", 14));
     if (!c->req) {
         chat_finish(c, "client_closed");
         return;
@@ -570,8 +572,8 @@ void sg_chat_handle(sg_gateway_t *gw, sg_http_req_t *req)
     if (sg_route_plan(c->gen, model, &hints, c->body, plan, &e) != 0) goto fail;
     snprintf(c->rec.route, sizeof(c->rec.route), "%s", plan->routes[0].public_name);
     snprintf(c->rec.provider, sizeof(c->rec.provider), "%s", plan->routes[0].provider->name);
-    sg_pipeline_sink_t sink = {sink_chunk,     sink_raw_chunk, sink_usage, sink_done,
-                               sink_fail,      sink_congested, c};
+    sg_pipeline_sink_t sink = {sink_chunk, sink_raw_chunk, sink_usage, sink_done,
+                               sink_fail,  sink_congested, c};
     c->pipe = sg_pipeline_start(gw, c->gen, plan, c->body, c->stream, &c->rec, &sink, &e);
     free(plan);
     plan = NULL;

@@ -328,7 +328,8 @@ static void append_common_headers(sg_http_conn_t *c, sg_buf_t *h)
     if (c->origin_ok && c->origin) {
         sg_buf_printf(h,
                       "Access-Control-Allow-Origin: %s\r\nVary: Origin\r\n"
-                      "Access-Control-Expose-Headers: X-Request-Id\r\n",
+                      "Access-Control-Expose-Headers: X-Request-Id, X-Sophia-Provider, "
+                      "X-Sophia-Model, X-Sophia-Route, Retry-After, x-should-retry\r\n",
                       c->origin);
     }
 }

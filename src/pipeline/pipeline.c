@@ -16,6 +16,7 @@
 #define UPSTREAM_ERROR_MAX (64 * 1024)       /* error bodies kept for mapping */
 #define RETRY_MAX_MS 30000                   /* longest backoff (Snowflake's client: 30 s) */
 #define MAX_ENDPOINTS 64
+#define HELD_MAX 4 /* contentless chunks held back until the first content */
 
 /* The backoff timer: its own allocation because the handle closes asynchronously, possibly
  * after the pipeline is gone. */
@@ -44,7 +45,15 @@ struct sg_pipeline {
     uint64_t attempt_ns;
     void *dec;
     long status;
-    int committed;   /* a chunk reached the sink */
+    int committed; /* a chunk with content reached the sink: no fallback any more */
+    /* Chunks without content (the role chunk) wait for the first content, so that an attempt
+     * that fails before any content can still fall back without the client seeing it. */
+    struct held {
+        cJSON *chunk; /* NULL: raw only */
+        char *raw;
+        size_t len;
+    } held[HELD_MAX];
+    int n_held;
     int upstream_end, finish_seen;
     int sink_stopped; /* the sink asked to stop */
     int have_err;     /* err holds the decoder's or the body's error */
@@ -58,6 +67,8 @@ struct sg_pipeline {
     char url[1024];
 };
 
+static void drop_held(sg_pipeline_t *p);
+
 static void p_ref(sg_pipeline_t *p)
 {
     p->refs++;
@@ -69,6 +80,7 @@ static void p_unref(sg_pipeline_t *p)
     if (--p->refs > 0) return;
     SG_ASSERT(!p->x && !p->ep);
     if (p->dec) p->vt->decoder_free(p->dec);
+    drop_held(p);
     sg_buf_dispose(&p->body_buf);
     sg_gen_unref(p->gen);
     free(p);
@@ -98,6 +110,15 @@ static void endpoint_done(sg_pipeline_t *p, int ok)
     sg_endpoint_end(ep, &p->gen->cfg.breaker, ok, ttfb, sg_now_ms());
 }
 
+static void drop_held(sg_pipeline_t *p)
+{
+    for (int i = 0; i < p->n_held; i++) {
+        cJSON_Delete(p->held[i].chunk);
+        free(p->held[i].raw);
+    }
+    p->n_held = 0;
+}
+
 static void drop_decoder(sg_pipeline_t *p)
 {
     if (p->dec) p->vt->decoder_free(p->dec);
@@ -121,8 +142,8 @@ static void finish_fail(sg_pipeline_t *p, const sg_error_t *in, long status)
     char headers[1024];
     size_t n = 0;
     headers[0] = '\0';
-    if (status == 429 || status == 503) n += (size_t)snprintf(headers, sizeof(headers), "%s",
-                                                               p->rl_headers);
+    if (status == 429 || status == 503)
+        n += (size_t)snprintf(headers, sizeof(headers), "%s", p->rl_headers);
     /* The gateway did the retrying: an SDK retrying again only multiplies the attempts. */
     if (status_retryable(e.status) && n < sizeof(headers))
         snprintf(headers + n, sizeof(headers) - n, "x-should-retry: false\r\n");
@@ -175,6 +196,7 @@ static int attempt_start(sg_pipeline_t *p, sg_error_t *e)
             continue;
         }
         drop_decoder(p); /* with the adapter that made it */
+        drop_held(p);
         p->vt = vt;
         p->route = r;
         p->status = 0;
@@ -305,11 +327,63 @@ static void note_finish(sg_pipeline_t *p, const cJSON *chunk)
     }
 }
 
+/* Does a parsed chunk carry content, tool calls, a finish_reason or usage? */
+static int chunk_matters(const cJSON *chunk)
+{
+    if (cJSON_GetObjectItemCaseSensitive(chunk, "usage")) return 1;
+    const cJSON *ch;
+    cJSON_ArrayForEach(ch, cJSON_GetObjectItemCaseSensitive(chunk, "choices"))
+    {
+        const cJSON *delta = cJSON_GetObjectItemCaseSensitive(ch, "delta");
+        const cJSON *content = cJSON_GetObjectItemCaseSensitive(delta, "content");
+        if ((cJSON_IsString(content) && content->valuestring[0]) ||
+            cJSON_GetObjectItemCaseSensitive(delta, "tool_calls") ||
+            cJSON_IsString(cJSON_GetObjectItemCaseSensitive(ch, "finish_reason")))
+            return 1;
+    }
+    return 0;
+}
+
+static int hold(sg_pipeline_t *p, const cJSON *chunk, const char *raw, size_t len)
+{
+    if (p->n_held >= HELD_MAX) return 0;
+    struct held *h = &p->held[p->n_held++];
+    h->chunk = chunk ? cJSON_Duplicate(chunk, 1) : NULL;
+    h->raw = raw ? sg_xstrndup(raw, len) : NULL;
+    h->len = raw ? len : 0;
+    return 1;
+}
+
+/* The first content: what was held goes first, and the route is final from now on. */
+static int commit(sg_pipeline_t *p)
+{
+    p->committed = 1;
+    int n = p->n_held;
+    p->n_held = 0;
+    int stop = 0;
+    for (int i = 0; i < n; i++) {
+        struct held *h = &p->held[i];
+        if (!stop) {
+            if (h->chunk)
+                stop = p->sink.chunk(p->sink.ud, h->chunk, h->raw, h->len) != 0;
+            else
+                stop = p->sink.raw_chunk(p->sink.ud, h->raw, h->len, 0, 0) != 0;
+        }
+        cJSON_Delete(h->chunk);
+        free(h->raw);
+    }
+    if (stop) p->sink_stopped = 1;
+    return stop || p->released;
+}
+
 static int w_chunk(void *ud, cJSON *chunk, const char *raw, size_t raw_len)
 {
     sg_pipeline_t *p = ud;
     if (p->released || p->sink_stopped) return 1;
-    p->committed = 1;
+    if (!p->committed) {
+        if (!chunk_matters(chunk) && hold(p, chunk, raw, raw_len)) return 0;
+        if (commit(p)) return 1;
+    }
     note_finish(p, chunk);
     if (p->sink.chunk(p->sink.ud, chunk, raw, raw_len) != 0) p->sink_stopped = 1;
     return p->sink_stopped || p->released;
@@ -319,10 +393,13 @@ static int w_raw_chunk(void *ud, const char *raw, size_t len, int has_content, i
 {
     sg_pipeline_t *p = ud;
     if (p->released || p->sink_stopped) return 1;
-    p->committed = 1;
+    if (!p->committed) {
+        /* Raw chunks name neither usage nor error; tool_calls count as content. */
+        if (!has_content && !has_finish && hold(p, NULL, raw, len)) return 0;
+        if (commit(p)) return 1;
+    }
     if (has_finish) p->finish_seen = 1;
-    if (p->sink.raw_chunk(p->sink.ud, raw, len, has_content, has_finish) != 0)
-        p->sink_stopped = 1;
+    if (p->sink.raw_chunk(p->sink.ud, raw, len, has_content, has_finish) != 0) p->sink_stopped = 1;
     return p->sink_stopped || p->released;
 }
 
@@ -349,10 +426,13 @@ static void w_error(void *ud, const sg_error_t *e)
 
 static void capture_headers(sg_pipeline_t *p, sg_exchange_t *x)
 {
-    static const char *const names[] = {
-        "retry-after",           "x-ratelimit-limit-requests", "x-ratelimit-remaining-requests",
-        "x-ratelimit-reset-requests", "x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens",
-        "x-ratelimit-reset-tokens"};
+    static const char *const names[] = {"retry-after",
+                                        "x-ratelimit-limit-requests",
+                                        "x-ratelimit-remaining-requests",
+                                        "x-ratelimit-reset-requests",
+                                        "x-ratelimit-limit-tokens",
+                                        "x-ratelimit-remaining-tokens",
+                                        "x-ratelimit-reset-tokens"};
     size_t n = 0;
     p->rl_headers[0] = '\0';
     for (size_t i = 0; i < SG_ARRAY_LEN(names); i++) {
@@ -373,8 +453,8 @@ static void on_up_head(sg_exchange_t *x, long status, void *ud)
     p->rec->ttfb_ns = sg_now_ns();
     capture_headers(p, x);
     if (status >= 200 && status < 300 && p->stream) {
-        sg_decode_sink_t sink = {w_chunk, w_usage, w_end, w_error, p,
-                                 p->sink.raw_chunk ? w_raw_chunk : NULL};
+        sg_decode_sink_t sink = {w_chunk, w_usage, w_end,
+                                 w_error, p,       p->sink.raw_chunk ? w_raw_chunk : NULL};
         p->dec = p->vt->decoder_new(p->route, &sink);
     }
 }
@@ -409,14 +489,14 @@ static int on_up_data(sg_exchange_t *x, const char *data, size_t len, void *ud)
 }
 
 /* A client-visible error for a failed exchange. */
-static void transport_error(sg_pipeline_t *p, sg_ex_result_t res, const char *detail,
-                            sg_error_t *e)
+static void transport_error(sg_pipeline_t *p, sg_ex_result_t res, const char *detail, sg_error_t *e)
 {
     const char *name = p->route->provider->name;
     switch (res) {
     case SG_EX_TIMEOUT:
-        sg_error_set(e, 504, "api_error", "upstream_timeout", "upstream provider '%s' timed out: %s",
-                     name, detail ? detail : "no answer in time");
+        sg_error_set(e, 504, "api_error", "upstream_timeout",
+                     "upstream provider '%s' timed out: %s", name,
+                     detail ? detail : "no answer in time");
         break;
     case SG_EX_CONNECT:
         sg_error_set(e, 502, "api_error", "upstream_unreachable",
@@ -455,6 +535,13 @@ static void stream_done(sg_pipeline_t *p)
         return;
     }
     endpoint_done(p, 1);
+    if (!p->committed && commit(p)) {
+        p->finished = 1;
+        sg_error_t e;
+        sg_error_set(&e, 499, "api_error", "client_gone", "the client went away");
+        p->sink.fail(p->sink.ud, &e, NULL);
+        return;
+    }
     p->finished = 1;
     p->sink.done(p->sink.ud, NULL, NULL, 0);
 }

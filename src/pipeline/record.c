@@ -8,8 +8,7 @@
 #include "sophia/gateway.h"
 #include "sophia/log.h"
 
-void sg_record_init(sg_record_t *r, const sg_http_req_t *req, const char *method,
-                    const char *path)
+void sg_record_init(sg_record_t *r, const sg_http_req_t *req, const char *method, const char *path)
 {
     memset(r, 0, sizeof(*r));
     snprintf(r->request_id, sizeof(r->request_id), "%s", req->request_id);

@@ -76,7 +76,9 @@ void sg_endpoint_reap(sg_endpoint_t *ep)
 
 const char *sg_breaker_state_name(int state)
 {
-    return state == SG_BREAKER_OPEN ? "open" : state == SG_BREAKER_HALF_OPEN ? "half_open" : "closed";
+    return state == SG_BREAKER_OPEN        ? "open"
+           : state == SG_BREAKER_HALF_OPEN ? "half_open"
+                                           : "closed";
 }
 
 int sg_endpoint_state(const sg_endpoint_t *ep, const sg_breaker_cfg_t *cfg, uint64_t now_ms)
@@ -124,7 +126,8 @@ static void set_state(sg_endpoint_t *ep, int state, uint64_t now_ms, const char 
     if (ep->state == state) return;
     sg_logline_t l;
     sg_logline_begin(&l, state == SG_BREAKER_OPEN ? SG_LOG_WARN : SG_LOG_INFO,
-                     state == SG_BREAKER_OPEN ? "circuit breaker opened" : "circuit breaker closed");
+                     state == SG_BREAKER_OPEN ? "circuit breaker opened"
+                                              : "circuit breaker closed");
     sg_logline_str(&l, "provider", ep->provider);
     sg_logline_str(&l, "endpoint", ep->base_url);
     sg_logline_str(&l, "reason", why);
@@ -156,8 +159,8 @@ void sg_endpoint_end(sg_endpoint_t *ep, const sg_breaker_cfg_t *cfg, int ok, dou
         ep->win_ok++;
         ep->consecutive_failures = 0;
         if (ttfb_ms >= 0) {
-            ep->ewma_ms = ep->has_ewma ? (1 - EWMA_ALPHA) * ep->ewma_ms + EWMA_ALPHA * ttfb_ms
-                                       : ttfb_ms;
+            ep->ewma_ms =
+                ep->has_ewma ? (1 - EWMA_ALPHA) * ep->ewma_ms + EWMA_ALPHA * ttfb_ms : ttfb_ms;
             ep->has_ewma = 1;
         }
         if (trial) set_state(ep, SG_BREAKER_CLOSED, now_ms, "the trial request succeeded");
@@ -172,8 +175,8 @@ void sg_endpoint_end(sg_endpoint_t *ep, const sg_breaker_cfg_t *cfg, int ok, dou
         } else if (ep->state == SG_BREAKER_CLOSED && cfg->failures &&
                    ep->consecutive_failures >= cfg->failures) {
             set_state(ep, SG_BREAKER_OPEN, now_ms, "consecutive failures");
-        } else if (ep->state == SG_BREAKER_CLOSED && cfg->min_requests && all >= cfg->min_requests &&
-                   fail * 100 >= all * cfg->error_pct) {
+        } else if (ep->state == SG_BREAKER_CLOSED && cfg->min_requests &&
+                   all >= cfg->min_requests && fail * 100 >= all * cfg->error_pct) {
             set_state(ep, SG_BREAKER_OPEN, now_ms, "error rate over the window");
         }
     }
@@ -204,22 +207,33 @@ int sg_endpoint_pick(sg_endpoint_t *const *eps, size_t n, const unsigned char *t
     }
     if (nc == 0) return -1;
     if (nc == 1) return cand[0];
-    /* Two choices drawn by weight, the better one wins. */
+    /* Two different choices drawn by weight, the better one wins. */
     int pick[2];
+    size_t first = 0;
     for (int k = 0; k < 2; k++) {
         uint32_t r = 0;
         uv_random(NULL, NULL, &r, sizeof(r), 0, NULL);
-        unsigned x = r % total;
+        unsigned left = k ? total - eps[cand[first]]->weight : total;
+        unsigned x = r % left;
         size_t j = 0;
-        while (x >= eps[cand[j]]->weight) x -= eps[cand[j++]]->weight;
+        for (;; j++) {
+            if (k && j == first) continue;
+            if (x < eps[cand[j]]->weight) break;
+            x -= eps[cand[j]]->weight;
+        }
+        if (k == 0) first = j;
         pick[k] = cand[j];
     }
     const sg_endpoint_t *a = eps[pick[0]], *b = eps[pick[1]];
-    /* Unmeasured endpoints count as fast so that they get measured. */
-    double la = a->has_ewma ? a->ewma_ms + 1 : 1, lb = b->has_ewma ? b->ewma_ms + 1 : 1;
-    double sa = (a->inflight + 1) * la / a->weight, sb = (b->inflight + 1) * lb / b->weight;
-    if (sa == sb) return a->inflight <= b->inflight ? pick[0] : pick[1];
-    return sa < sb ? pick[0] : pick[1];
+    /* Fewer outstanding requests (relative to weight) wins. */
+    double la = (double)a->inflight / a->weight, lb = (double)b->inflight / b->weight;
+    if (la != lb) return la < lb ? pick[0] : pick[1];
+    /* Equally loaded: a clearly faster endpoint wins (unmeasured ones count as fast, so that
+     * they get measured); otherwise the first draw, which follows the weights. */
+    double ea = a->has_ewma ? a->ewma_ms : 0, eb = b->has_ewma ? b->ewma_ms : 0;
+    double lo = ea < eb ? ea : eb, hi = ea < eb ? eb : ea;
+    if (hi - lo > 5 && hi > lo * 1.5) return ea < eb ? pick[0] : pick[1];
+    return pick[0];
 }
 
 /* ---- the "breaker" section ---------------------------------------------------------------- */

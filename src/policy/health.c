@@ -78,6 +78,32 @@ static void set_health(sg_endpoint_t *ep, int up, const char *why)
     }
 }
 
+/* A configured model the endpoint does not list is probably misnamed (a vLLM server serves
+ * "meta-llama/Llama-3.1-8B-Instruct", not the retired hosted name): say what it serves, once
+ * per list that changed. */
+static void warn_unserved(const probe_t *pr, const cJSON *ids)
+{
+    const sg_provider_cfg_t *p = pr->provider;
+    if (p->ops->builtin_serves) return; /* a built-in catalog, not the operator's list */
+    for (size_t i = 0; i < p->n_models; i++) {
+        const char *want = p->models[i].upstream_id ? p->models[i].upstream_id : p->models[i].id;
+        int found = 0;
+        const cJSON *id;
+        cJSON_ArrayForEach(id, ids) found |= strcmp(id->valuestring, want) == 0;
+        if (found) continue;
+        char *served = cJSON_PrintUnformatted(ids);
+        sg_logline_t l;
+        sg_logline_begin(&l, SG_LOG_WARN, "configured model not served by the endpoint");
+        sg_logline_str(&l, "provider", p->name);
+        sg_logline_str(&l, "endpoint", pr->ep->base_url);
+        sg_logline_str(&l, "model", p->models[i].id);
+        sg_logline_str(&l, "upstream_id", want);
+        sg_logline_str(&l, "served", served);
+        sg_logline_emit(&l);
+        free(served);
+    }
+}
+
 static void on_probe_head(sg_exchange_t *x, long status, void *ud)
 {
     SG_UNUSED(x);
@@ -108,11 +134,12 @@ static void on_probe_done(sg_exchange_t *x, sg_ex_result_t res, const char *deta
         set_health(ep, 0, why);
     } else {
         set_health(ep, 1, "");
-        cJSON *ids = pr->status >= 200 && pr->status < 300 && pr->provider->ops->probe_models
-                         ? pr->provider->ops->probe_models(pr->body.data ? pr->body.data : "",
-                                                           pr->body.len)
-                         : NULL;
+        cJSON *ids =
+            pr->status >= 200 && pr->status < 300 && pr->provider->ops->probe_models
+                ? pr->provider->ops->probe_models(pr->body.data ? pr->body.data : "", pr->body.len)
+                : NULL;
         if (ids) {
+            if (!ep->served || !cJSON_Compare(ep->served, ids, 1)) warn_unserved(pr, ids);
             cJSON_Delete(ep->served);
             ep->served = ids;
             ep->served_at_ms = sg_now_ms();
@@ -128,7 +155,7 @@ static void probe_start(sg_health_t *h, sg_gen_t *g, const sg_provider_cfg_t *p,
 {
     const sg_health_cfg_t *hc = &g->cfg.health;
     sg_upstream_opts_t uo = {hc->timeout_ms < g->cfg.connect_timeout_ms ? hc->timeout_ms
-                                                                         : g->cfg.connect_timeout_ms,
+                                                                        : g->cfg.connect_timeout_ms,
                              hc->timeout_ms, hc->timeout_ms, hc->timeout_ms};
     probe_t *pr = sg_xcalloc(1, sizeof(*pr));
     pr->ep = ep;

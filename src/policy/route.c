@@ -12,8 +12,8 @@
 #include "sophia/json.h"
 
 static const char *const default_keywords[] = {
-    "sql",       "query",     "queries", "database", "databases", "data",   "dataset",
-    "datasets",  "analytics", "table",   "tables",   "warehouse", "schema", "snowflake",
+    "sql",       "query",     "queries", "database", "databases", "data",     "dataset",
+    "datasets",  "analytics", "table",   "tables",   "warehouse", "schema",   "snowflake",
     "dashboard", "revenue",   "kpi",     "cohort",   "join",      "aggregate"};
 
 static const char *const tier_names[] = {"small", "medium", "large"};
@@ -51,8 +51,9 @@ int sg_hints_read(const char *header, cJSON *req, sg_hints_t *h, sg_error_t *err
     }
     int rc = -1;
     if (!cJSON_IsObject(s)) {
-        sg_error_set(err, 400, "invalid_request_error", "invalid_type",
-                     "'sophia' must be an object: {\"provider\", \"complexity\", \"cost_priority\"}");
+        sg_error_set(
+            err, 400, "invalid_request_error", "invalid_type",
+            "'sophia' must be an object: {\"provider\", \"complexity\", \"cost_priority\"}");
         goto out;
     }
     const cJSON *it;
@@ -76,9 +77,9 @@ int sg_hints_read(const char *header, cJSON *req, sg_hints_t *h, sg_error_t *err
             static const struct {
                 const char *name;
                 int v;
-            } names[] = {{"low_cost", SG_COST_LOW}, {"low", SG_COST_LOW},
+            } names[] = {{"low_cost", SG_COST_LOW},      {"low", SG_COST_LOW},
                          {"balanced", SG_COST_BALANCED}, {"medium", SG_COST_BALANCED},
-                         {"quality", SG_COST_QUALITY}, {"high", SG_COST_QUALITY}};
+                         {"quality", SG_COST_QUALITY},   {"high", SG_COST_QUALITY}};
             size_t i = 0;
             while (i < SG_ARRAY_LEN(names) &&
                    !(cJSON_IsString(it) && strcmp(it->valuestring, names[i].name) == 0))
@@ -155,10 +156,10 @@ static void scan_keywords(const char *s, void *ud)
 }
 
 static const char *const reasoning_cues[] = {
-    "step by step", "prove",     "proof",        "derive",   "analyze",   "analyse",
-    "explain why",  "reasoning", "trade-off",    "tradeoff", "optimize",  "architecture",
-    "algorithm",    "theorem",   "debug",        "compare",  "evaluate",  "design a",
-    "plan a",       "refactor",  "root cause",   "rigorous", "edge cases"};
+    "step by step", "prove",     "proof",      "derive",   "analyze",   "analyse",
+    "explain why",  "reasoning", "trade-off",  "tradeoff", "optimize",  "architecture",
+    "algorithm",    "theorem",   "debug",      "compare",  "evaluate",  "design a",
+    "plan a",       "refactor",  "root cause", "rigorous", "edge cases"};
 
 static void scan_complexity(const char *s, void *ud)
 {
@@ -189,7 +190,7 @@ double sg_route_complexity(const cJSON *req, char *why, size_t cap)
     if (score > 0.5) score = 0.5;
     if (has_tools) score += 0.15;
     if (sc.code) score += 0.2;
-    score += (sc.cues > 3 ? 3 : sc.cues) * 0.15;
+    score += (sc.cues > 5 ? 5 : sc.cues) * 0.15;
     if (score > 1) score = 1;
     if (why) {
         snprintf(why, cap, "%zu chars, %d turn%s%s%s%s", sc.chars, turns, turns == 1 ? "" : "s",
@@ -216,7 +217,8 @@ static unsigned needed_caps(const cJSON *req)
         cJSON_ArrayForEach(part, cJSON_GetObjectItemCaseSensitive(m, "content"))
         {
             const cJSON *t = cJSON_GetObjectItemCaseSensitive(part, "type");
-            if (cJSON_IsString(t) && strcmp(t->valuestring, "image_url") == 0) caps |= SG_CAP_VISION;
+            if (cJSON_IsString(t) && strcmp(t->valuestring, "image_url") == 0)
+                caps |= SG_CAP_VISION;
         }
     }
     return caps;
@@ -335,8 +337,9 @@ static int plan_auto(const sg_gen_t *g, const sg_hints_t *h, const cJSON *req, s
     }
     char cwhy[160] = "given";
     double cx = h->complexity >= 0 ? h->complexity : sg_route_complexity(req, cwhy, sizeof(cwhy));
-    ch.tier = cx < rc->small_below ? SG_TIER_SMALL : cx > rc->large_above ? SG_TIER_LARGE
-                                                                          : SG_TIER_MEDIUM;
+    ch.tier = cx < rc->small_below   ? SG_TIER_SMALL
+              : cx > rc->large_above ? SG_TIER_LARGE
+                                     : SG_TIER_MEDIUM;
     if (h->cost == SG_COST_QUALITY && ch.tier < SG_TIER_LARGE) ch.tier++;
     if (ch.only) {
         consider_provider(&ch, ch.only);
@@ -354,10 +357,9 @@ static int plan_auto(const sg_gen_t *g, const sg_hints_t *h, const cJSON *req, s
     ch.best.state = sg_gen_state(g, ch.best.provider);
     sg_route_copy(&plan->routes[plan->n++], &ch.best);
     snprintf(plan->rule, sizeof(plan->rule), "auto");
-    snprintf(plan->why, sizeof(plan->why),
-             "auto: %s -> %s; complexity %.2f (%s) -> %s%s", provider_why,
-             ch.best.provider->name, cx, cwhy, tier_names[ch.tier],
-             h->cost == SG_COST_LOW ? "; cheapest adequate model"
+    snprintf(plan->why, sizeof(plan->why), "auto: %s -> %s; complexity %.2f (%s) -> %s%s",
+             provider_why, ch.best.provider->name, cx, cwhy, tier_names[ch.tier],
+             h->cost == SG_COST_LOW       ? "; cheapest adequate model"
              : h->cost == SG_COST_QUALITY ? "; quality first"
                                           : "");
     return 0;
@@ -438,8 +440,7 @@ int sg_route_plan(const sg_gen_t *g, const char *model, const sg_hints_t *h, con
             rule = "alias";
         plan->n = 1;
         snprintf(plan->rule, sizeof(plan->rule), "%s", rule);
-        snprintf(plan->why, sizeof(plan->why), "%s: %.100s -> %.200s", rule, model,
-                 r->public_name);
+        snprintf(plan->why, sizeof(plan->why), "%s: %.100s -> %.200s", rule, model, r->public_name);
     }
     plan_fallbacks(g, model, plan);
     return 0;

@@ -61,10 +61,10 @@ static const sg_builtin_model_t cortex_models[] = {
     {"claude-haiku-4-5", 1.10, 5.50, NULL, SG_TIER_SMALL, 200000, TJV},             /* est. */
     {"claude-3-7-sonnet", 3.30, 16.50, NULL, SG_TIER_LARGE, 200000, TJV},           /* est. */
     {"claude-3-5-sonnet", 2.55 * CREDIT_USD, 2.55 * CREDIT_USD, NULL, SG_TIER_LARGE, 200000, TJV},
-    {"openai-gpt-4.1", 2.20, 8.80, NULL, SG_TIER_LARGE, 1047576, TJV},  /* estimate */
-    {"openai-gpt-5", 1.38, 11.00, NULL, SG_TIER_LARGE, 400000, TJV},    /* estimate */
+    {"openai-gpt-4.1", 2.20, 8.80, NULL, SG_TIER_LARGE, 1047576, TJV},   /* estimate */
+    {"openai-gpt-5", 1.38, 11.00, NULL, SG_TIER_LARGE, 400000, TJV},     /* estimate */
     {"openai-gpt-5-mini", 0.28, 2.20, NULL, SG_TIER_SMALL, 400000, TJV}, /* estimate */
-    {"llama4-maverick", 0.50, 0.50, NULL, SG_TIER_LARGE, 128000, TJ},   /* est. (0.25 credits) */
+    {"llama4-maverick", 0.50, 0.50, NULL, SG_TIER_LARGE, 128000, TJ},    /* est. (0.25 credits) */
     {"llama3.1-8b", 0.19 * CREDIT_USD, 0.19 * CREDIT_USD, "cortex-fast", SG_TIER_SMALL, 128000,
      SG_CAP_JSON_SCHEMA},
     {"llama3.1-70b", 1.21 * CREDIT_USD, 1.21 * CREDIT_USD, NULL, SG_TIER_MEDIUM, 128000, TJ},
@@ -121,11 +121,16 @@ static const sf_field_t sf_fields[SF_N] = {
              private_key_passphrase, 1),
 };
 
-static const char *const keys[] = {"account",          "user",
-                                   "role",             "warehouse",
-                                   "database",         "schema",
-                                   "pat",              "private_key_path",
-                                   "private_key_passphrase", "pat_warn_days"};
+static const char *const keys[] = {"account",
+                                   "user",
+                                   "role",
+                                   "warehouse",
+                                   "database",
+                                   "schema",
+                                   "pat",
+                                   "private_key_path",
+                                   "private_key_passphrase",
+                                   "pat_warn_days"};
 static const char *const model_keys[] = {"api"};
 
 static char **sf_slot(sg_cortex_cfg_t *x, int f)
@@ -205,8 +210,7 @@ static const char *check_url(sg_cfg_ctx_t *c, const char *where, char *url)
 
 /* Validates v (owned) for setting f and stores it in x, or reports the problem at where and
  * frees v. Only a private key path written literally (echo) may appear in the message. */
-static void sf_set(sg_cfg_ctx_t *c, sg_cortex_cfg_t *x, int f, char *v, const char *where,
-                   int echo)
+static void sf_set(sg_cfg_ctx_t *c, sg_cortex_cfg_t *x, int f, char *v, const char *where, int echo)
 {
     const sf_field_t *fd = &sf_fields[f];
     const char *why = NULL;
@@ -285,8 +289,8 @@ static void sf_env_fill(sg_cfg_ctx_t *c, sg_provider_cfg_t *p, unsigned char *sr
 
 /* Reports missing / conflicting settings (at the provider's path, or at env:SNOWFLAKE_* for
  * a provider made from the environment) and derives the default base URL. */
-static void sf_finish(sg_cfg_ctx_t *c, sg_provider_cfg_t *p, const unsigned char *src,
-                      int from_env, int base_set)
+static void sf_finish(sg_cfg_ctx_t *c, sg_provider_cfg_t *p, const unsigned char *src, int from_env,
+                      int base_set)
 {
     sg_cortex_cfg_t *x = p->ext;
     int named = strcmp(p->name, NAME) == 0;
@@ -308,13 +312,15 @@ static void sf_finish(sg_cfg_ctx_t *c, sg_provider_cfg_t *p, const unsigned char
     int has_pat = src[SF_PAT] != SRC_NONE, has_key = src[SF_KEY_PATH] != SRC_NONE;
     if (!has_pat && !has_key) {
         if (from_env)
-            sg_cfg_error_at(c, "env:SNOWFLAKE_PAT",
-                            "neither SNOWFLAKE_PAT nor SNOWFLAKE_PRIVATE_KEY_PATH is set (set one)");
+            sg_cfg_error_at(
+                c, "env:SNOWFLAKE_PAT",
+                "neither SNOWFLAKE_PAT nor SNOWFLAKE_PRIVATE_KEY_PATH is set (set one)");
         else if (named)
             sg_cfg_errf(c, "missing credentials: set exactly one of \"pat\" and "
                            "\"private_key_path\" (or SNOWFLAKE_PAT / SNOWFLAKE_PRIVATE_KEY_PATH)");
         else
-            sg_cfg_errf(c, "missing credentials: set exactly one of \"pat\" and \"private_key_path\"");
+            sg_cfg_errf(c,
+                        "missing credentials: set exactly one of \"pat\" and \"private_key_path\"");
     } else if (has_pat && has_key) {
         if (src[SF_PAT] == SRC_ENV)
             sg_cfg_error_at(c, "env:SNOWFLAKE_PRIVATE_KEY_PATH",
@@ -485,8 +491,7 @@ static void describe(const sg_provider_cfg_t *p, const void *state, int64_t now,
     }
 }
 
-static void log_fields(const sg_provider_cfg_t *p, const void *state, int64_t now,
-                       sg_logline_t *l)
+static void log_fields(const sg_provider_cfg_t *p, const void *state, int64_t now, sg_logline_t *l)
 {
     SG_UNUSED(p);
     if (!state) return;

@@ -154,8 +154,7 @@ static void describe(const sg_provider_cfg_t *p, const void *state, int64_t now,
     cJSON_AddStringToObject(obj, "auth", key && key[0] ? "api_key" : "none");
 }
 
-static void log_fields(const sg_provider_cfg_t *p, const void *state, int64_t now,
-                       sg_logline_t *l)
+static void log_fields(const sg_provider_cfg_t *p, const void *state, int64_t now, sg_logline_t *l)
 {
     SG_UNUSED(state);
     SG_UNUSED(now);
