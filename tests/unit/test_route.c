@@ -133,8 +133,9 @@ static void test_routing_table(void **state)
         int rc = sg_hints_read(r->header, req, &h, &e);
         if (rc == 0) rc = sg_route_plan(gen, r->model, &h, req, &plan, &e);
         if (r->status) {
-            if (rc == 0) fail_msg("row %zu (%s): planned %s, want %d", i, text,
-                                  plan.routes[0].public_name, r->status);
+            if (rc == 0)
+                fail_msg("row %zu (%s): planned %s, want %d", i, text, plan.routes[0].public_name,
+                         r->status);
             assert_int_equal(e.status, r->status);
         } else {
             if (rc != 0) fail_msg("row %zu (%s): %d %s", i, text, e.status, e.message);
