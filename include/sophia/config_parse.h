@@ -85,33 +85,41 @@ void sg_cfg_name_add(sg_cfg_ctx_t *c, const char *name, const char *label);
 
 /* ---- sections ---------------------------------------------------------------------------- */
 
-/* A numeric setting at offset off of sg_config_t (size_t when is_size, else uint64_t). */
+/* A numeric setting at offset off of sg_config_t (size_t when is_size, else uint64_t), its
+ * bounds and its default (the one place that defines it). */
 typedef struct sg_cfg_num {
     const char *key;
     size_t off;
     int is_size;
     uint64_t min, max; /* max 0: no upper bound */
+    uint64_t def;
 } sg_cfg_num_t;
 
-#define SG_CFG_U64(k, f, lo, hi)                                                                   \
+#define SG_CFG_U64(k, f, lo, hi, d)                                                                \
     {                                                                                              \
-        k, offsetof(sg_config_t, f), 0, lo, hi                                                     \
+        k, offsetof(sg_config_t, f), 0, lo, hi, d                                                  \
     }
-#define SG_CFG_SIZE(k, f, lo, hi)                                                                  \
+#define SG_CFG_SIZE(k, f, lo, hi, d)                                                               \
     {                                                                                              \
-        k, offsetof(sg_config_t, f), 1, lo, hi                                                     \
+        k, offsetof(sg_config_t, f), 1, lo, hi, d                                                  \
     }
+
+/* Sets every field of f to its default. */
+void sg_cfg_num_defaults(sg_config_t *cfg, const sg_cfg_num_t *f, size_t n);
 
 /* Reads the numeric fields of obj (an object at the current path), reporting unknown keys
  * (extra, NULL-terminated, lists other keys the caller parses itself). */
 void sg_cfg_parse_numbers(sg_cfg_ctx_t *c, const cJSON *obj, const sg_cfg_num_t *f, size_t n,
                           const char *const *extra);
 
-/* A top-level section that a module parses itself ("routing", "breaker", "health"). */
+/* A top-level section that a module owns ("routing", "breaker", "health"): either numbers
+ * only (fields: defaults and parsing come from the table) or its own functions. */
 typedef struct sg_config_section {
     const char *key;
-    void (*defaults)(sg_config_t *cfg);
-    void (*parse)(sg_cfg_ctx_t *c, const cJSON *obj); /* obj: an object, at its path */
+    const sg_cfg_num_t *fields; /* may be NULL */
+    size_t n_fields;
+    void (*defaults)(sg_config_t *cfg);               /* may be NULL */
+    void (*parse)(sg_cfg_ctx_t *c, const cJSON *obj); /* NULL: the fields; obj at its path */
     void (*check)(sg_cfg_ctx_t *c);                   /* after everything is loaded; may be NULL */
     void (*free)(sg_config_t *cfg);                   /* may be NULL */
 } sg_config_section_t;

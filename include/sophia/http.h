@@ -118,6 +118,9 @@ int sg_http_respond(sg_http_req_t *req, int status, const char *content_type, co
  * (then JSON null). */
 int sg_http_respond_error(sg_http_req_t *req, int status, const char *type, const char *code,
                           const char *message);
+/* The same with extra header lines (NULL or complete "Name: value\r\n" lines). */
+int sg_http_respond_error_ex(sg_http_req_t *req, int status, const char *type, const char *code,
+                             const char *message, const char *extra_headers);
 /* Starts a streamed response (chunked on HTTP/1.1, close-delimited on HTTP/1.0). */
 int sg_http_stream_begin(sg_http_req_t *req, int status, const char *content_type,
                          const char *extra_headers);

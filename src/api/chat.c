@@ -135,20 +135,8 @@ static void respond_error(chat_t *c, const sg_error_t *e, const char *headers)
     c->req = NULL; /* answered: the request object is reused for the next one */
     char h[HEADERS_MAX];
     route_headers(c, h, sizeof(h), headers);
-    sg_buf_t b;
-    sg_buf_init(&b, 8192);
-    sg_buf_append_str(&b, "{\"error\":{\"message\":");
-    sg_json_escape_append(&b, e->message, strlen(e->message));
-    sg_buf_append_str(&b, ",\"type\":");
-    sg_json_escape_append(&b, e->type, strlen(e->type));
-    sg_buf_append_str(&b, ",\"param\":null,\"code\":");
-    if (e->code[0])
-        sg_json_escape_append(&b, e->code, strlen(e->code));
-    else
-        sg_buf_append_str(&b, "null");
-    sg_buf_append_str(&b, "}}");
-    client_io(c, sg_http_respond(req, e->status, "application/json", b.data, b.len, h));
-    sg_buf_dispose(&b);
+    client_io(c, sg_http_respond_error_ex(req, e->status, e->type, e->code[0] ? e->code : NULL,
+                                          e->message, h));
 }
 
 static int send_head(chat_t *c)

@@ -533,27 +533,41 @@ void sg_cfg_name_register(sg_cfg_ctx_t *c, const char *name, int secret)
 /* ---- sections -------------------------------------------------------------------------- */
 
 static const sg_cfg_num_t limit_fields[] = {
-    SG_CFG_SIZE("max_header_bytes", max_header_bytes, 1, 0),
-    SG_CFG_SIZE("max_body_bytes", max_body_bytes, 1, 0),
-    SG_CFG_U64("header_timeout_ms", header_timeout_ms, 1, 0),
-    SG_CFG_U64("idle_timeout_ms", idle_timeout_ms, 1, 0),
-    SG_CFG_U64("body_timeout_ms", body_timeout_ms, 1, 0),
-    SG_CFG_U64("write_stall_timeout_ms", write_stall_timeout_ms, 1, 0),
-    SG_CFG_SIZE("max_connections", max_connections, 1, 0),
-    SG_CFG_SIZE("high_watermark", high_watermark, 1, 0),
-    SG_CFG_SIZE("low_watermark", low_watermark, 0, 0),
+    SG_CFG_SIZE("max_header_bytes", max_header_bytes, 1, 0, 16384),
+    SG_CFG_SIZE("max_body_bytes", max_body_bytes, 1, 0, 1024 * 1024),
+    SG_CFG_U64("header_timeout_ms", header_timeout_ms, 1, 0, 10000),
+    SG_CFG_U64("idle_timeout_ms", idle_timeout_ms, 1, 0, 60000),
+    SG_CFG_U64("body_timeout_ms", body_timeout_ms, 1, 0, 30000),
+    SG_CFG_U64("write_stall_timeout_ms", write_stall_timeout_ms, 1, 0, 30000),
+    SG_CFG_SIZE("max_connections", max_connections, 1, 0, 10000),
+    SG_CFG_SIZE("high_watermark", high_watermark, 1, 0, 65536),
+    SG_CFG_SIZE("low_watermark", low_watermark, 0, 0, 16384),
 };
 
 static const sg_cfg_num_t upstream_fields[] = {
-    SG_CFG_U64("connect_timeout_ms", connect_timeout_ms, 1, 0),
-    SG_CFG_U64("first_byte_timeout_ms", first_byte_timeout_ms, 1, 0),
-    SG_CFG_U64("idle_timeout_ms", upstream_idle_timeout_ms, 1, 0),
-    SG_CFG_U64("total_timeout_ms", total_timeout_ms, 1, 0),
-    SG_CFG_SIZE("max_retries", max_retries, 0, 20),
-    SG_CFG_U64("retry_base_ms", retry_base_ms, 1, 0),
-    SG_CFG_U64("deadline_ms", deadline_ms, 1, 0),
-    SG_CFG_U64("sse_heartbeat_ms", sse_heartbeat_ms, 0, 0),
+    SG_CFG_U64("connect_timeout_ms", connect_timeout_ms, 1, 0, 5000),
+    SG_CFG_U64("first_byte_timeout_ms", first_byte_timeout_ms, 1, 0, 60000),
+    SG_CFG_U64("idle_timeout_ms", upstream_idle_timeout_ms, 1, 0, 60000),
+    SG_CFG_U64("total_timeout_ms", total_timeout_ms, 1, 0, 600000),
+    SG_CFG_SIZE("max_retries", max_retries, 0, 20, 2),
+    SG_CFG_U64("retry_base_ms", retry_base_ms, 1, 0, 250),
+    SG_CFG_U64("deadline_ms", deadline_ms, 1, 0, 120000),
+    SG_CFG_U64("sse_heartbeat_ms", sse_heartbeat_ms, 0, 0, 15000),
 };
+
+static void set_num(sg_config_t *cfg, const sg_cfg_num_t *f, uint64_t v)
+{
+    char *base = (char *)cfg;
+    if (f->is_size)
+        *(size_t *)(base + f->off) = (size_t)v;
+    else
+        *(uint64_t *)(base + f->off) = v;
+}
+
+void sg_cfg_num_defaults(sg_config_t *cfg, const sg_cfg_num_t *f, size_t n)
+{
+    for (size_t i = 0; i < n; i++) set_num(cfg, &f[i], f[i].def);
+}
 
 void sg_cfg_parse_numbers(sg_cfg_ctx_t *c, const cJSON *obj, const sg_cfg_num_t *f, size_t n,
                           const char *const *extra)
@@ -569,15 +583,10 @@ void sg_cfg_parse_numbers(sg_cfg_ctx_t *c, const cJSON *obj, const sg_cfg_num_t 
         size_t old = sg_cfg_push_key(c, f[i].key);
         uint64_t v;
         if (sg_cfg_get_uint(c, it, f[i].min, &v) == 0) {
-            if (f[i].max && v > f[i].max) {
+            if (f[i].max && v > f[i].max)
                 sg_cfg_errf(c, "must be at most %llu", (unsigned long long)f[i].max);
-            } else {
-                char *base = (char *)c->cfg;
-                if (f[i].is_size)
-                    *(size_t *)(base + f[i].off) = (size_t)v;
-                else
-                    *(uint64_t *)(base + f[i].off) = v;
-            }
+            else
+                set_num(c->cfg, &f[i], v);
         }
         sg_cfg_pop(c, old);
     }
@@ -1242,7 +1251,12 @@ static void parse_root(sg_cfg_ctx_t *c, const cJSON *root)
         it = cJSON_GetObjectItemCaseSensitive(root, sec->key);
         if (!it) continue;
         old = sg_cfg_push_key(c, sec->key);
-        if (sg_cfg_expect_object(c, it) == 0) sec->parse(c, it);
+        if (sg_cfg_expect_object(c, it) == 0) {
+            if (sec->parse)
+                sec->parse(c, it);
+            else
+                sg_cfg_parse_numbers(c, it, sec->fields, sec->n_fields, NULL);
+        }
         sg_cfg_pop(c, old);
     }
 }
@@ -1383,26 +1397,14 @@ void sg_config_defaults(sg_config_t *cfg)
     cfg->listen_host = sg_xstrdup("127.0.0.1");
     cfg->listen_port = 8080;
     cfg->log_level = sg_xstrdup("info");
-    cfg->max_header_bytes = 16384;
-    cfg->max_body_bytes = 1024 * 1024;
-    cfg->header_timeout_ms = 10000;
-    cfg->idle_timeout_ms = 60000;
-    cfg->body_timeout_ms = 30000;
-    cfg->write_stall_timeout_ms = 30000;
-    cfg->max_connections = 10000;
-    cfg->high_watermark = 65536;
-    cfg->low_watermark = 16384;
-    cfg->connect_timeout_ms = 5000;
-    cfg->max_retries = 2;
-    cfg->retry_base_ms = 250;
-    cfg->first_byte_timeout_ms = 60000;
-    cfg->upstream_idle_timeout_ms = 60000;
-    cfg->total_timeout_ms = 600000;
-    cfg->deadline_ms = 120000;
-    cfg->sse_heartbeat_ms = 15000;
+    sg_cfg_num_defaults(cfg, limit_fields, SG_ARRAY_LEN(limit_fields));
+    sg_cfg_num_defaults(cfg, upstream_fields, SG_ARRAY_LEN(upstream_fields));
     cfg->shutdown_grace_ms = 10000;
-    for (size_t i = 0; sg_config_sections[i]; i++)
-        if (sg_config_sections[i]->defaults) sg_config_sections[i]->defaults(cfg);
+    for (size_t i = 0; sg_config_sections[i]; i++) {
+        const sg_config_section_t *sec = sg_config_sections[i];
+        sg_cfg_num_defaults(cfg, sec->fields, sec->n_fields);
+        if (sec->defaults) sec->defaults(cfg);
+    }
 }
 
 int sg_config_load(sg_config_t *cfg, const char *path, sg_config_errors_t *errs)

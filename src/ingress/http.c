@@ -339,6 +339,12 @@ int sg_http_respond(sg_http_req_t *req, int status, const char *content_type, co
 int sg_http_respond_error(sg_http_req_t *req, int status, const char *type, const char *code,
                           const char *message)
 {
+    return sg_http_respond_error_ex(req, status, type, code, message, NULL);
+}
+
+int sg_http_respond_error_ex(sg_http_req_t *req, int status, const char *type, const char *code,
+                             const char *message, const char *extra_headers)
+{
     sg_buf_t b;
     sg_buf_init(&b, 8192);
     sg_buf_append_str(&b, "{\"error\":{\"message\":");
@@ -351,7 +357,7 @@ int sg_http_respond_error(sg_http_req_t *req, int status, const char *type, cons
     else
         sg_buf_append_str(&b, "null");
     sg_buf_append_str(&b, "}}");
-    int r = sg_http_respond(req, status, "application/json", b.data, b.len, NULL);
+    int r = sg_http_respond(req, status, "application/json", b.data, b.len, extra_headers);
     sg_buf_dispose(&b);
     return r;
 }

@@ -837,22 +837,9 @@ static void mock_respond_oai_error(const mock_app_t *app, sg_http_req_t *req, in
                                    const char *type, const char *code, const char *message,
                                    const char *extra)
 {
-    sg_buf_t b;
-    sg_buf_init(&b, 8192);
-    sg_buf_append_str(&b, "{\"error\":{\"message\":");
-    sg_json_escape_append(&b, message, strlen(message));
-    sg_buf_append_str(&b, ",\"type\":");
-    sg_json_escape_append(&b, type, strlen(type));
-    sg_buf_append_str(&b, ",\"param\":null,\"code\":");
-    if (code)
-        sg_json_escape_append(&b, code, strlen(code));
-    else
-        sg_buf_append_str(&b, "null");
-    sg_buf_append_str(&b, "}}");
     char hb[MOCK_HDRS_MAX];
-    sg_http_respond(req, status, "application/json", b.data, b.len,
-                    mock_headers(app, extra, hb, sizeof(hb)));
-    sg_buf_dispose(&b);
+    sg_http_respond_error_ex(req, status, type, code, message,
+                             mock_headers(app, extra, hb, sizeof(hb)));
 }
 
 /* What OpenAI's API sends with every 429. */

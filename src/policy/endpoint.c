@@ -238,27 +238,13 @@ int sg_endpoint_pick(sg_endpoint_t *const *eps, size_t n, const unsigned char *t
 
 /* ---- the "breaker" section ---------------------------------------------------------------- */
 
-static void breaker_defaults(sg_config_t *cfg)
-{
-    cfg->breaker.failures = 5;
-    cfg->breaker.error_pct = 50;
-    cfg->breaker.min_requests = 20;
-    cfg->breaker.window_ms = 30000;
-    cfg->breaker.cooldown_ms = 10000;
-}
-
 static const sg_cfg_num_t breaker_fields[] = {
-    SG_CFG_U64("failures", breaker.failures, 0, 1000),
-    SG_CFG_U64("error_pct", breaker.error_pct, 1, 100),
-    SG_CFG_U64("min_requests", breaker.min_requests, 0, 1000000),
-    SG_CFG_U64("window_ms", breaker.window_ms, 1, 0),
-    SG_CFG_U64("cooldown_ms", breaker.cooldown_ms, 1, 0),
+    SG_CFG_U64("failures", breaker.failures, 0, 1000, 5),
+    SG_CFG_U64("error_pct", breaker.error_pct, 1, 100, 50),
+    SG_CFG_U64("min_requests", breaker.min_requests, 0, 1000000, 20),
+    SG_CFG_U64("window_ms", breaker.window_ms, 1, 0, 30000),
+    SG_CFG_U64("cooldown_ms", breaker.cooldown_ms, 1, 0, 10000),
 };
 
-static void breaker_parse(sg_cfg_ctx_t *c, const cJSON *obj)
-{
-    sg_cfg_parse_numbers(c, obj, breaker_fields, SG_ARRAY_LEN(breaker_fields), NULL);
-}
-
 const sg_config_section_t sg_breaker_section = {
-    .key = "breaker", .defaults = breaker_defaults, .parse = breaker_parse};
+    .key = "breaker", .fields = breaker_fields, .n_fields = SG_ARRAY_LEN(breaker_fields)};

@@ -263,23 +263,11 @@ void sg_health_stop(sg_health_t *h)
 
 /* ---- the "health" section ----------------------------------------------------------------- */
 
-static void health_defaults(sg_config_t *cfg)
-{
-    cfg->health.interval_ms = 30000;
-    cfg->health.timeout_ms = 5000;
-    cfg->health.startup_wait_ms = 3000;
-}
-
 static const sg_cfg_num_t health_fields[] = {
-    SG_CFG_U64("interval_ms", health.interval_ms, 0, 0),
-    SG_CFG_U64("timeout_ms", health.timeout_ms, 1, 0),
-    SG_CFG_U64("startup_wait_ms", health.startup_wait_ms, 0, 600000),
+    SG_CFG_U64("interval_ms", health.interval_ms, 0, 0, 30000),
+    SG_CFG_U64("timeout_ms", health.timeout_ms, 1, 0, 5000),
+    SG_CFG_U64("startup_wait_ms", health.startup_wait_ms, 0, 600000, 3000),
 };
 
-static void health_parse(sg_cfg_ctx_t *c, const cJSON *obj)
-{
-    sg_cfg_parse_numbers(c, obj, health_fields, SG_ARRAY_LEN(health_fields), NULL);
-}
-
 const sg_config_section_t sg_health_section = {
-    .key = "health", .defaults = health_defaults, .parse = health_parse};
+    .key = "health", .fields = health_fields, .n_fields = SG_ARRAY_LEN(health_fields)};
