@@ -200,9 +200,11 @@ test('failover across endpoints on 500, 429, a hang, connection refused and a cu
     env: noEnv,
     config: { breaker: { failures: 1000 }, health: { interval_ms: 0 }, providers: { lambda: { endpoints: [{ base_url: `http://127.0.0.1:${dead}/v1`, weight: 1000 }, { base_url: `${good.url}/v1`, weight: 1 }] } } },
   });
+  const t0 = Date.now();
   const rd = await postChat(gwDead, { model: 'fast', messages: msgs('hi') });
   assert.equal(rd.status, 200);
   await rd.json();
+  console.log(`# failover after connection refused: ${Date.now() - t0} ms`);
   // A cut before the first byte (the first try of this key only: the good endpoint has
   // already seen its first) falls back too.
   const cutMsg = msgs('hi [mock:cut_after=0,fail_times=1,fail_key=777]');
