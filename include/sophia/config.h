@@ -13,6 +13,7 @@ typedef enum { SG_TIER_SMALL = 0, SG_TIER_MEDIUM = 1, SG_TIER_LARGE = 2 } sg_tie
 #define SG_CAP_TOOLS 1u
 #define SG_CAP_JSON_SCHEMA 2u
 #define SG_CAP_VISION 4u
+#define SG_CAP_EMBED 8u /* an embedding model (POST /v1/embeddings), not a chat model */
 
 typedef struct sg_model_cfg {
     char *id;          /* public model id within its provider, e.g. "hermes3-70b" */

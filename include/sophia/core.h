@@ -6,6 +6,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* The gateway's version, as upstreams see it in User-Agent: sophia-gateway/<version>. */
+#define SG_VERSION "0.2.0"
+#define SG_USER_AGENT "sophia-gateway/" SG_VERSION
+
 /* Error codes: functions return 0 on success or one of these (negative). */
 enum {
     SG_OK = 0,

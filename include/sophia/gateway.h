@@ -57,6 +57,12 @@ void sg_gateway_http_opts(const sg_config_t *cfg, sg_http_opts_t *o);
 void sg_router_on_request(sg_http_req_t *req, void *ud);
 /* POST /v1/chat/completions (src/api/chat.c). */
 void sg_chat_handle(sg_gateway_t *gw, sg_http_req_t *req);
+/* POST /v1/embeddings (src/api/embeddings.c). */
+void sg_embeddings_handle(sg_gateway_t *gw, sg_http_req_t *req);
+/* POST /v1/responses (src/api/responses.c). */
+void sg_responses_handle(sg_gateway_t *gw, sg_http_req_t *req);
+/* POST /v1/messages, Anthropic's Messages API (src/api/messages.c). */
+void sg_messages_handle(sg_gateway_t *gw, sg_http_req_t *req);
 /* GET /v1/models (id NULL) and /v1/models/{id} (id URL-encoded) (src/api/models.c). */
 void sg_models_handle(sg_gateway_t *gw, sg_http_req_t *req, const char *id);
 /* src/admin/status.c: GET /healthz, /readyz, /metrics, /v1/providers (detail 0) and

@@ -45,6 +45,14 @@ int sg_utf8_valid(const char *s, size_t n);
  * string there to shorten it without producing invalid UTF-8. */
 size_t sg_utf8_cut(const char *s, size_t n);
 
+/* Copies the JSON text s[0..n) into out with the string value of the first member named key
+ * replaced by value (escaped). Inside a JSON string every quote is escaped, so a quoted key
+ * followed by ':' is a real key: meant for flat objects such as chat completions, whose
+ * "model" appears once. Returns 0, or -1 (out untouched) when there is no such string member. */
+struct sg_buf;
+int sg_json_splice_string(const char *s, size_t n, const char *key, const char *value,
+                          struct sg_buf *out);
+
 /* Reads a count (tokens and the like) that must be a whole number in [0, max]. Returns 0 with
  * *out set, or -1 when v is absent, not a number, not finite, fractional or out of range. */
 int sg_json_count(const cJSON *v, double max, long long *out);

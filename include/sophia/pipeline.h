@@ -27,6 +27,15 @@
 
 typedef struct sg_pipeline sg_pipeline_t;
 
+/* What the request asks of the upstream. */
+typedef enum {
+    SG_OP_CHAT = 0, /* a chat completion (streamed or not) */
+    SG_OP_EMBED,    /* embeddings (never streamed) */
+    SG_OP_MESSAGES, /* an Anthropic Messages request forwarded as it is, to routes whose
+                       adapter says messages_native; each streamed event reaches raw_chunk as
+                       its SSE text, and done gets the "message" object */
+} sg_op_t;
+
 typedef struct sg_pipeline_sink {
     /* Streaming output, as sg_decode_sink_t's chunk and raw_chunk (raw_chunk may be NULL).
      * Return 0, or non-zero to stop (the client is gone). */
@@ -49,10 +58,12 @@ typedef struct sg_pipeline_sink {
 } sg_pipeline_sink_t;
 
 /* Starts the first attempt of plan (copied) for the client's request body (borrowed: it must
- * outlive the pipeline). rec is filled as attempts run (route, provider, endpoint, attempts,
- * statuses, the chain tried in why, ttfb) until release. Returns the pipeline, or NULL with
- * err when no attempt could start (no sink callback then). */
-sg_pipeline_t *sg_pipeline_start(sg_gateway_t *gw, sg_gen_t *gen, const sg_plan_t *plan,
+ * outlive the pipeline): a chat request (OpenAI shape) for SG_OP_CHAT, an embeddings request
+ * for SG_OP_EMBED (whose answer comes to done as an OpenAI embeddings list). rec is filled as
+ * attempts run (route, provider, endpoint, attempts, statuses, the chain tried in why, ttfb) until
+ * release. Returns the pipeline, or NULL with err when no attempt could start (no sink callback
+ * then). */
+sg_pipeline_t *sg_pipeline_start(sg_gateway_t *gw, sg_gen_t *gen, const sg_plan_t *plan, sg_op_t op,
                                  const cJSON *body, int stream, sg_record_t *rec,
                                  const sg_pipeline_sink_t *sink, sg_error_t *err);
 /* The client drained: resumes a paused transfer (may deliver chunks before returning). */

@@ -97,6 +97,23 @@ typedef struct sg_provider_vt {
      * (returned, caller frees), filling usage. NULL with err set when the body is unusable. */
     cJSON *(*convert_response)(const sg_route_t *route, const char *body, size_t len,
                                sg_usage_t *usage, sg_error_t *err);
+    /* Embeddings (NULL when the kind has none): builds the upstream request for the client's
+     * OpenAI embeddings request (validated: model, input, encoding_format, dimensions), as
+     * build_chat does; and turns a 2xx answer into an OpenAI embeddings list honouring the
+     * client's encoding_format and dimensions (returned, caller frees; usage filled), or NULL
+     * with err. */
+    int (*build_embed)(const sg_route_t *route, const cJSON *client, const sg_upstream_opts_t *uo,
+                       sg_exchange_req_t *out, char *url_buf, size_t url_cap, sg_error_t *err);
+    cJSON *(*convert_embed)(const sg_route_t *route, const cJSON *client, const char *body,
+                            size_t len, sg_usage_t *usage, sg_error_t *err);
+    /* Anthropic Messages as they are (NULL when the kind has none): messages_native says
+     * whether route's model takes a Messages request unchanged; build_messages builds it (the
+     * client's Messages request, with the upstream's model name), as build_chat does. The
+     * answer is decoded by sg_wire_anthropic. */
+    int (*messages_native)(const sg_route_t *route);
+    int (*build_messages)(const sg_route_t *route, const cJSON *client, int stream,
+                          const sg_upstream_opts_t *uo, sg_exchange_req_t *out, char *url_buf,
+                          size_t url_cap, sg_error_t *err);
     /* Maps an upstream error response (status >= 400) of route's provider to an OpenAI error
      * whose message says where the problem lies (the gateway's credentials, its base URL, the
      * client's request). */
@@ -196,6 +213,17 @@ const sg_provider_vt_t *sg_provider_find(const char *kind);
 
 extern const sg_provider_vt_t sg_provider_openai;
 extern const sg_provider_vt_t sg_provider_cortex;
+
+/* The Anthropic Messages wire format (src/providers/anthropic.c), for upstreams that take a
+ * Messages request as it is: decoder_new/decode/decode_finish/decoder_free (each event goes to
+ * the sink's raw_chunk, required, as its SSE text) and convert_response (a "message" object,
+ * forwardable as it is). It builds no request and maps no error statuses (the provider's
+ * adapter does both). */
+extern const sg_provider_vt_t sg_wire_anthropic;
+/* Anthropic's error type for an HTTP status ("overloaded_error" for 503 and 529), and the
+ * status for an error type (502 when unknown). */
+const char *sg_anthropic_error_type(int status);
+int sg_anthropic_error_status(const char *type);
 
 /* Fills out as a JSON POST to url (kept as a pointer: url must outlive the exchange start),
  * taking over headers and printing then deleting body, with the upstream timeouts. */

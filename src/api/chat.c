@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "sophia/api.h"
 #include "sophia/buf.h"
 #include "sophia/core.h"
 #include "sophia/gateway.h"
@@ -26,19 +27,11 @@ typedef struct heartbeat {
 } heartbeat_t;
 
 typedef struct chat {
-    sg_active_t active; /* first: the gateway's shutdown reaches the chat through it */
-    int refs;
-    sg_gateway_t *gw;
-    sg_gen_t *gen;
-    sg_http_req_t *req; /* NULL once answered or gone */
-    sg_pipeline_t *pipe;
-    sg_record_t rec;
-    cJSON *body; /* the client's request ("sophia" removed) */
+    sg_api_t a; /* first */
     int stream, include_usage;
     int head_sent;  /* the SSE response head went out */
     int usage_sent; /* a usage chunk went to the client */
     int usage_bad;  /* the last usage the upstream reported was out of range */
-    int finished;
     long est_prompt_tokens;
     long content_chunks;
     int created;
@@ -47,119 +40,96 @@ typedef struct chat {
     heartbeat_t *hb;
 } chat_t;
 
-static void chat_unref(chat_t *c)
-{
-    SG_ASSERT(c->refs > 0);
-    if (--c->refs > 0) return;
-    cJSON_Delete(c->body);
-    sg_gen_unref(c->gen);
-    sg_buf_dispose(&c->out);
-    free(c);
-}
-
 static void on_hb_closed(uv_handle_t *h)
 {
     free(h->data);
 }
 
-/* Ends the request: the record goes to the observers, the pipeline is let go. Nothing may
- * touch the chat's request after this. */
-static void chat_finish(chat_t *c, const char *outcome)
+static void chat_free(sg_api_t *a)
 {
-    if (c->finished) return;
-    c->finished = 1;
-    if (c->rec.client_gone) outcome = "client_closed";
-    if (!c->rec.usage.known) {
-        /* Usage not reported by the upstream is estimated: ~4 characters per prompt token,
-         * one token per content chunk. Accounting then still sees every request. */
-        c->rec.usage.prompt_tokens = c->est_prompt_tokens;
-        c->rec.usage.completion_tokens = c->content_chunks;
-    }
-    c->rec.outcome = outcome;
+    chat_t *c = (chat_t *)a;
+    sg_buf_dispose(&c->out);
+    free(c);
+}
+
+/* Usage not reported by the upstream is estimated: ~4 characters per prompt token, one token
+ * per content chunk. Accounting then still sees every request. */
+static void settle_usage(chat_t *c)
+{
+    if (c->a.rec.usage.known) return;
+    c->a.rec.usage.prompt_tokens = c->est_prompt_tokens;
+    c->a.rec.usage.completion_tokens = c->content_chunks;
+}
+
+static void chat_settle(sg_api_t *a)
+{
+    chat_t *c = (chat_t *)a;
+    settle_usage(c);
     if (c->hb) {
         c->hb->c = NULL;
         uv_close((uv_handle_t *)&c->hb->timer, on_hb_closed);
         c->hb = NULL;
     }
-    sg_pipeline_release(c->pipe);
-    c->pipe = NULL;
-    sg_record_finish(c->gw, &c->rec);
-    sg_gateway_untrack(c->gw, &c->active);
-    c->gw->chats_active--;
-    c->req = NULL;
-    chat_unref(c);
+}
+
+static void chat_finish(chat_t *c, const char *outcome)
+{
+    sg_api_finish(&c->a, outcome);
 }
 
 /* ---- writing ------------------------------------------------------------------------------ */
 
-/* Notes the result of a write to the client: -1 means the client is gone (the HTTP layer then
- * fires no abort hook, so this is where the chat learns it). Returns r. */
 static int client_io(chat_t *c, int r)
 {
-    if (r != 0) {
-        c->rec.client_gone = 1;
-        c->req = NULL;
-    }
-    return r;
-}
-
-/* Copies s into a header value: printable ASCII only. */
-static void header_value(char *dst, size_t cap, const char *s)
-{
-    size_t n = 0;
-    for (; *s && n + 1 < cap; s++) dst[n++] = (*s >= 0x20 && *s < 0x7f) ? *s : '?';
-    dst[n] = '\0';
-}
-
-/* The X-Sophia-* headers that explain the route (plus extra lines). */
-static void route_headers(chat_t *c, char *out, size_t cap, const char *extra)
-{
-    char prov[80], model[300], why[600];
-    header_value(prov, sizeof(prov), c->rec.provider);
-    header_value(model, sizeof(model), c->rec.route);
-    header_value(why, sizeof(why), c->rec.why);
-    if (prov[0])
-        snprintf(out, cap,
-                 "X-Sophia-Provider: %s\r\nX-Sophia-Model: %s\r\nX-Sophia-Route: %s\r\n%s", prov,
-                 model, why, extra ? extra : "");
-    else
-        snprintf(out, cap, "%s", extra ? extra : "");
+    return sg_api_io(&c->a, r);
 }
 
 static void respond_error(chat_t *c, const sg_error_t *e, const char *headers)
 {
-    snprintf(c->rec.error, sizeof(c->rec.error), "%s", e->message);
-    c->rec.status = e->status;
-    if (!c->req) return;
-    sg_http_req_t *req = c->req;
-    c->req = NULL; /* answered: the request object is reused for the next one */
-    char h[HEADERS_MAX];
-    route_headers(c, h, sizeof(h), headers);
-    client_io(c, sg_http_respond_error_ex(req, e->status, e->type, e->code[0] ? e->code : NULL,
-                                          e->message, h));
+    sg_api_respond_error(&c->a, e, headers);
 }
 
 static int send_head(chat_t *c)
 {
-    if (!c->req) return -1;
+    if (!c->a.req) return -1;
     if (c->head_sent) return 0;
     c->head_sent = 1;
-    c->rec.status = 200;
+    c->a.rec.status = 200;
     char h[HEADERS_MAX];
-    route_headers(c, h, sizeof(h), "Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\n");
-    return client_io(c, sg_http_stream_begin(c->req, 200, "text/event-stream", h));
+    sg_api_headers(&c->a, h, sizeof(h), "Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\n");
+    return client_io(c, sg_http_stream_begin(c->a.req, 200, "text/event-stream", h));
 }
 
 /* Sends one SSE event. The HTTP layer corks stream output until the end of the loop
  * iteration, so events that arrive together leave in one write, with no added delay. */
 static int send_event_json(chat_t *c, const char *json, size_t len)
 {
-    if (send_head(c) || !c->req) return -1;
+    if (send_head(c) || !c->a.req) return -1;
     sg_buf_reset(&c->out);
     if (sg_buf_append(&c->out, "data: ", 6) || sg_buf_append(&c->out, json, len) ||
         sg_buf_append(&c->out, "\n\n", 2))
         return -1;
-    return client_io(c, sg_http_stream_write(c->req, c->out.data, c->out.len));
+    return client_io(c, sg_http_stream_write(c->a.req, c->out.data, c->out.len));
+}
+
+/* Sends an upstream chunk as it is, but with "model" set to the gateway's public name (what
+ * every response reports, whatever the upstream calls the model). */
+static int send_chunk_raw(chat_t *c, const char *json, size_t len)
+{
+    if (send_head(c) || !c->a.req) return -1;
+    sg_buf_reset(&c->out);
+    if (sg_buf_append(&c->out, "data: ", 6) ||
+        (sg_json_splice_string(json, len, "model", c->a.rec.route, &c->out) != 0 &&
+         sg_buf_append(&c->out, json, len)) ||
+        sg_buf_append(&c->out, "\n\n", 2))
+        return -1;
+    return client_io(c, sg_http_stream_write(c->a.req, c->out.data, c->out.len));
+}
+
+static void set_model(chat_t *c, cJSON *obj)
+{
+    cJSON_DeleteItemFromObjectCaseSensitive(obj, "model");
+    cJSON_AddStringToObject(obj, "model", c->a.rec.route);
 }
 
 static int send_event_obj(chat_t *c, cJSON *obj)
@@ -173,9 +143,9 @@ static int send_event_obj(chat_t *c, cJSON *obj)
 
 static void stream_end(chat_t *c)
 {
-    if (!c->req) return;
-    sg_http_req_t *req = c->req;
-    c->req = NULL;
+    if (!c->a.req) return;
+    sg_http_req_t *req = c->a.req;
+    c->a.req = NULL;
     client_io(c, sg_http_stream_end(req, NULL, 0));
 }
 
@@ -183,7 +153,7 @@ static void stream_end(chat_t *c)
  * OpenAI SDKs raise an APIError on it, so the truncation is never silent. */
 static void stream_fail(chat_t *c, const sg_error_t *e)
 {
-    snprintf(c->rec.error, sizeof(c->rec.error), "%s", e->message);
+    snprintf(c->a.rec.error, sizeof(c->a.rec.error), "%s", e->message);
     cJSON *j = cJSON_CreateObject();
     cJSON *err = cJSON_AddObjectToObject(j, "error");
     cJSON_AddStringToObject(err, "message", e->message);
@@ -214,22 +184,15 @@ static cJSON *usage_json(const sg_usage_t *u)
     return o;
 }
 
-static void settle_usage(chat_t *c)
-{
-    if (c->rec.usage.known) return;
-    c->rec.usage.prompt_tokens = c->est_prompt_tokens;
-    c->rec.usage.completion_tokens = c->content_chunks;
-}
-
 static void send_usage_chunk(chat_t *c)
 {
     cJSON *j = cJSON_CreateObject();
-    cJSON_AddStringToObject(j, "id", c->chunk_id[0] ? c->chunk_id : c->rec.request_id);
+    cJSON_AddStringToObject(j, "id", c->chunk_id[0] ? c->chunk_id : c->a.rec.request_id);
     cJSON_AddStringToObject(j, "object", "chat.completion.chunk");
     cJSON_AddNumberToObject(j, "created", c->created);
-    cJSON_AddStringToObject(j, "model", c->rec.route);
+    cJSON_AddStringToObject(j, "model", c->a.rec.route);
     cJSON_AddArrayToObject(j, "choices");
-    cJSON_AddItemToObject(j, "usage", usage_json(&c->rec.usage));
+    cJSON_AddItemToObject(j, "usage", usage_json(&c->a.rec.usage));
     send_event_obj(c, j);
     cJSON_Delete(j);
     c->usage_sent = 1;
@@ -238,7 +201,7 @@ static void send_usage_chunk(chat_t *c)
 static void first_token(chat_t *c)
 {
     c->content_chunks++;
-    if (!c->rec.ttft_ns) c->rec.ttft_ns = sg_now_ns();
+    if (!c->a.rec.ttft_ns) c->a.rec.ttft_ns = sg_now_ns();
 }
 
 /* ---- the pipeline's sink ------------------------------------------------------------------ */
@@ -246,7 +209,7 @@ static void first_token(chat_t *c)
 static int sink_chunk(void *ud, cJSON *chunk, const char *raw, size_t raw_len)
 {
     chat_t *c = ud;
-    if (!c->req) return 1;
+    if (!c->a.req) return 1;
     const cJSON *choices = cJSON_GetObjectItemCaseSensitive(chunk, "choices");
     const cJSON *id = cJSON_GetObjectItemCaseSensitive(chunk, "id");
     if (!c->chunk_id[0] && cJSON_IsString(id))
@@ -274,16 +237,18 @@ static int sink_chunk(void *ud, cJSON *chunk, const char *raw, size_t raw_len)
             raw = NULL;
         }
     }
-    return (raw ? send_event_json(c, raw, raw_len) : send_event_obj(c, chunk)) != 0;
+    if (raw) return send_chunk_raw(c, raw, raw_len) != 0;
+    set_model(c, chunk);
+    return send_event_obj(c, chunk) != 0;
 }
 
 static int sink_raw_chunk(void *ud, const char *raw, size_t len, int has_content, int has_finish)
 {
     chat_t *c = ud;
     SG_UNUSED(has_finish);
-    if (!c->req) return 1;
+    if (!c->a.req) return 1;
     if (has_content) first_token(c);
-    return send_event_json(c, raw, len) != 0;
+    return send_chunk_raw(c, raw, len) != 0;
 }
 
 /* Upstream usage that cannot be true is never used: warn once, estimate instead. */
@@ -293,8 +258,8 @@ static void usage_rejected(chat_t *c)
     c->usage_bad = 1;
     sg_logline_t l;
     sg_logline_begin(&l, SG_LOG_WARN, "upstream usage out of range; tokens estimated");
-    sg_logline_str(&l, "request_id", c->rec.request_id);
-    sg_logline_str(&l, "route", c->rec.route);
+    sg_logline_str(&l, "request_id", c->a.rec.request_id);
+    sg_logline_str(&l, "route", c->a.rec.route);
     sg_logline_emit(&l);
 }
 
@@ -305,7 +270,7 @@ static void sink_usage(void *ud, const sg_usage_t *u)
         usage_rejected(c);
         return;
     }
-    c->rec.usage = *u;
+    c->a.rec.usage = *u;
 }
 
 static void sink_done(void *ud, cJSON *resp, const char *body, size_t len)
@@ -320,29 +285,33 @@ static void sink_done(void *ud, cJSON *resp, const char *body, size_t len)
             if (cJSON_IsString(content))
                 c->content_chunks += (long)strlen(content->valuestring) / 4;
         }
-        c->rec.ttft_ns = sg_now_ns();
-        c->rec.status = 200;
-        if (!c->rec.usage.known) {
+        c->a.rec.ttft_ns = sg_now_ns();
+        c->a.rec.status = 200;
+        if (!c->a.rec.usage.known) {
             /* The client sees the estimate the gateway accounts. */
             settle_usage(c);
             cJSON_DeleteItemFromObjectCaseSensitive(resp, "usage");
-            cJSON_AddItemToObject(resp, "usage", usage_json(&c->rec.usage));
+            cJSON_AddItemToObject(resp, "usage", usage_json(&c->a.rec.usage));
             body = NULL;
         }
-        if (c->req) {
-            sg_http_req_t *req = c->req;
-            c->req = NULL;
+        if (c->a.req) {
+            sg_http_req_t *req = c->a.req;
+            c->a.req = NULL;
             char h[HEADERS_MAX];
-            route_headers(c, h, sizeof(h), NULL);
-            if (body) {
+            sg_api_headers(&c->a, h, sizeof(h), NULL);
+            sg_buf_t b;
+            sg_buf_init(&b, len + 1024);
+            if (body && sg_json_splice_string(body, len, "model", c->a.rec.route, &b) == 0) {
                 /* Already an OpenAI chat.completion: forwarded without re-printing. */
-                client_io(c, sg_http_respond(req, 200, "application/json", body, len, h));
+                client_io(c, sg_http_respond(req, 200, "application/json", b.data, b.len, h));
             } else {
+                set_model(c, resp);
                 char *s = cJSON_PrintUnformatted(resp);
                 SG_ASSERT(s != NULL);
                 client_io(c, sg_http_respond(req, 200, "application/json", s, strlen(s), h));
                 free(s);
             }
+            sg_buf_dispose(&b);
         }
         chat_finish(c, "ok");
         return;
@@ -375,83 +344,38 @@ static void sink_fail(void *ud, const sg_error_t *e, const char *headers)
 static int sink_congested(void *ud)
 {
     chat_t *c = ud;
-    return c->req && sg_http_req_congested(c->req);
+    return c->a.req && sg_http_req_congested(c->a.req);
 }
 
-/* ---- client hooks and timers -------------------------------------------------------------- */
-
-static void on_client_abort(sg_http_req_t *req, void *ud)
-{
-    SG_UNUSED(req);
-    chat_t *c = ud;
-    c->rec.client_gone = 1;
-    c->req = NULL;
-    /* Release aborts the upstream transfer in this loop iteration: an abandoned generation
-     * must not keep running (and costing money). */
-    chat_finish(c, "client_closed");
-}
-
-static void on_client_drain(sg_http_req_t *req, void *ud)
-{
-    SG_UNUSED(req);
-    chat_t *c = ud;
-    if (!c->pipe) return;
-    c->refs++; /* resume may deliver chunks that end the chat */
-    sg_pipeline_resume(c->pipe);
-    chat_unref(c);
-}
+/* ---- timers and shutdown ------------------------------------------------------------------ */
 
 /* While the first token takes long, SSE comment lines keep proxies from closing the stream. */
 static void on_heartbeat(uv_timer_t *t)
 {
     heartbeat_t *hb = t->data;
     chat_t *c = hb->c;
-    if (!c || !c->req || c->content_chunks || (c->pipe && sg_pipeline_committed(c->pipe))) return;
-    if (send_head(c) == 0 && c->req)
-        client_io(c, sg_http_stream_write(c->req, ": keep-alive\n\n", 14));
-    if (!c->req) {
+    if (!c || !c->a.req || c->content_chunks || (c->a.pipe && sg_pipeline_committed(c->a.pipe)))
+        return;
+    if (send_head(c) == 0 && c->a.req)
+        client_io(c, sg_http_stream_write(c->a.req, ": keep-alive\n\n", 14));
+    if (!c->a.req) {
         chat_finish(c, "client_closed");
         return;
     }
-    uv_timer_start(&hb->timer, on_heartbeat, c->gen->cfg.sse_heartbeat_ms, 0);
+    uv_timer_start(&hb->timer, on_heartbeat, c->a.gen->cfg.sse_heartbeat_ms, 0);
 }
 
 /* The shutdown grace period is over: the client hears why its request ends. */
-static void on_gateway_shutdown(sg_active_t *a)
+static void chat_shutdown(sg_api_t *a, const sg_error_t *e)
 {
     chat_t *c = (chat_t *)a;
-    sg_pipeline_release(c->pipe);
-    c->pipe = NULL;
-    sg_error_t e;
-    sg_error_set(&e, 503, "api_error", "server_shutting_down",
-                 "the gateway is shutting down; retry the request");
-    fail_or_respond(c, &e, NULL);
+    fail_or_respond(c, e, NULL);
     chat_finish(c, "shutdown");
 }
 
-/* ---- request parsing ---------------------------------------------------------------------- */
+static const sg_api_ops_t chat_ops = {chat_free, chat_shutdown, chat_settle, NULL};
 
-static long estimate_prompt_tokens(const cJSON *messages)
-{
-    size_t chars = 0;
-    const cJSON *m;
-    cJSON_ArrayForEach(m, messages)
-    {
-        const cJSON *content = cJSON_GetObjectItemCaseSensitive(m, "content");
-        if (cJSON_IsString(content)) {
-            chars += strlen(content->valuestring);
-        } else if (cJSON_IsArray(content)) {
-            const cJSON *part;
-            cJSON_ArrayForEach(part, content)
-            {
-                const cJSON *t = cJSON_GetObjectItemCaseSensitive(part, "text");
-                if (cJSON_IsString(t)) chars += strlen(t->valuestring);
-            }
-        }
-        chars += 12; /* role and framing */
-    }
-    return (long)(chars + 3) / 4;
-}
+/* ---- request parsing ---------------------------------------------------------------------- */
 
 /* Validates the client's request; returns 0 or -1 with e set. */
 static int validate(const cJSON *j, sg_error_t *e)
@@ -509,70 +433,54 @@ static int validate(const cJSON *j, sg_error_t *e)
     return 0;
 }
 
-/* Parses the client's body strictly (sophia/json.h); NULL with e set when it is refused. */
-static cJSON *parse_body(const char *body, size_t len, sg_error_t *e)
-{
-    sg_json_problem_t p;
-    cJSON *j = sg_json_parse_strict(body, len, &p);
-    if (j) return j;
-    if (p.line)
-        sg_error_set(e, 400, "invalid_request_error", "invalid_json",
-                     "request body is not valid JSON: %s (line %zu, column %zu)", p.what, p.line,
-                     p.col);
-    else
-        sg_error_set(e, 400, "invalid_request_error", "invalid_json",
-                     "request body is not valid JSON: %s", p.what);
-    return NULL;
-}
-
 void sg_chat_handle(sg_gateway_t *gw, sg_http_req_t *req)
 {
     chat_t *c = sg_xcalloc(1, sizeof(*c));
-    c->refs = 1;
-    c->active.shutdown = on_gateway_shutdown;
-    sg_gateway_track(gw, &c->active);
-    gw->chats_active++;
-    c->gw = gw;
-    c->gen = sg_gen_ref(gw->gen);
-    c->req = req;
+    sg_api_init(&c->a, &chat_ops, gw, req, "/v1/chat/completions");
     c->created = (int)sg_unix_time();
-    sg_record_init(&c->rec, req, "POST", "/v1/chat/completions");
     sg_buf_init(&c->out, SSE_OUT_MAX);
     sg_error_t e;
     sg_hints_t hints;
     sg_plan_t *plan = NULL;
 
-    c->body = parse_body(req->body, req->body_len, &e);
-    if (!c->body || validate(c->body, &e) != 0) goto fail;
-    if (sg_hints_read(sg_http_req_header(req, "x-sophia-provider"), c->body, &hints, &e) != 0)
+    c->a.body = sg_api_parse(req, &e);
+    if (!c->a.body || validate(c->a.body, &e) != 0) goto fail;
+    if (sg_hints_read(sg_http_req_header(req, "x-sophia-provider"), c->a.body, &hints, &e) != 0)
         goto fail;
-    const char *model = cJSON_GetObjectItemCaseSensitive(c->body, "model")->valuestring;
-    snprintf(c->rec.model, sizeof(c->rec.model), "%s", model);
-    c->stream = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(c->body, "stream"));
-    c->rec.stream = c->stream;
-    const cJSON *so = cJSON_GetObjectItemCaseSensitive(c->body, "stream_options");
+    const char *model = cJSON_GetObjectItemCaseSensitive(c->a.body, "model")->valuestring;
+    snprintf(c->a.rec.model, sizeof(c->a.rec.model), "%s", model);
+    c->stream = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(c->a.body, "stream"));
+    c->a.rec.stream = c->stream;
+    const cJSON *so = cJSON_GetObjectItemCaseSensitive(c->a.body, "stream_options");
     c->include_usage =
         c->stream && cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(so, "include_usage"));
     c->est_prompt_tokens =
-        estimate_prompt_tokens(cJSON_GetObjectItemCaseSensitive(c->body, "messages"));
+        sg_api_estimate_messages(cJSON_GetObjectItemCaseSensitive(c->a.body, "messages"));
 
     plan = sg_xmalloc(sizeof(*plan));
-    if (sg_route_plan(c->gen, model, &hints, c->body, plan, &e) != 0) goto fail;
-    snprintf(c->rec.route, sizeof(c->rec.route), "%s", plan->routes[0].public_name);
-    snprintf(c->rec.provider, sizeof(c->rec.provider), "%s", plan->routes[0].provider->name);
+    if (sg_route_plan(c->a.gen, model, &hints, c->a.body, plan, &e) != 0) goto fail;
+    if (plan->routes[0].model->caps & SG_CAP_EMBED) {
+        sg_error_set(&e, 400, "invalid_request_error", "invalid_value",
+                     "'%s' is an embedding model: use POST /v1/embeddings",
+                     plan->routes[0].public_name);
+        goto fail;
+    }
+    snprintf(c->a.rec.route, sizeof(c->a.rec.route), "%s", plan->routes[0].public_name);
+    snprintf(c->a.rec.provider, sizeof(c->a.rec.provider), "%s", plan->routes[0].provider->name);
     sg_pipeline_sink_t sink = {sink_chunk, sink_raw_chunk, sink_usage, sink_done,
                                sink_fail,  sink_congested, c};
-    c->pipe = sg_pipeline_start(gw, c->gen, plan, c->body, c->stream, &c->rec, &sink, &e);
+    c->a.pipe = sg_pipeline_start(gw, c->a.gen, plan, SG_OP_CHAT, c->a.body, c->stream, &c->a.rec,
+                                  &sink, &e);
     free(plan);
     plan = NULL;
-    if (!c->pipe) goto fail;
-    sg_http_req_set_hooks(req, on_client_abort, on_client_drain, c);
-    if (c->stream && c->gen->cfg.sse_heartbeat_ms) {
+    if (!c->a.pipe) goto fail;
+    sg_api_watch(&c->a);
+    if (c->stream && c->a.gen->cfg.sse_heartbeat_ms) {
         c->hb = sg_xcalloc(1, sizeof(*c->hb));
         uv_timer_init(gw->loop, &c->hb->timer);
         c->hb->timer.data = c->hb;
         c->hb->c = c;
-        uv_timer_start(&c->hb->timer, on_heartbeat, c->gen->cfg.sse_heartbeat_ms, 0);
+        uv_timer_start(&c->hb->timer, on_heartbeat, c->a.gen->cfg.sse_heartbeat_ms, 0);
     }
     return;
 

@@ -2,6 +2,9 @@
 #include "sophia/json.h"
 
 #include <math.h>
+
+#include "sophia/buf.h"
+#include "sophia/log.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -364,4 +367,35 @@ int sg_json_int_in(const cJSON *v, double min, double max, long long *out)
 int sg_json_count(const cJSON *v, double max, long long *out)
 {
     return sg_json_int_in(v, 0, max, out);
+}
+
+int sg_json_splice_string(const char *s, size_t n, const char *key, const char *value,
+                          sg_buf_t *out)
+{
+    size_t kl = strlen(key);
+    const char *end = s + n, *p = s;
+    while (p < end) {
+        const char *q = memchr(p, '"', (size_t)(end - p));
+        if (!q || (size_t)(end - q) < kl + 2) return -1;
+        if (memcmp(q + 1, key, kl) != 0 || q[kl + 1] != '"') {
+            p = q + 1;
+            continue;
+        }
+        const char *v = q + kl + 2;
+        while (v < end && (*v == ' ' || *v == '\t' || *v == '\n' || *v == '\r')) v++;
+        if (v >= end || *v != ':') {
+            p = q + 1;
+            continue;
+        }
+        v++;
+        while (v < end && (*v == ' ' || *v == '\t' || *v == '\n' || *v == '\r')) v++;
+        if (v >= end || *v != '"') return -1;
+        const char *e = v + 1;
+        while (e < end && *e != '"') e += *e == '\\' ? 2 : 1;
+        if (e >= end) return -1;
+        if (sg_buf_append(out, s, (size_t)(v - s)) != 0) return -1;
+        sg_json_escape_append(out, value, strlen(value));
+        return sg_buf_append(out, e + 1, (size_t)(end - e - 1)) == 0 ? 0 : -1;
+    }
+    return -1;
 }

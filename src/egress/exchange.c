@@ -468,6 +468,7 @@ sg_exchange_t *sg_exchange_start(sg_curlm_t *m, sg_exchange_req_t *req,
     curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)x->connect_timeout_ms);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_USERAGENT, SG_USER_AGENT);
     curl_easy_setopt(e, CURLOPT_HTTP_VERSION, CURL_HTTP_VERSION_1_1);
     /* Bytes are forwarded as they are; no decompression surprises. */
     curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, NULL);

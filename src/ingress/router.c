@@ -47,6 +47,11 @@ typedef struct route {
 static const route_t routes[] = {
     {"/v1/chat/completions", HTTP_POST, sg_chat_handle, 1},
     {"/chat/completions", HTTP_POST, sg_chat_handle, 1},
+    {"/v1/embeddings", HTTP_POST, sg_embeddings_handle, 1},
+    {"/embeddings", HTTP_POST, sg_embeddings_handle, 1},
+    {"/v1/responses", HTTP_POST, sg_responses_handle, 1},
+    {"/responses", HTTP_POST, sg_responses_handle, 1},
+    {"/v1/messages", HTTP_POST, sg_messages_handle, 1},
     {"/v1/models", HTTP_GET, models, 0},
     {"/models", HTTP_GET, models, 0},
     {"/healthz", HTTP_GET, sg_status_health, 0},

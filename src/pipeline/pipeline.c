@@ -35,11 +35,13 @@ struct sg_pipeline {
     size_t ci; /* the candidate being tried */
     unsigned char tried[SG_PLAN_MAX][MAX_ENDPOINTS];
     const cJSON *body;
+    sg_op_t op;
     int stream;
     sg_record_t *rec;
     sg_pipeline_sink_t sink;
-    const sg_provider_vt_t *vt;
-    sg_route_t *route; /* &plan.routes[ci] */
+    const sg_provider_vt_t *vt;   /* the provider's adapter: builds, maps errors */
+    const sg_provider_vt_t *wire; /* decodes the answer: vt, or the Messages wire format */
+    sg_route_t *route;            /* &plan.routes[ci] */
     sg_exchange_t *x;
     sg_endpoint_t *ep; /* the running attempt's endpoint (its outcome not yet counted) */
     uint64_t attempt_ns;
@@ -79,7 +81,7 @@ static void p_unref(sg_pipeline_t *p)
     SG_ASSERT(p->refs > 0);
     if (--p->refs > 0) return;
     SG_ASSERT(!p->x && !p->ep);
-    if (p->dec) p->vt->decoder_free(p->dec);
+    if (p->dec) p->wire->decoder_free(p->dec);
     drop_held(p);
     sg_buf_dispose(&p->body_buf);
     sg_gen_unref(p->gen);
@@ -121,7 +123,7 @@ static void drop_held(sg_pipeline_t *p)
 
 static void drop_decoder(sg_pipeline_t *p)
 {
-    if (p->dec) p->vt->decoder_free(p->dec);
+    if (p->dec) p->wire->decoder_free(p->dec);
     p->dec = NULL;
 }
 
@@ -165,6 +167,27 @@ static const sg_exchange_cbs_t upstream_cbs;
  * ones. Returns 0 (running), -1 when no endpoint of any remaining candidate is available (e
  * says why when nothing else did), or -2 when the request itself cannot be sent (e: do not
  * try further). */
+/* The upstream request of one attempt, by what the request asks. */
+static int build(sg_pipeline_t *p, const sg_provider_vt_t *vt, const sg_route_t *r,
+                 const sg_upstream_opts_t *uo, sg_exchange_req_t *xr, sg_error_t *e)
+{
+    switch (p->op) {
+    case SG_OP_EMBED:
+        if (vt->build_embed) return vt->build_embed(r, p->body, uo, xr, p->url, sizeof(p->url), e);
+        sg_error_set(e, 400, "invalid_request_error", "unsupported_value",
+                     "provider '%s' serves no embeddings", r->provider->name);
+        return -1;
+    case SG_OP_MESSAGES:
+        if (vt->build_messages && vt->messages_native(r))
+            return vt->build_messages(r, p->body, p->stream, uo, xr, p->url, sizeof(p->url), e);
+        sg_error_set(e, 400, "invalid_request_error", "unsupported_value",
+                     "model '%s' does not take Messages requests as they are", r->public_name);
+        return -1;
+    default:
+        return vt->build_chat(r, p->body, p->stream, uo, xr, p->url, sizeof(p->url), e);
+    }
+}
+
 static int attempt_start(sg_pipeline_t *p, sg_error_t *e)
 {
     const sg_config_t *cfg = &p->gen->cfg;
@@ -186,7 +209,13 @@ static int attempt_start(sg_pipeline_t *p, sg_error_t *e)
                                  cfg->upstream_idle_timeout_ms, cfg->total_timeout_ms};
         sg_exchange_req_t xr = {0};
         sg_error_t be;
-        if (vt->build_chat(r, p->body, p->stream, &uo, &xr, p->url, sizeof(p->url), &be) != 0) {
+        int built = build(p, vt, r, &uo, &xr, &be);
+        if (built == 0) {
+            /* The upstream's logs can be matched with the gateway's. */
+            char rid[SG_HTTP_REQUEST_ID_MAX + 16];
+            snprintf(rid, sizeof(rid), "X-Request-Id: %s", p->rec->request_id);
+            xr.headers = curl_slist_append(xr.headers, rid);
+        } else {
             *e = be;
             if (be.status < 500) return -2; /* the request cannot be translated */
             /* The provider cannot be used now (an expired token): the next candidate may. */
@@ -198,6 +227,7 @@ static int attempt_start(sg_pipeline_t *p, sg_error_t *e)
         drop_decoder(p); /* with the adapter that made it */
         drop_held(p);
         p->vt = vt;
+        p->wire = p->op == SG_OP_MESSAGES ? &sg_wire_anthropic : vt;
         p->route = r;
         p->status = 0;
         p->upstream_end = p->finish_seen = 0;
@@ -455,7 +485,7 @@ static void on_up_head(sg_exchange_t *x, long status, void *ud)
     if (status >= 200 && status < 300 && p->stream) {
         sg_decode_sink_t sink = {w_chunk, w_usage, w_end,
                                  w_error, p,       p->sink.raw_chunk ? w_raw_chunk : NULL};
-        p->dec = p->vt->decoder_new(p->route, &sink);
+        p->dec = p->wire->decoder_new(p->route, &sink);
     }
 }
 
@@ -482,7 +512,7 @@ static int on_up_data(sg_exchange_t *x, const char *data, size_t len, void *ud)
     /* Backpressure: the client's queue is full; the bytes stay with curl until it drains. */
     if (p->sink.congested && p->sink.congested(p->sink.ud)) return SG_EX_DATA_PAUSE;
     p_ref(p);
-    int r = p->vt->decode(p->dec, data, len);
+    int r = p->wire->decode(p->dec, data, len);
     int stop = r != 0 || p->released || p->sink_stopped;
     p_unref(p);
     return stop ? SG_EX_DATA_ABORT : SG_EX_DATA_OK;
@@ -511,7 +541,7 @@ static void transport_error(sg_pipeline_t *p, sg_ex_result_t res, const char *de
 
 static void stream_done(sg_pipeline_t *p)
 {
-    int r = p->dec ? p->vt->decode_finish(p->dec) : -1;
+    int r = p->dec ? p->wire->decode_finish(p->dec) : -1;
     if (p->released || p->sink_stopped) {
         endpoint_done(p, 1);
         if (p->sink_stopped && !p->finished) {
@@ -578,8 +608,10 @@ static void on_up_done(sg_exchange_t *x, sg_ex_result_t res, const char *detail,
         finish_fail(p, &p->err, 0);
     } else {
         sg_usage_t u = {0};
-        cJSON *resp = p->vt->convert_response(p->route, p->body_buf.data ? p->body_buf.data : "",
-                                              p->body_buf.len, &u, &e);
+        const char *bd = p->body_buf.data ? p->body_buf.data : "";
+        cJSON *resp = p->op == SG_OP_EMBED
+                          ? p->vt->convert_embed(p->route, p->body, bd, p->body_buf.len, &u, &e)
+                          : p->wire->convert_response(p->route, bd, p->body_buf.len, &u, &e);
         if (!resp) {
             endpoint_done(p, 0);
             next_or_fail(p, &e, 0, 0);
@@ -590,7 +622,7 @@ static void on_up_done(sg_exchange_t *x, sg_ex_result_t res, const char *detail,
             p->committed = 1;
             if (!p->released)
                 p->sink.done(p->sink.ud, resp,
-                             p->vt->passthrough_response ? p->body_buf.data : NULL,
+                             p->wire->passthrough_response ? p->body_buf.data : NULL,
                              p->body_buf.len);
             cJSON_Delete(resp);
         }
@@ -602,7 +634,7 @@ static const sg_exchange_cbs_t upstream_cbs = {on_up_head, on_up_data, on_up_don
 
 /* ---- public ------------------------------------------------------------------------------- */
 
-sg_pipeline_t *sg_pipeline_start(sg_gateway_t *gw, sg_gen_t *gen, const sg_plan_t *plan,
+sg_pipeline_t *sg_pipeline_start(sg_gateway_t *gw, sg_gen_t *gen, const sg_plan_t *plan, sg_op_t op,
                                  const cJSON *body, int stream, sg_record_t *rec,
                                  const sg_pipeline_sink_t *sink, sg_error_t *err)
 {
@@ -615,7 +647,8 @@ sg_pipeline_t *sg_pipeline_start(sg_gateway_t *gw, sg_gen_t *gen, const sg_plan_
     snprintf(p->plan.rule, sizeof(p->plan.rule), "%s", plan->rule);
     snprintf(p->plan.why, sizeof(p->plan.why), "%s", plan->why);
     p->body = body;
-    p->stream = stream;
+    p->op = op;
+    p->stream = op != SG_OP_EMBED && stream;
     p->rec = rec;
     p->sink = *sink;
     p->deadline_ms = sg_now_ms() + gen->cfg.deadline_ms;

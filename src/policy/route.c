@@ -242,7 +242,7 @@ typedef struct choice {
 static void consider(choice_t *ch, const sg_provider_cfg_t *p, const sg_model_cfg_t *m,
                      int configured)
 {
-    if ((m->caps & ch->caps) != ch->caps) return;
+    if ((m->caps & ch->caps) != ch->caps || (m->caps & SG_CAP_EMBED)) return;
     if (ch->cost == SG_COST_LOW && m->tier < ch->tier) return; /* never inadequate */
     double d = m->tier >= ch->tier ? (m->tier - ch->tier) * 10.0 : (ch->tier - m->tier) * 100.0;
     double price = m->price_in_per_mtok + m->price_out_per_mtok;

@@ -16,6 +16,7 @@
  * there is no header or body field for them (a PAT's ROLE_RESTRICTION or the user's default
  * role decides), so none is sent. */
 #include <math.h>
+#include <mbedtls/base64.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,7 +30,6 @@
 
 #define SSE_EVENT_MAX (4 * 1024 * 1024)
 #define AGG_TEXT_MAX (64 * 1024 * 1024)
-#define USER_AGENT "sophia-gateway/0.1"
 
 #define GET(obj, key) cJSON_GetObjectItemCaseSensitive((obj), (key))
 
@@ -179,9 +179,115 @@ static int translate_content(const cJSON *content, size_t idx, const char *role,
     return 0;
 }
 
-static const char MULTI_TURN_TOOLS[] =
-    "multi-turn tool use is not supported by this gateway's Cortex adapter yet (assistant "
-    "tool_calls and role 'tool' messages cannot be translated)";
+/* The text of an OpenAI message content (a string, or text parts joined), for a tool result. */
+static char *content_text(const cJSON *content)
+{
+    if (cJSON_IsString(content)) return sg_xstrdup(content->valuestring);
+    sg_buf_t b;
+    sg_buf_init(&b, AGG_TEXT_MAX);
+    const cJSON *part;
+    cJSON_ArrayForEach(part, content)
+    {
+        const cJSON *t = GET(part, "text");
+        if (!cJSON_IsString(t)) continue;
+        if (b.len) sg_buf_append(&b, "\n", 1);
+        sg_buf_append_str(&b, t->valuestring);
+    }
+    return sg_buf_steal(&b, NULL);
+}
+
+/* An assistant message's tool_calls → Cortex tool_use items (content_list); each call's name is
+ * remembered by id for the tool results that answer it. */
+static int translate_tool_calls(const cJSON *tcs, size_t idx, cJSON *cm, cJSON *names,
+                                sg_error_t *err)
+{
+    cJSON *list = cJSON_AddArrayToObject(cm, "content_list");
+    size_t k = 0;
+    const cJSON *tc;
+    cJSON_ArrayForEach(tc, tcs)
+    {
+        const cJSON *id = GET(tc, "id");
+        const cJSON *fn = GET(tc, "function");
+        const cJSON *name = cJSON_IsObject(fn) ? GET(fn, "name") : NULL;
+        const cJSON *args = cJSON_IsObject(fn) ? GET(fn, "arguments") : NULL;
+        if (!cJSON_IsString(id) || !id->valuestring[0] || !cJSON_IsString(name)) {
+            sg_error_set(err, 400, "invalid_request_error", "invalid_value",
+                         "messages[%zu].tool_calls[%zu] needs an 'id' and a 'function.name'", idx,
+                         k);
+            return -1;
+        }
+        cJSON *input = NULL;
+        if (cJSON_IsString(args) && args->valuestring[0]) {
+            input = cJSON_Parse(args->valuestring);
+        } else if (!args || cJSON_IsNull(args) || cJSON_IsString(args)) {
+            input = cJSON_CreateObject();
+        }
+        if (!cJSON_IsObject(input)) {
+            cJSON_Delete(input);
+            sg_error_set(err, 400, "invalid_request_error", "invalid_value",
+                         "messages[%zu].tool_calls[%zu].function.arguments must be a JSON object "
+                         "(Snowflake Cortex takes tool input as an object)",
+                         idx, k);
+            return -1;
+        }
+        cJSON *item = cJSON_CreateObject();
+        cJSON_AddStringToObject(item, "type", "tool_use");
+        cJSON *tu = cJSON_AddObjectToObject(item, "tool_use");
+        cJSON_AddStringToObject(tu, "tool_use_id", id->valuestring);
+        cJSON_AddStringToObject(tu, "name", name->valuestring);
+        cJSON_AddItemToObject(tu, "input", input);
+        cJSON_AddItemToArray(list, item);
+        cJSON_DeleteItemFromObjectCaseSensitive(names, id->valuestring);
+        cJSON_AddStringToObject(names, id->valuestring, name->valuestring);
+        k++;
+    }
+    return 0;
+}
+
+/* A role "tool" message → a Cortex tool_results item on a user message (consecutive results,
+ * and a user message that follows them, share one: Cortex wants user and assistant to
+ * alternate). */
+static int translate_tool_result(const cJSON *m, size_t idx, cJSON *out, const cJSON *names,
+                                 sg_error_t *err)
+{
+    const cJSON *id = GET(m, "tool_call_id");
+    if (!cJSON_IsString(id) || !id->valuestring[0]) {
+        sg_error_set(err, 400, "invalid_request_error", "invalid_value",
+                     "messages[%zu]: a tool message needs a 'tool_call_id'", idx);
+        return -1;
+    }
+    const cJSON *name = GET(names, id->valuestring);
+    if (!cJSON_IsString(name)) {
+        sg_error_set(err, 400, "invalid_request_error", "invalid_value",
+                     "messages[%zu].tool_call_id '%.64s' answers no earlier assistant tool call",
+                     idx, id->valuestring);
+        return -1;
+    }
+    cJSON *last = cJSON_GetArrayItem(out, cJSON_GetArraySize(out) - 1);
+    const cJSON *lr = GET(last, "role");
+    if (!cJSON_IsString(lr) || strcmp(lr->valuestring, "user") != 0) {
+        last = cJSON_CreateObject();
+        cJSON_AddStringToObject(last, "role", "user");
+        cJSON_AddStringToObject(last, "content", "");
+        cJSON_AddItemToArray(out, last);
+    }
+    cJSON *list = GET(last, "content_list");
+    if (!list) list = cJSON_AddArrayToObject(last, "content_list");
+    cJSON *item = cJSON_CreateObject();
+    cJSON_AddStringToObject(item, "type", "tool_results");
+    cJSON *tr = cJSON_AddObjectToObject(item, "tool_results");
+    cJSON_AddStringToObject(tr, "tool_use_id", id->valuestring);
+    cJSON_AddStringToObject(tr, "name", name->valuestring);
+    cJSON *content = cJSON_AddArrayToObject(tr, "content");
+    cJSON *text = cJSON_CreateObject();
+    cJSON_AddStringToObject(text, "type", "text");
+    char *t = content_text(GET(m, "content"));
+    cJSON_AddStringToObject(text, "text", t);
+    free(t);
+    cJSON_AddItemToArray(content, text);
+    cJSON_AddItemToArray(list, item);
+    return 0;
+}
 
 static cJSON *translate_messages(const cJSON *msgs, sg_error_t *err)
 {
@@ -190,7 +296,7 @@ static cJSON *translate_messages(const cJSON *msgs, sg_error_t *err)
         return NULL;
     }
     cJSON *out = cJSON_CreateArray();
-    const char *last_role = NULL;
+    cJSON *names = cJSON_CreateObject(); /* tool call id → tool name */
     size_t i = 0;
     const cJSON *m;
     cJSON_ArrayForEach(m, msgs)
@@ -203,39 +309,59 @@ static cJSON *translate_messages(const cJSON *msgs, sg_error_t *err)
         }
         const char *r = role->valuestring;
         if (strcmp(r, "tool") == 0) {
-            bad_request(err, "unsupported_value", MULTI_TURN_TOOLS);
-            goto fail;
+            if (translate_tool_result(m, i, out, names, err) != 0) goto fail;
+            i++;
+            continue;
         }
         /* "developer" is OpenAI's newer name for system instructions. */
         if (strcmp(r, "developer") == 0) r = "system";
         if (strcmp(r, "system") != 0 && strcmp(r, "user") != 0 && strcmp(r, "assistant") != 0) {
             sg_error_set(err, 400, "invalid_request_error", "unsupported_value",
                          "messages[%zu]: role '%s' cannot be sent to Snowflake Cortex (roles "
-                         "system, user and assistant only)",
+                         "system, user, assistant and tool only)",
                          i, r);
             goto fail;
         }
-        const cJSON *tc = GET(m, "tool_calls");
         const cJSON *fc = GET(m, "function_call");
-        if ((cJSON_IsArray(tc) && tc->child) || (fc && !cJSON_IsNull(fc))) {
-            bad_request(err, "unsupported_value", MULTI_TURN_TOOLS);
+        if (fc && !cJSON_IsNull(fc)) {
+            bad_request(err, "unsupported_value",
+                        "the legacy 'function_call' message field cannot be sent to Snowflake "
+                        "Cortex: use 'tool_calls'");
             goto fail;
+        }
+        cJSON *last = cJSON_GetArrayItem(out, cJSON_GetArraySize(out) - 1);
+        const cJSON *lr = GET(last, "role");
+        const cJSON *lc = GET(last, "content");
+        if (strcmp(r, "user") == 0 && cJSON_IsString(lr) && strcmp(lr->valuestring, "user") == 0 &&
+            GET(last, "content_list") && cJSON_IsString(lc) && !lc->valuestring[0]) {
+            /* A user message after tool results joins them. */
+            cJSON_DeleteItemFromObjectCaseSensitive(last, "content");
+            if (translate_content(GET(m, "content"), i, r, last, err) != 0) goto fail;
+            i++;
+            continue;
         }
         cJSON *cm = cJSON_CreateObject();
         cJSON_AddStringToObject(cm, "role", r);
         cJSON_AddItemToArray(out, cm);
         /* "name" has no Cortex equivalent and is dropped. */
         if (translate_content(GET(m, "content"), i, r, cm, err) != 0) goto fail;
-        last_role = r;
+        const cJSON *tc = GET(m, "tool_calls");
+        if (strcmp(r, "assistant") == 0 && cJSON_IsArray(tc) && tc->child &&
+            translate_tool_calls(tc, i, cm, names, err) != 0)
+            goto fail;
         i++;
     }
-    if (!last_role || strcmp(last_role, "user") != 0) {
+    const cJSON *lr = GET(cJSON_GetArrayItem(out, cJSON_GetArraySize(out) - 1), "role");
+    if (!cJSON_IsString(lr) || strcmp(lr->valuestring, "user") != 0) {
         bad_request(err, "invalid_value",
-                    "Snowflake Cortex requires the last message to be from the user");
+                    "Snowflake Cortex requires the last message to be from the user (or a tool "
+                    "result)");
         goto fail;
     }
+    cJSON_Delete(names);
     return out;
 fail:
+    cJSON_Delete(names);
     cJSON_Delete(out);
     return NULL;
 }
@@ -422,7 +548,6 @@ struct curl_slist *sg_cortex_headers(const char *token, const char *token_type)
     struct curl_slist *h = NULL;
     h = curl_slist_append(h, "Content-Type: application/json");
     h = curl_slist_append(h, "Accept: application/json, text/event-stream");
-    h = curl_slist_append(h, "User-Agent: " USER_AGENT);
     if (token && token[0]) {
         h = sg_header_bearer(h, token);
         if (token_type && token_type[0]) {
@@ -1137,6 +1262,219 @@ static void cx_map_error(const sg_route_t *route, long status, const char *body,
     cJSON_Delete(j);
 }
 
+/* ---- embeddings (inference:embed) ------------------------------------------------------- */
+
+/* POST /api/v2/cortex/inference:embed {"model", "text": [strings]} (docs/providers.md). */
+static int cx_build_embed(const sg_route_t *route, const cJSON *client,
+                          const sg_upstream_opts_t *uo, sg_exchange_req_t *out, char *url_buf,
+                          size_t url_cap, sg_error_t *err)
+{
+    const sg_provider_cfg_t *p = route->provider;
+    if (!route->base_url || !route->base_url[0]) {
+        sg_error_set(err, 503, "api_error", "provider_not_configured",
+                     "provider '%s' has no Snowflake host URL configured", p->name);
+        return -1;
+    }
+    const cJSON *input = GET(client, "input");
+    cJSON *text = cJSON_CreateArray();
+    if (cJSON_IsString(input)) {
+        cJSON_AddItemToArray(text, cJSON_CreateString(input->valuestring));
+    } else {
+        const cJSON *it;
+        cJSON_ArrayForEach(it, input)
+        {
+            if (!cJSON_IsString(it)) {
+                cJSON_Delete(text);
+                return bad_request(err, "unsupported_value",
+                                   "Snowflake Cortex embeds text: 'input' must be a string or an "
+                                   "array of strings (not token ids)");
+            }
+            cJSON_AddItemToArray(text, cJSON_CreateString(it->valuestring));
+        }
+    }
+    int n = snprintf(url_buf, url_cap, "%s/api/v2/cortex/inference:embed", route->base_url);
+    if (n < 0 || (size_t)n >= url_cap) {
+        cJSON_Delete(text);
+        sg_error_set(err, 500, "api_error", "provider_not_configured",
+                     "provider '%s' has a Snowflake host URL that is too long", p->name);
+        return -1;
+    }
+    const char *token = NULL, *token_type = NULL;
+    if (route->state &&
+        sg_sf_auth_token(route->state, sg_unix_time(), &token, &token_type, err) != 0) {
+        cJSON_Delete(text);
+        return -1;
+    }
+    cJSON *body = cJSON_CreateObject();
+    cJSON_AddStringToObject(body, "model", upstream_model(route));
+    cJSON_AddItemToObject(body, "text", text);
+    sg_upstream_post_json(out, url_buf, sg_cortex_headers(token, token_type), body, uo);
+    return 0;
+}
+
+/* One vector of a Cortex answer: the specification nests it ([[…]]); a flat array is accepted
+ * too. Returns the count (0 when it is not an array of finite numbers). */
+static size_t embedding_values(const cJSON *emb, double **out)
+{
+    if (cJSON_IsArray(emb) && cJSON_IsArray(emb->child)) emb = emb->child;
+    int n = cJSON_GetArraySize(emb);
+    if (!cJSON_IsArray(emb) || n <= 0) return 0;
+    double *v = sg_xmalloc((size_t)n * sizeof(*v));
+    int i = 0;
+    const cJSON *x;
+    cJSON_ArrayForEach(x, emb)
+    {
+        if (!cJSON_IsNumber(x) || !isfinite(x->valuedouble)) {
+            free(v);
+            return 0;
+        }
+        v[i++] = x->valuedouble;
+    }
+    *out = v;
+    return (size_t)n;
+}
+
+/* The OpenAI form of a vector: numbers, or base64 of little-endian float32. */
+static cJSON *embedding_json(const double *v, size_t n, int base64)
+{
+    if (!base64) return cJSON_CreateDoubleArray(v, (int)n);
+    unsigned char *raw = sg_xmalloc(n * 4);
+    for (size_t i = 0; i < n; i++) {
+        float f = (float)v[i];
+        unsigned char b[4];
+        memcpy(b, &f, 4);
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+        for (int k = 0; k < 4; k++) raw[i * 4 + k] = b[3 - k];
+#else
+        memcpy(raw + i * 4, b, 4);
+#endif
+    }
+    size_t olen = 0;
+    mbedtls_base64_encode(NULL, 0, &olen, raw, n * 4);
+    unsigned char *s = sg_xmalloc(olen + 1);
+    SG_ASSERT(mbedtls_base64_encode(s, olen + 1, &olen, raw, n * 4) == 0);
+    s[olen] = '\0';
+    cJSON *j = cJSON_CreateString((char *)s);
+    free(s);
+    free(raw);
+    return j;
+}
+
+/* Cortex's list → OpenAI's, honouring encoding_format and dimensions (the vector is cut and
+ * re-normalised, as OpenAI does for its text-embedding-3 models). */
+static cJSON *cx_convert_embed(const sg_route_t *route, const cJSON *client, const char *body,
+                               size_t len, sg_usage_t *usage, sg_error_t *err)
+{
+    cJSON *j = cJSON_ParseWithLength(body, len);
+    const cJSON *data = GET(j, "data");
+    if (!cJSON_IsArray(data)) {
+        cJSON_Delete(j);
+        sg_error_set(err, 502, "api_error", "upstream_bad_response",
+                     "Snowflake Cortex embed response has no data list");
+        return NULL;
+    }
+    const cJSON *fmt = GET(client, "encoding_format");
+    int base64 = cJSON_IsString(fmt) && strcmp(fmt->valuestring, "base64") == 0;
+    long long dims = 0;
+    sg_json_count(GET(client, "dimensions"), 1e6, &dims);
+    cJSON *out = cJSON_CreateObject();
+    cJSON_AddStringToObject(out, "object", "list");
+    cJSON *list = cJSON_AddArrayToObject(out, "data");
+    int i = 0;
+    const cJSON *item;
+    cJSON_ArrayForEach(item, data)
+    {
+        double *v = NULL;
+        size_t n = embedding_values(GET(item, "embedding"), &v);
+        if (!n || (dims && (size_t)dims > n)) {
+            free(v);
+            cJSON_Delete(out);
+            cJSON_Delete(j);
+            if (n)
+                sg_error_set(err, 400, "invalid_request_error", "invalid_value",
+                             "'dimensions' %lld is more than the %zu of %s", dims, n,
+                             route->public_name);
+            else
+                sg_error_set(err, 502, "api_error", "upstream_bad_response",
+                             "Snowflake Cortex embed response has no usable vector");
+            return NULL;
+        }
+        if (dims && (size_t)dims < n) {
+            n = (size_t)dims;
+            double norm = 0;
+            for (size_t k = 0; k < n; k++) norm += v[k] * v[k];
+            norm = sqrt(norm);
+            for (size_t k = 0; norm > 0 && k < n; k++) v[k] /= norm;
+        }
+        long long index = i;
+        sg_json_count(GET(item, "index"), 1e6, &index);
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddStringToObject(e, "object", "embedding");
+        cJSON_AddNumberToObject(e, "index", (double)index);
+        cJSON_AddItemToObject(e, "embedding", embedding_json(v, n, base64));
+        cJSON_AddItemToArray(list, e);
+        free(v);
+        i++;
+    }
+    cJSON_AddStringToObject(out, "model", route->public_name);
+    long long total = 0;
+    const cJSON *u = GET(j, "usage");
+    if (sg_json_count(GET(u, "total_tokens"), SG_TOKENS_MAX, &total) == 0) {
+        usage->prompt_tokens = (long)total;
+        usage->completion_tokens = 0;
+        usage->known = 1;
+    } else if (GET(u, "total_tokens")) {
+        usage->rejected = 1;
+    }
+    cJSON *ou = cJSON_AddObjectToObject(out, "usage");
+    cJSON_AddNumberToObject(ou, "prompt_tokens", (double)usage->prompt_tokens);
+    cJSON_AddNumberToObject(ou, "total_tokens", (double)usage->prompt_tokens);
+    cJSON_Delete(j);
+    return out;
+}
+
+/* ---- Anthropic Messages (Claude models) -------------------------------------------------- */
+
+/* Cortex's Messages endpoint serves Claude models only. */
+static int cx_messages_native(const sg_route_t *route)
+{
+    return strncmp(upstream_model(route), "claude-", 7) == 0;
+}
+
+/* POST /api/v2/cortex/v1/messages: the client's Messages request as it is, with the model's
+ * Snowflake name and the gateway's bearer token (the client's x-api-key is not forwarded). */
+static int cx_build_messages(const sg_route_t *route, const cJSON *client, int stream,
+                             const sg_upstream_opts_t *uo, sg_exchange_req_t *out, char *url_buf,
+                             size_t url_cap, sg_error_t *err)
+{
+    SG_UNUSED(stream);
+    const sg_provider_cfg_t *p = route->provider;
+    if (!route->base_url || !route->base_url[0]) {
+        sg_error_set(err, 503, "api_error", "provider_not_configured",
+                     "provider '%s' has no Snowflake host URL configured", p->name);
+        return -1;
+    }
+    int n = snprintf(url_buf, url_cap, "%s/api/v2/cortex/v1/messages", route->base_url);
+    if (n < 0 || (size_t)n >= url_cap) {
+        sg_error_set(err, 500, "api_error", "provider_not_configured",
+                     "provider '%s' has a Snowflake host URL that is too long", p->name);
+        return -1;
+    }
+    const char *token = NULL, *token_type = NULL;
+    if (route->state &&
+        sg_sf_auth_token(route->state, sg_unix_time(), &token, &token_type, err) != 0)
+        return -1;
+    cJSON *body = cJSON_Duplicate(client, 1);
+    cJSON_DeleteItemFromObjectCaseSensitive(body, "sophia");
+    cJSON_DeleteItemFromObjectCaseSensitive(body, "model");
+    cJSON_AddStringToObject(body, "model", upstream_model(route));
+    /* The version Anthropic's SDKs send; Snowflake's examples use those SDKs. */
+    struct curl_slist *h = sg_cortex_headers(token, token_type);
+    h = curl_slist_append(h, "anthropic-version: 2023-06-01");
+    sg_upstream_post_json(out, url_buf, h, body, uo);
+    return 0;
+}
+
 const sg_provider_vt_t sg_provider_cortex = {
     .kind = "cortex",
     .passthrough_response = 0,
@@ -1146,5 +1484,9 @@ const sg_provider_vt_t sg_provider_cortex = {
     .decode_finish = cx_decode_finish,
     .decoder_free = cx_decoder_free,
     .convert_response = cx_convert_response,
+    .build_embed = cx_build_embed,
+    .convert_embed = cx_convert_embed,
+    .messages_native = cx_messages_native,
+    .build_messages = cx_build_messages,
     .map_error = cx_map_error,
 };

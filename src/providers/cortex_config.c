@@ -74,6 +74,14 @@ static const sg_builtin_model_t cortex_models[] = {
      SG_CAP_JSON_SCHEMA},
     {"mistral-large2", 1.95 * CREDIT_USD, 1.95 * CREDIT_USD, NULL, SG_TIER_LARGE, 128000, TJ},
     {"snowflake-llama-3.3-70b", 1.20, 1.20, NULL, SG_TIER_MEDIUM, 128000, TJ}, /* est. */
+    /* Embedding models (POST /v1/embeddings), priced per 1M input tokens. */
+    {"snowflake-arctic-embed-m-v1.5", 0.03 * CREDIT_USD, 0, NULL, SG_TIER_SMALL, 512, SG_CAP_EMBED},
+    {"snowflake-arctic-embed-l-v2.0", 0.05 * CREDIT_USD, 0, NULL, SG_TIER_SMALL, 8192,
+     SG_CAP_EMBED},
+    {"e5-base-v2", 0.03 * CREDIT_USD, 0, NULL, SG_TIER_SMALL, 512, SG_CAP_EMBED},
+    {"nv-embed-qa-4", 0.05 * CREDIT_USD, 0, NULL, SG_TIER_SMALL, 512, SG_CAP_EMBED},
+    {"multilingual-e5-large", 0.05 * CREDIT_USD, 0, NULL, SG_TIER_SMALL, 512, SG_CAP_EMBED},
+    {"voyage-multilingual-2", 0.07 * CREDIT_USD, 0, NULL, SG_TIER_SMALL, 32000, SG_CAP_EMBED},
 };
 
 /* ---- settings ---------------------------------------------------------------------------- */

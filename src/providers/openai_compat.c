@@ -347,6 +347,45 @@ static void oa_map_error(const sg_route_t *route, long status, const char *body,
     cJSON_Delete(j);
 }
 
+/* The body for {base}/embeddings: the client's, with the upstream model id. */
+static int oa_build_embed(const sg_route_t *route, const cJSON *client,
+                          const sg_upstream_opts_t *uo, sg_exchange_req_t *out, char *url_buf,
+                          size_t url_cap, sg_error_t *err)
+{
+    const sg_provider_cfg_t *p = route->provider;
+    if (!route->base_url || !route->base_url[0]) {
+        sg_error_set(err, 503, "api_error", "provider_not_configured",
+                     "provider '%s' has no base URL configured", p->name);
+        return -1;
+    }
+    cJSON *body = cJSON_Duplicate(client, 1);
+    SG_ASSERT(body != NULL);
+    cJSON_DeleteItemFromObjectCaseSensitive(body, "model");
+    cJSON_AddStringToObject(
+        body, "model", route->model->upstream_id ? route->model->upstream_id : route->model->id);
+    snprintf(url_buf, url_cap, "%s/embeddings", route->base_url);
+    sg_upstream_post_json(out, url_buf, auth_headers(p, 0), body, uo);
+    return 0;
+}
+
+/* An OpenAI embeddings list is forwarded as it is (the server did the encoding and the
+ * dimensions); this checks its shape and reads the usage. */
+static cJSON *oa_convert_embed(const sg_route_t *route, const cJSON *client, const char *body,
+                               size_t len, sg_usage_t *usage, sg_error_t *err)
+{
+    SG_UNUSED(route);
+    SG_UNUSED(client);
+    cJSON *j = cJSON_ParseWithLength(body, len);
+    if (!cJSON_IsObject(j) || !cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(j, "data"))) {
+        cJSON_Delete(j);
+        sg_error_set(err, 502, "api_error", "upstream_bad_response",
+                     "upstream response is not an embeddings list");
+        return NULL;
+    }
+    sg_usage_from_json(cJSON_GetObjectItemCaseSensitive(j, "usage"), usage);
+    return j;
+}
+
 const sg_provider_vt_t sg_provider_openai = {
     .kind = "openai",
     .passthrough_response = 1,
@@ -356,5 +395,7 @@ const sg_provider_vt_t sg_provider_openai = {
     .decode_finish = oa_decode_finish,
     .decoder_free = oa_decoder_free,
     .convert_response = oa_convert_response,
+    .build_embed = oa_build_embed,
+    .convert_embed = oa_convert_embed,
     .map_error = oa_map_error,
 };

@@ -1098,7 +1098,7 @@ static void test_cortex_env_only(void **state)
     assert_string_equal(CX(p)->schema, "S");
     assert_int_equal(CX(p)->pat_warn_days, 7);
     assert_string_equal(BASE(p), "https://myorg-acct.snowflakecomputing.com");
-    assert_int_equal(p->n_models, 15);
+    assert_int_equal(p->n_models, 21); /* 15 chat + 6 embedding models */
     sg_config_free(&cfg);
 
     /* key pair from the environment, the base URL pointed at a mock */
@@ -1328,7 +1328,7 @@ static void test_cortex_catalog(void **state)
     sg_config_t cfg;
     load_ok("{\"providers\":{\"cortex\":{\"account\":\"a\",\"user\":\"u\",\"pat\":\"t\"}}}", &cfg);
     const sg_provider_cfg_t *p = sg_config_provider(&cfg, "cortex");
-    assert_int_equal(p->n_models, 15);
+    assert_int_equal(p->n_models, 21); /* 15 chat + 6 embedding models */
     for (size_t i = 0; i < sizeof(cortex_names) / sizeof(cortex_names[0]); i++) {
         const sg_model_cfg_t *m = find_model(p, cortex_names[i]);
         if (!m) fprintf(stderr, "# missing %s\n", cortex_names[i]);
@@ -1337,6 +1337,20 @@ static void test_cortex_catalog(void **state)
         assert_string_equal(m->api, "complete");
         assert_true(m->price_in_per_mtok > 0);
         assert_true(m->price_out_per_mtok >= m->price_in_per_mtok);
+    }
+    /* The embedding models: input priced, no output, never a chat route. */
+    static const char *const embed_names[] = {"snowflake-arctic-embed-m-v1.5",
+                                              "snowflake-arctic-embed-l-v2.0",
+                                              "e5-base-v2",
+                                              "nv-embed-qa-4",
+                                              "multilingual-e5-large",
+                                              "voyage-multilingual-2"};
+    for (size_t i = 0; i < sizeof(embed_names) / sizeof(embed_names[0]); i++) {
+        const sg_model_cfg_t *m = find_model(p, embed_names[i]);
+        assert_non_null(m);
+        assert_true(m->caps & SG_CAP_EMBED);
+        assert_true(m->price_in_per_mtok > 0);
+        assert_true(m->price_out_per_mtok == 0);
     }
     /* credits per 1M tokens x $2.00 */
     static const struct {
@@ -1362,7 +1376,7 @@ static void test_cortex_catalog(void **state)
         "\"models\":[{\"id\":\"llama3.1-8b\"},{\"id\":\"x\",\"aliases\":[\"cortex-smart\"]}]}}}",
         &cfg);
     p = sg_config_provider(&cfg, "cortex");
-    assert_int_equal(p->n_models, 14);
+    assert_int_equal(p->n_models, 20);
     assert_null(find_model(p, "llama3.1-8b"));
     assert_false(model_has_alias(find_model(p, "claude-sonnet-4-5"), "cortex-smart"));
     assert_non_null(find_model(sg_config_provider(&cfg, "other"), "llama3.1-8b"));
@@ -1377,7 +1391,7 @@ static void test_cortex_catalog(void **state)
             &cfg);
     assert_int_equal(cfg.n_providers, 2);
     p = sg_config_provider(&cfg, "cortex");
-    assert_int_equal(p->n_models, 14);
+    assert_int_equal(p->n_models, 20);
     assert_null(find_model(p, "mistral-7b"));
     assert_false(model_has_alias(find_model(p, "llama3.1-8b"), "cortex-fast"));
     sg_config_free(&cfg);
@@ -1386,7 +1400,7 @@ static void test_cortex_catalog(void **state)
 static void test_lambda_and_cortex_together(void **state)
 {
     (void)state;
-    /* both from the environment: lambda discovers, cortex has its 15 built-in models */
+    /* both from the environment: lambda discovers, cortex has its 21 built-in models */
     setenv("LAMBDA_BASE_URL", "http://127.0.0.1:9000/v1", 1);
     setenv("LAMBDA_API_KEY", SECRET, 1);
     setenv("SNOWFLAKE_ACCOUNT", "acct", 1);
@@ -1404,7 +1418,7 @@ static void test_lambda_and_cortex_together(void **state)
     assert_non_null(x);
     assert_int_equal(l->n_models, 0);
     assert_true(l->discover);
-    assert_int_equal(x->n_models, 15);
+    assert_int_equal(x->n_models, 21);
     assert_false(x->discover);
     assert_true(model_has_alias(find_model(x, "llama3.1-8b"), "cortex-fast"));
     sg_config_free(&cfg);

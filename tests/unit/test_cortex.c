@@ -840,6 +840,41 @@ static void assert_json(const cJSON *j, const char *expected)
     cJSON_Delete(e);
 }
 
+/* Multi-turn tool use: tool_calls → tool_use items, tool results (and a user message after
+ * them) → one user message with tool_results items, as Snowflake's specification shapes them. */
+static void test_build_tool_results(void **state)
+{
+    (void)state;
+    built_t b;
+    build(NULL,
+          "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"weather?\"},"
+          "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":["
+          "{\"id\":\"c1\",\"type\":\"function\",\"function\":{\"name\":\"get_weather\","
+          "\"arguments\":\"{\\\"city\\\":\\\"Paris\\\"}\"}},"
+          "{\"id\":\"c2\",\"type\":\"function\",\"function\":{\"name\":\"get_time\","
+          "\"arguments\":\"\"}}]},"
+          "{\"role\":\"tool\",\"tool_call_id\":\"c1\",\"content\":\"18C\"},"
+          "{\"role\":\"tool\",\"tool_call_id\":\"c2\",\"content\":[{\"type\":\"text\","
+          "\"text\":\"noon\"}]},"
+          "{\"role\":\"user\",\"content\":\"and tomorrow?\"}]}",
+          0, &b);
+    assert_int_equal(b.rc, 0);
+    assert_json(cJSON_GetObjectItemCaseSensitive(b.body, "messages"),
+                "[{\"role\":\"user\",\"content\":\"weather?\"},"
+                "{\"role\":\"assistant\",\"content\":\"\",\"content_list\":["
+                "{\"type\":\"tool_use\",\"tool_use\":{\"tool_use_id\":\"c1\",\"name\":"
+                "\"get_weather\",\"input\":{\"city\":\"Paris\"}}},"
+                "{\"type\":\"tool_use\",\"tool_use\":{\"tool_use_id\":\"c2\",\"name\":"
+                "\"get_time\",\"input\":{}}}]},"
+                "{\"role\":\"user\",\"content_list\":["
+                "{\"type\":\"tool_results\",\"tool_results\":{\"tool_use_id\":\"c1\",\"name\":"
+                "\"get_weather\",\"content\":[{\"type\":\"text\",\"text\":\"18C\"}]}},"
+                "{\"type\":\"tool_results\",\"tool_results\":{\"tool_use_id\":\"c2\",\"name\":"
+                "\"get_time\",\"content\":[{\"type\":\"text\",\"text\":\"noon\"}]}}],"
+                "\"content\":\"and tomorrow?\"}]");
+    built_free(&b);
+}
+
 static void assert_rejected(const char *client_json, const char *needle)
 {
     built_t b;
@@ -873,7 +908,7 @@ static void test_build_system_user(void **state)
                         "\"temperature\":0.2,\"top_p\":0.9,\"max_tokens\":100,\"stream\":false}");
     assert_true(has_header(&b, "Content-Type: application/json"));
     assert_true(has_header(&b, "Accept: application/json, text/event-stream"));
-    assert_true(has_header(&b, "User-Agent: sophia-gateway/0.1"));
+    /* User-Agent is set on every upstream request by the exchange (CURLOPT_USERAGENT). */
     /* sf_auth NULL: no credentials; and no invented role/warehouse headers. */
     assert_false(has_header_prefix(&b, "Authorization:"));
     assert_false(has_header_prefix(&b, "X-Snowflake-Authorization-Token-Type:"));
@@ -1005,15 +1040,18 @@ static void test_build_rejections(void **state)
                     "\"text\",\"text\":\"what is this?\"},{\"type\":\"image_url\",\"image_url\":"
                     "{\"url\":\"https://x/y.png\"}}]}]}",
                     "'image_url'");
-    assert_rejected("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"},"
-                    "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"c1\","
-                    "\"type\":\"function\",\"function\":{\"name\":\"f\",\"arguments\":\"{}\"}}]},"
-                    "{\"role\":\"tool\",\"tool_call_id\":\"c1\",\"content\":\"42\"},"
-                    "{\"role\":\"user\",\"content\":\"and?\"}]}",
-                    "multi-turn tool use is not supported by this gateway's Cortex adapter yet");
+    /* A tool result must answer an earlier tool call; arguments must be an object. */
     assert_rejected("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"},"
                     "{\"role\":\"tool\",\"tool_call_id\":\"c1\",\"content\":\"42\"}]}",
-                    "multi-turn tool use is not supported");
+                    "answers no earlier assistant tool call");
+    assert_rejected("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"},"
+                    "{\"role\":\"tool\",\"content\":\"42\"}]}",
+                    "needs a 'tool_call_id'");
+    assert_rejected("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"},"
+                    "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"c1\","
+                    "\"type\":\"function\",\"function\":{\"name\":\"f\",\"arguments\":\"[1]\"}}]},"
+                    "{\"role\":\"tool\",\"tool_call_id\":\"c1\",\"content\":\"42\"}]}",
+                    "must be a JSON object");
     assert_rejected("{\"model\":\"m\",\"messages\":[{\"role\":\"function\",\"name\":\"f\","
                     "\"content\":\"1\"},{\"role\":\"user\",\"content\":\"x\"}]}",
                     "role 'function'");
@@ -1383,6 +1421,7 @@ int main(void)
         cmocka_unit_test(test_build_tools_and_tool_choice),
         cmocka_unit_test(test_build_max_completion_tokens),
         cmocka_unit_test(test_build_rejections),
+        cmocka_unit_test(test_build_tool_results),
         cmocka_unit_test(test_build_no_base_url),
         cmocka_unit_test(test_build_openai_variant),
         cmocka_unit_test(test_convert_basic),

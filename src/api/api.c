@@ -1,0 +1,237 @@
+/* The common part of every endpoint handler (see sophia/api.h). */
+#include "sophia/api.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sophia/buf.h"
+#include "sophia/core.h"
+#include "sophia/json.h"
+
+#define HEADERS_MAX 2048
+
+static void on_shutdown(sg_active_t *act)
+{
+    sg_api_t *a = (sg_api_t *)act;
+    sg_pipeline_release(a->pipe);
+    a->pipe = NULL;
+    sg_error_t e;
+    sg_error_set(&e, 503, "api_error", "server_shutting_down",
+                 "the gateway is shutting down; retry the request");
+    a->ops->shutdown(a, &e);
+}
+
+void sg_api_init(sg_api_t *a, const sg_api_ops_t *ops, sg_gateway_t *gw, sg_http_req_t *req,
+                 const char *path)
+{
+    a->ops = ops;
+    a->refs = 1;
+    a->gw = gw;
+    a->gen = sg_gen_ref(gw->gen);
+    a->req = req;
+    a->active.shutdown = on_shutdown;
+    sg_gateway_track(gw, &a->active);
+    gw->chats_active++;
+    sg_record_init(&a->rec, req, "POST", path);
+}
+
+void sg_api_ref(sg_api_t *a)
+{
+    a->refs++;
+}
+
+void sg_api_unref(sg_api_t *a)
+{
+    SG_ASSERT(a->refs > 0);
+    if (--a->refs > 0) return;
+    cJSON_Delete(a->body);
+    sg_gen_unref(a->gen);
+    a->ops->free(a);
+}
+
+static void on_client_abort(sg_http_req_t *req, void *ud)
+{
+    SG_UNUSED(req);
+    sg_api_t *a = ud;
+    a->rec.client_gone = 1;
+    a->req = NULL;
+    /* Releasing the pipeline aborts the upstream transfer in this loop iteration: an abandoned
+     * generation must not keep running (and costing money). */
+    sg_api_finish(a, "client_closed");
+}
+
+static void on_client_drain(sg_http_req_t *req, void *ud)
+{
+    SG_UNUSED(req);
+    sg_api_t *a = ud;
+    if (!a->pipe) return;
+    sg_api_ref(a); /* resume may deliver output that ends the request */
+    sg_pipeline_resume(a->pipe);
+    sg_api_unref(a);
+}
+
+void sg_api_watch(sg_api_t *a)
+{
+    sg_http_req_set_hooks(a->req, on_client_abort, on_client_drain, a);
+}
+
+int sg_api_io(sg_api_t *a, int r)
+{
+    if (r != 0) {
+        a->rec.client_gone = 1;
+        a->req = NULL;
+    }
+    return r;
+}
+
+/* Copies s into a header value: printable ASCII only. */
+static void header_value(char *dst, size_t cap, const char *s)
+{
+    size_t n = 0;
+    for (; *s && n + 1 < cap; s++) dst[n++] = (*s >= 0x20 && *s < 0x7f) ? *s : '?';
+    dst[n] = '\0';
+}
+
+void sg_api_headers(const sg_api_t *a, char *out, size_t cap, const char *extra)
+{
+    char prov[80], model[300], why[600];
+    header_value(prov, sizeof(prov), a->rec.provider);
+    header_value(model, sizeof(model), a->rec.route);
+    header_value(why, sizeof(why), a->rec.why);
+    if (prov[0])
+        snprintf(out, cap,
+                 "X-Sophia-Provider: %s\r\nX-Sophia-Model: %s\r\nX-Sophia-Route: %s\r\n%s", prov,
+                 model, why, extra ? extra : "");
+    else
+        snprintf(out, cap, "%s", extra ? extra : "");
+}
+
+void sg_api_respond_error(sg_api_t *a, const sg_error_t *e, const char *extra)
+{
+    snprintf(a->rec.error, sizeof(a->rec.error), "%s", e->message);
+    a->rec.status = e->status;
+    if (!a->req) return;
+    sg_http_req_t *req = a->req;
+    a->req = NULL; /* answered: the request object is reused for the next one */
+    char h[HEADERS_MAX];
+    sg_api_headers(a, h, sizeof(h), extra);
+    if (a->ops->error_body) {
+        sg_buf_t b;
+        sg_buf_init(&b, 64 * 1024);
+        a->ops->error_body(a, e, &b);
+        sg_api_io(a, sg_http_respond(req, e->status, "application/json", b.data, b.len, h));
+        sg_buf_dispose(&b);
+        return;
+    }
+    sg_api_io(a, sg_http_respond_error_ex(req, e->status, e->type, e->code[0] ? e->code : NULL,
+                                          e->message, h));
+}
+
+int sg_api_stream_begin(sg_api_t *a)
+{
+    if (a->streaming) return a->req ? 0 : -1;
+    if (!a->req) return -1;
+    a->streaming = 1;
+    a->rec.status = 200;
+    char h[HEADERS_MAX];
+    sg_api_headers(a, h, sizeof(h), "Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\n");
+    return sg_api_io(a, sg_http_stream_begin(a->req, 200, "text/event-stream", h));
+}
+
+int sg_api_stream_write(sg_api_t *a, const char *text, size_t len)
+{
+    if (sg_api_stream_begin(a) != 0) return -1;
+    return sg_api_io(a, sg_http_stream_write(a->req, text, len));
+}
+
+int sg_api_stream_event(sg_api_t *a, sg_buf_t *ev, const char *type, const char *json)
+{
+    sg_buf_reset(ev);
+    sg_buf_printf(ev, "event: %s\ndata: ", type);
+    sg_buf_append_str(ev, json);
+    sg_buf_append(ev, "\n\n", 2);
+    return sg_api_stream_write(a, ev->data, ev->len);
+}
+
+void sg_api_stream_end(sg_api_t *a)
+{
+    if (!a->req || !a->streaming) return;
+    sg_http_req_t *req = a->req;
+    a->req = NULL;
+    sg_api_io(a, sg_http_stream_end(req, NULL, 0));
+}
+
+void sg_api_respond_json(sg_api_t *a, const char *json, size_t len)
+{
+    a->rec.status = 200;
+    if (!a->req) return;
+    sg_http_req_t *req = a->req;
+    a->req = NULL;
+    char h[HEADERS_MAX];
+    sg_api_headers(a, h, sizeof(h), NULL);
+    sg_api_io(a, sg_http_respond(req, 200, "application/json", json, len, h));
+}
+
+void sg_api_finish(sg_api_t *a, const char *outcome)
+{
+    if (a->finished) return;
+    a->finished = 1;
+    if (a->rec.client_gone) outcome = "client_closed";
+    a->rec.outcome = outcome;
+    if (a->ops->settle) a->ops->settle(a);
+    sg_pipeline_release(a->pipe);
+    a->pipe = NULL;
+    sg_record_finish(a->gw, &a->rec);
+    sg_gateway_untrack(a->gw, &a->active);
+    a->gw->chats_active--;
+    a->req = NULL;
+    sg_api_unref(a);
+}
+
+cJSON *sg_api_parse(const sg_http_req_t *req, sg_error_t *e)
+{
+    sg_json_problem_t p;
+    cJSON *j = sg_json_parse_strict(req->body, req->body_len, &p);
+    if (cJSON_IsObject(j)) return j;
+    if (j) {
+        cJSON_Delete(j);
+        sg_error_set(e, 400, "invalid_request_error", "invalid_json",
+                     "request body must be a JSON object");
+    } else if (p.line) {
+        sg_error_set(e, 400, "invalid_request_error", "invalid_json",
+                     "request body is not valid JSON: %s (line %zu, column %zu)", p.what, p.line,
+                     p.col);
+    } else {
+        sg_error_set(e, 400, "invalid_request_error", "invalid_json",
+                     "request body is not valid JSON: %s", p.what);
+    }
+    return NULL;
+}
+
+long sg_api_estimate_tokens(size_t chars)
+{
+    return (long)((chars + 3) / 4);
+}
+
+long sg_api_estimate_messages(const cJSON *messages)
+{
+    size_t chars = 0;
+    const cJSON *m;
+    cJSON_ArrayForEach(m, messages)
+    {
+        const cJSON *content = cJSON_GetObjectItemCaseSensitive(m, "content");
+        if (cJSON_IsString(content)) {
+            chars += strlen(content->valuestring);
+        } else if (cJSON_IsArray(content)) {
+            const cJSON *part;
+            cJSON_ArrayForEach(part, content)
+            {
+                const cJSON *t = cJSON_GetObjectItemCaseSensitive(part, "text");
+                if (cJSON_IsString(t)) chars += strlen(t->valuestring);
+            }
+        }
+        chars += 12; /* role and framing */
+    }
+    return sg_api_estimate_tokens(chars);
+}
