@@ -1,7 +1,7 @@
 /* mockllm internals shared by its source files: mockllm.c (token generation, directives, jobs,
  * the OpenAI wire format, routes, main), mock_cortex.c (the Snowflake Cortex wire formats, auth
- * and routes) and mock_schema.c (json=1 documents). Not a public interface of the
- * gateway. */
+ * and routes), mock_embed.c (both dialects' embeddings) and mock_schema.c (json=1
+ * documents). Not a public interface of the gateway. */
 #ifndef SOPHIA_MOCK_H
 #define SOPHIA_MOCK_H
 
@@ -24,6 +24,9 @@
 #define MOCK_HDRS_MAX 512         /* extra response header lines of one reply (bytes) */
 #define MOCK_REPLY_MAX 65536      /* longest reply text other than tokens (tool results cut) */
 #define MOCK_PIECE_MAX 16         /* a reply text is streamed in pieces of at most ~this */
+#define MOCK_EMBED_DIMS 16        /* default --embed-dims */
+#define MOCK_EMBED_DIMS_MAX 3072  /* largest --embed-dims */
+#define MOCK_EMBED_ITEMS_MAX 2048 /* most inputs of one embeddings request */
 #define MOCK_ERR_MAX 512          /* error messages of request checks (bytes) */
 
 /* ---- token generation -------------------------------------------------------------------- */
@@ -76,7 +79,7 @@ typedef struct mock_stats {
     uint64_t requests, streams_started, streams_completed, streams_aborted, active;
     uint64_t nonstream_completed, nonstream_aborted, auth_failures, max_active, paused;
     uint64_t cut, errors_injected, midstream_errors, close_delimited;
-    uint64_t cortex_requests, sf_auth_failures;
+    uint64_t cortex_requests, sf_auth_failures, embed_requests;
     uint64_t models_requests, model_not_found, control_requests;
     char last_model[MOCK_MODEL_MAX + 1];
     char last_token_type[65];     /* X-Snowflake-Authorization-Token-Type of the last call */
@@ -98,6 +101,7 @@ typedef struct mock_app {
     const char *sf_token;             /* --snowflake-token */
     const char *sf_token_file;        /* --snowflake-token-file (re-read on every request) */
     uint32_t tokens, ttft_ms, itl_ms; /* defaults from the command line */
+    uint32_t embed_dims;              /* --embed-dims */
     uint64_t next_id;
     int64_t started; /* unix time, "created" of /v1/models */
     mock_stats_t stats;
@@ -133,9 +137,17 @@ void mock_out_append(mock_out_t *o, const char *s, size_t n);
 
 typedef struct mock_job mock_job_t;
 
-/* A wire format: how a reply is framed. Each stream_* function appends whole events. */
+/* What a wire's requests are: counted and scheduled accordingly. */
+typedef enum {
+    MOCK_KIND_CHAT,  /* chat completions (requests; cortex_requests on Snowflake wires) */
+    MOCK_KIND_EMBED, /* embeddings (embed_requests only; never streamed, no tokens) */
+} mock_kind_t;
+
+/* A wire format: how a reply is framed. Each stream_* function appends whole events (embed
+ * wires, never streamed, have none). */
 typedef struct mock_wire {
     const char *name;
+    mock_kind_t kind;
     int vllm_models;       /* --models applies (vLLM's 404; the first model when none given) */
     const char *json_hint; /* how a request asks for structured output (json=1's 400) */
     const char *stream_content_type;
@@ -182,8 +194,9 @@ struct mock_job {
         dead : 1, tool : 1, prohibited : 1, close_delimited : 1, no_done : 1, guard : 1;
     char sf_id[37];    /* Snowflake request id (UUID) */
     uint16_t tool_off; /* offset of the tool name literal in lit[] */
-    /* The reply text when it is not the usual tokens (NULL: tokens), escaped for a JSON
-     * string, piece i (a text item) ending at piece_end[i]. Owned. */
+    /* The reply text when it is not the usual tokens (NULL: tokens): chats hold it escaped
+     * for a JSON string, piece i (a text item) ending at piece_end[i]; embed wires hold their
+     * prebuilt "data" array (no pieces). Owned. */
     char *text;
     size_t text_len;
     uint32_t *piece_end;
@@ -219,7 +232,7 @@ typedef struct mock_chat {
     uint32_t prompt_tokens;
     mock_directives_t d;
     /* Owned (malloc): the reply text instead of the tokens (a tool result's echo, a json=1
-     * document); NULL when none. */
+     * document), or, for embed wires, the prebuilt "data" array; NULL when none. */
     char *reply;
     size_t reply_len;
 } mock_chat_t;
@@ -279,6 +292,19 @@ void mock_sf_respond_error(const mock_app_t *app, sg_http_req_t *req, int status
 int mock_sf_authorize(mock_app_t *app, sg_http_req_t *req, const mock_wire_t *wire);
 /* Routes /api/v2/cortex/... Returns 1 when the path belongs to Cortex (answered), else 0. */
 int mock_cortex_route(mock_app_t *app, sg_http_req_t *req);
+
+/* ---- embeddings (mock_embed.c) ----------------------------------------------------------- */
+
+extern const mock_wire_t mock_wire_embed_openai;
+extern const mock_wire_t mock_wire_embed_cortex;
+int mock_embed_oai_parse(const mock_app_t *app, const cJSON *root, mock_chat_t *c, char *err,
+                         size_t errlen);
+int mock_embed_cortex_parse(const mock_app_t *app, const cJSON *root, mock_chat_t *c, char *err,
+                            size_t errlen);
+/* The unit vector of text s[0..n) in dims dimensions: the sum over its whitespace-separated
+ * words (the whole text when it has none) of a pseudo-random vector seeded by the word's
+ * hash, normalised. */
+void mock_embed_vector(const char *s, size_t n, uint32_t dims, float *out);
 
 /* ---- json=1 documents (mock_schema.c) ---------------------------------------------------- */
 

@@ -2,6 +2,7 @@
  *   POST /api/v2/cortex/inference:complete   Cortex's own chat format, three chunk shapes,
  *                                            multi-turn tools (tool_use / tool_results)
  *   POST /api/v2/cortex/v1/chat/completions  the OpenAI-compatible endpoint
+ *   POST /api/v2/cortex/inference:embed      embeddings (mock_embed.c)
  *   GET  /api/v2/cortex/models
  * plus the Snowflake bearer-token check and error JSON {"message","code","request_id"} with
  * the X-Snowflake-Request-ID header. Scheduling, directives and statistics are shared with
@@ -342,6 +343,7 @@ static void cx_respond(mock_job_t *j)
 
 const mock_wire_t mock_wire_cortex = {
     .name = "cortex",
+    .kind = MOCK_KIND_CHAT,
     .json_hint = "response_format {\"type\":\"json\",\"schema\":{...}}",
     .stream_content_type = "text/event-stream",
     .stream_headers = "Cache-Control: no-cache\r\n",
@@ -358,6 +360,7 @@ const mock_wire_t mock_wire_cortex = {
 /* The OpenAI-compatible endpoint: OpenAI framing, Snowflake auth/errors/request ids. */
 const mock_wire_t mock_wire_sf_openai = {
     .name = "cortex-openai",
+    .kind = MOCK_KIND_CHAT,
     .json_hint = "response_format {\"type\":\"json_schema\",\"json_schema\":{\"name\":...,"
                  "\"schema\":{...}}}",
     .stream_content_type = "text/event-stream",
@@ -710,6 +713,13 @@ int mock_cortex_route(mock_app_t *app, sg_http_req_t *req)
         want = "POST";
         if (cx_method_is(req, want)) {
             mock_handle_chat(app, req, &mock_wire_sf_openai, cx_oai_parse);
+            return 1;
+        }
+    } else if (strcmp(p, "/api/v2/cortex/inference:embed") == 0 ||
+               strcasecmp(p, "/api/v2/cortex/inference%3Aembed") == 0) {
+        want = "POST";
+        if (cx_method_is(req, want)) {
+            mock_handle_chat(app, req, &mock_wire_embed_cortex, mock_embed_cortex_parse);
             return 1;
         }
     } else if (strcmp(p, "/api/v2/cortex/models") == 0) {

@@ -1,7 +1,7 @@
 /* mockllm: a mock LLM upstream for tests and benchmarks. One process speaks two dialects,
  * chosen by the request path: OpenAI-compatible (vLLM-like, /v1/...) and Snowflake Cortex
- * REST (/api/v2/cortex/..., in mock_cortex.c); json=1 documents are made in
- * mock_schema.c.
+ * REST (/api/v2/cortex/..., in mock_cortex.c); embeddings of both are in mock_embed.c,
+ * json=1 documents in mock_schema.c.
  *
  * One libuv loop, the project's HTTP server (sg_http_*). The code is layered so each wire
  * format is one mock_wire_t plus a route:
@@ -11,7 +11,8 @@
  *                         abort handling, statistics, close-delimited streams
  *   4. wire formats       framing of chunks / whole replies / errors (OpenAI here, Cortex in
  *                         mock_cortex.c)
- *   5. routes             /v1/chat/completions, /v1/models, /stats, /healthz, /api/v2/...
+ *   5. routes             /v1/chat/completions, /v1/embeddings, /v1/models, /stats, /healthz,
+ *                         /api/v2/...
  *   6. main               CLI, signals, shutdown
  * Per request the state is one mock_job_t (~250 bytes plus the escaped model name); events
  * are formatted into a stack buffer, so producing tokens allocates nothing. */
@@ -810,7 +811,13 @@ static void job_start(mock_app_t *app, sg_http_req_t *req, const mock_wire_t *wi
     j->created = sg_unix_time();
     if (wire->snowflake) mock_sf_request_id(j->sf_id);
     j->prompt_tokens = c->prompt_tokens;
-    if (c->reply) {
+    int embed = wire->kind == MOCK_KIND_EMBED;
+    if (embed) {
+        /* the prebuilt "data" array; no text items */
+        j->text = c->reply;
+        j->text_len = c->reply_len;
+        j->n_tokens = 0;
+    } else if (c->reply) {
         j->n_tokens = mock_job_split(j, c->reply, c->reply_len);
         free(c->reply);
     } else {
@@ -818,14 +825,14 @@ static void job_start(mock_app_t *app, sg_http_req_t *req, const mock_wire_t *wi
     }
     c->reply = NULL;
     c->reply_len = 0;
-    if (c->max_tokens >= 0 && (unsigned long long)c->max_tokens < j->n_tokens) {
+    if (!embed && c->max_tokens >= 0 && (unsigned long long)c->max_tokens < j->n_tokens) {
         j->n_tokens = (uint32_t)c->max_tokens;
         j->finish_length = 1;
     }
-    j->tool = c->d.tool != 0;
+    j->tool = !embed && c->d.tool != 0;
     j->n_items = j->n_tokens + (j->tool ? MOCK_TOOL_ITEMS : 0);
-    j->ttft_ms = pick(c->d.ttft_ms, app->ttft_ms);
-    j->itl_ms = pick(c->d.itl_ms, app->itl_ms);
+    j->ttft_ms = embed ? 0 : pick(c->d.ttft_ms, app->ttft_ms);
+    j->itl_ms = embed ? 0 : pick(c->d.itl_ms, app->itl_ms);
     j->headers_delay_ms = pick(c->d.headers_delay_ms, 0);
     j->cut_after = c->d.cut_after;
     j->midstream_error = c->d.midstream_error;
@@ -1007,6 +1014,7 @@ void mock_oai_respond_error(const mock_app_t *app, sg_http_req_t *req, int statu
 
 const mock_wire_t mock_wire_openai = {
     .name = "openai",
+    .kind = MOCK_KIND_CHAT,
     .vllm_models = 1,
     .json_hint = "response_format {\"type\":\"json_schema\",\"json_schema\":{\"name\":...,"
                  "\"schema\":{...}}}",
@@ -1268,7 +1276,7 @@ static void mock_hang_chat(mock_app_t *app, sg_http_req_t *req, const mock_wire_
 /* json=1: the reply becomes a document for the request's schema (a 400 without one). */
 static int mock_apply_json(const mock_wire_t *wire, mock_chat_t *c, char *err, size_t errlen)
 {
-    if (!c->d.json) return 0;
+    if (!c->d.json || wire->kind == MOCK_KIND_EMBED) return 0;
     if (!c->schema) {
         snprintf(err, errlen,
                  "mock directive json=1 needs a structured-output request with a JSON schema: "
@@ -1289,8 +1297,12 @@ void mock_handle_chat(mock_app_t *app, sg_http_req_t *req, const mock_wire_t *wi
                       mock_parse_fn parse)
 {
     mock_stats_t *s = &app->stats;
-    s->requests++;
-    if (wire->snowflake) s->cortex_requests++;
+    if (wire->kind == MOCK_KIND_EMBED) {
+        s->embed_requests++;
+    } else {
+        s->requests++;
+        if (wire->snowflake) s->cortex_requests++;
+    }
     /* The /control switches win over everything, auth included. */
     if (app->fail_status) {
         s->errors_injected++;
@@ -1417,12 +1429,13 @@ static void handle_stats(mock_app_t *app, sg_http_req_t *req)
         ",\"paused\":%" PRIu64 ",\"cut\":%" PRIu64 ",\"errors_injected\":%" PRIu64
         ",\"midstream_errors\":%" PRIu64 ",\"close_delimited\":%" PRIu64
         ",\"cortex_requests\":%" PRIu64 ",\"sf_auth_failures\":%" PRIu64
-        ",\"models_requests\":%" PRIu64 ",\"model_not_found\":%" PRIu64
-        ",\"control_requests\":%" PRIu64 ",\"last_model\":",
+        ",\"embed_requests\":%" PRIu64 ",\"models_requests\":%" PRIu64
+        ",\"model_not_found\":%" PRIu64 ",\"control_requests\":%" PRIu64 ",\"last_model\":",
         s->requests, s->streams_started, s->streams_completed, s->streams_aborted, s->active,
         s->nonstream_completed, s->nonstream_aborted, s->auth_failures, s->max_active, s->paused,
         s->cut, s->errors_injected, s->midstream_errors, s->close_delimited, s->cortex_requests,
-        s->sf_auth_failures, s->models_requests, s->model_not_found, s->control_requests);
+        s->sf_auth_failures, s->embed_requests, s->models_requests, s->model_not_found,
+        s->control_requests);
     sg_json_escape_append(&b, s->last_model, strlen(s->last_model));
     sg_buf_printf(&b, ",\"last_authorization_seen\":%s,\"last_token_type\":",
                   s->last_authorization_seen ? "true" : "false");
@@ -1535,6 +1548,12 @@ static void on_request(sg_http_req_t *req, void *ud)
             mock_handle_chat(app, req, &mock_wire_openai, oai_parse);
             return;
         }
+    } else if (strcmp(p, "/v1/embeddings") == 0) {
+        want = "POST";
+        if (method_is(req, want)) {
+            mock_handle_chat(app, req, &mock_wire_embed_openai, mock_embed_oai_parse);
+            return;
+        }
     } else if (strcmp(p, "/v1/models") == 0) {
         want = "GET";
         if (method_is(req, want)) {
@@ -1586,7 +1605,7 @@ static void on_request(sg_http_req_t *req, void *ud)
 
 static const char mock_usage[] =
     "Usage: mockllm [--listen HOST:PORT] [--ttft-ms N] [--itl-ms N] [--tokens N]\n"
-    "               [--api-key KEY] [--snowflake-token TOKEN]\n"
+    "               [--embed-dims N] [--api-key KEY] [--snowflake-token TOKEN]\n"
     "               [--snowflake-token-file PATH] [--models LIST] [--name NAME]\n"
     "               [--quiet]\n"
     "\n"
@@ -1602,6 +1621,8 @@ static const char mock_usage[] =
     "  --itl-ms N          delay between tokens (default 0: all tokens at once, still one\n"
     "                      event per token)\n"
     "  --tokens N          completion tokens per reply (default 16, at most 1000000)\n"
+    "  --embed-dims N      length of embedding vectors (default 16, at most 3072), both\n"
+    "                      dialects; OpenAI's \"dimensions\" may ask for fewer\n"
     "  --api-key KEY       require \"Authorization: Bearer KEY\" on /v1/*; otherwise 401\n"
     "                      invalid_api_key (counted in auth_failures)\n"
     "  --snowflake-token TOKEN\n"
@@ -1619,8 +1640,9 @@ static const char mock_usage[] =
     "                      printable ASCII without spaces or commas, e.g.\n"
     "                      meta-llama/Llama-3.1-8B-Instruct,Qwen/Qwen2.5-7B-Instruct; no\n"
     "                      duplicates). GET /v1/models then lists exactly these in vLLM's\n"
-    "                      shape, and /v1/chat/completions answers a model not in the list\n"
-    "                      with vLLM's 404 (see below). Cortex endpoints are not affected.\n"
+    "                      shape, and /v1/chat/completions and /v1/embeddings answer a model\n"
+    "                      not in the list with vLLM's 404 (see below). Cortex endpoints are\n"
+    "                      not affected.\n"
     "  --name NAME         instance label, 1..64 chars of [A-Za-z0-9_.-] (default: none).\n"
     "                      Every response of the mock's routes (both dialects, errors\n"
     "                      included; not the HTTP layer's own protocol errors such as\n"
@@ -1651,6 +1673,19 @@ static const char mock_usage[] =
     "                             response_format "
     "{\"type\":\"json_schema\",\"json_schema\":{\"name\",\n"
     "                             \"schema\":{...}}} is the schema json=1 fills.\n"
+    "  POST /v1/embeddings        body: model (optional, as chat), input (a non-empty string,\n"
+    "                             an array of 1..2048 non-empty strings, an array of integer\n"
+    "                             token ids, or an array of such arrays), encoding_format\n"
+    "                             (\"float\" default, or \"base64\": the float32 values\n"
+    "                             little-endian, base64), dimensions (1..--embed-dims: the\n"
+    "                             vector cut to that length and re-normalised). Reply\n"
+    "                             "
+    "{\"object\":\"list\",\"data\":[{\"object\":\"embedding\",\"index\":I,\n"
+    "                             \"embedding\":[F,...] or \"BASE64\"},...],\"model\":MODEL,\n"
+    "                             \"usage\":{\"prompt_tokens\":N,\"total_tokens\":N}}; N = words "
+    "of\n"
+    "                             the texts + 1 per token id. Bad input is 400 in OpenAI's\n"
+    "                             shape; auth and --models as for chat.\n"
     "  GET  /v1/models            a few Lambda model ids; with --models exactly those:\n"
     "                             "
     "{\"object\":\"list\",\"data\":[{\"id\":NAME,\"object\":\"model\",\n"
@@ -1698,6 +1733,14 @@ static const char mock_usage[] =
     "      tool_results the reply text is \"Tool result received: \" + each result's content\n"
     "      (texts, and json items as compact JSON, joined by spaces; results joined by\n"
     "      \"; \").\n"
+    "  POST /api/v2/cortex/inference:embed  (also inference%3Aembed; cortex-embed.yaml)\n"
+    "      Body: model (required), text (required: a non-empty array of strings; the mock\n"
+    "      takes at most 2048), provisioned_throughput_id (optional string). Reply\n"
+    "      "
+    "{\"object\":\"list\",\"data\":[{\"object\":\"embedding\",\"embedding\":[[F,...]],\"index\":I},"
+    "\n"
+    "      ...],\"model\":MODEL,\"usage\":{\"total_tokens\":N}} (the spec's embedding is an array\n"
+    "      of float arrays: here one vector of --embed-dims floats per text; N = words).\n"
     "  POST /api/v2/cortex/v1/chat/completions  Cortex's OpenAI-compatible endpoint: OpenAI\n"
     "      shapes as /v1/chat/completions (stream defaults to false), Snowflake auth and\n"
     "      error JSON; max_completion_tokens accepted, max_tokens refused with 400.\n"
@@ -1710,13 +1753,14 @@ static const char mock_usage[] =
     "  POST /control              runtime fault switches, for taking the instance \"down\"\n"
     "                             without restarting it. JSON body with any of:\n"
     "                               \"fail_status\": CODE  400..599: from now on every chat\n"
-    "                                 request (both dialects) and GET /v1/models and\n"
-    "                                 GET /api/v2/cortex/models answer CODE with the\n"
-    "                                 dialect's error body for CODE (as status=CODE; no\n"
-    "                                 Retry-After); 0 turns it off\n"
-    "                               \"hang\": true|false  chat requests and model listings are\n"
-    "                                 never answered (as hang=1); requests already hanging\n"
-    "                                 stay so when it is turned off\n"
+    "                                 and embeddings request (both dialects) and\n"
+    "                                 GET /v1/models and GET /api/v2/cortex/models answer\n"
+    "                                 CODE with the dialect's error body for CODE (as\n"
+    "                                 status=CODE; no Retry-After); 0 turns it off\n"
+    "                               \"hang\": true|false  chat and embeddings requests and\n"
+    "                                 model listings are never answered (as hang=1);\n"
+    "                                 requests already hanging stay so when it is turned\n"
+    "                                 off\n"
     "                               \"reset\": true  every switch off (applied first)\n"
     "                             200 {\"fail_status\":N,\"hang\":B} (the resulting state);\n"
     "                             any other body 400. A switch that is on wins over\n"
@@ -1738,9 +1782,11 @@ static const char mock_usage[] =
     "event per itl. A non-streamed reply is sent when the last event would be:\n"
     "headers_delay + ttft + itl*(events-1).\n"
     "\n"
-    "Directives (per request, for tests): \"[mock:k=v,k=v]\" anywhere in a message text, or\n"
-    "the header \"X-Mock: k=v,k=v\" (the header wins). Values are non-negative integers.\n"
-    "Both dialects unless noted.\n"
+    "Directives (per request, for tests): \"[mock:k=v,k=v]\" anywhere in a message text (and\n"
+    "embedding input texts), or the header \"X-Mock: k=v,k=v\" (the header wins). Values are\n"
+    "non-negative integers. Both dialects unless noted. Embeddings take\n"
+    "only status, retry_after, headers_delay_ms, hang, garbage, cut_after (non-stream\n"
+    "meanings) and fail_times/fail_key; the others are accepted and ignored.\n"
     "  tokens=N            completion tokens for this request\n"
     "  ttft_ms=N, itl_ms=N timing for this request\n"
     "  headers_delay_ms=N  wait N ms before sending the response head\n"
@@ -1809,18 +1855,21 @@ static const char mock_usage[] =
     "streams_started (stream heads sent), streams_completed, streams_aborted (the client left\n"
     "before the end), nonstream_completed, nonstream_aborted, active (requests in progress),\n"
     "max_active, auth_failures, paused (times a stream paused because the client was not\n"
-    "reading), cut (cut_after closes), errors_injected (status= replies and chat requests\n"
-    "failed by the fail_status switch), midstream_errors, close_delimited (close-delimited\n"
-    "streams started), cortex_requests (chat requests on /api/v2/cortex/), sf_auth_failures,\n"
-    "models_requests (GET /v1/models and GET /api/v2/cortex/models, those failed or held by a\n"
-    "switch included), model_not_found (--models 404s), control_requests (POST /control,\n"
-    "rejected ones included), last_model, last_authorization_seen (the last chat request\n"
-    "carried an Authorization header), last_token_type (the\n"
-    "X-Snowflake-Authorization-Token-Type of the last Cortex request, \"\" when absent),\n"
-    "last_sf_token_suffix (the last 4 characters of its bearer token), instance (--name; \"\"\n"
-    "without). Both dialects count in the shared counters. Chat requests held by the hang\n"
-    "switch count in requests and active (and, when the client leaves, in *_aborted) like\n"
-    "hang=1.\n"
+    "reading), cut (cut_after closes), errors_injected (status= replies and requests failed\n"
+    "by the fail_status switch), midstream_errors, close_delimited (close-delimited streams\n"
+    "started), cortex_requests (chat requests on /api/v2/cortex/), sf_auth_failures,\n"
+    "embed_requests (POST /v1/embeddings and /api/v2/cortex/inference:embed, rejected ones\n"
+    "included; not in requests), models_requests (GET /v1/models and GET\n"
+    "/api/v2/cortex/models, those failed or held by a switch included), model_not_found\n"
+    "(--models 404s), control_requests (POST /control, rejected ones included), last_model,\n"
+    "last_authorization_seen (the last chat request carried an Authorization header),\n"
+    "last_token_type (the X-Snowflake-Authorization-Token-Type of the last Cortex request, \"\"\n"
+    "when absent), last_sf_token_suffix (the last 4 characters of its bearer token), instance\n"
+    "(--name; \"\" without). Both dialects count in the shared counters; embeddings requests\n"
+    "count in active, max_active, nonstream_completed, nonstream_aborted, errors_injected,\n"
+    "cut, the auth failures, last_model and last_authorization_seen like non-streamed chats.\n"
+    "Chat requests held by the hang switch count in requests and active (and, when the client\n"
+    "leaves, in *_aborted) like hang=1.\n"
     "SIGINT/SIGTERM close every connection and exit 0.\n";
 
 static void on_server_closed(sg_http_server_t *srv, void *ud)
@@ -1928,6 +1977,7 @@ int main(int argc, char **argv)
 {
     static mock_app_t app;
     app.tokens = 16;
+    app.embed_dims = MOCK_EMBED_DIMS;
     char host[256] = "127.0.0.1";
     int port = 9000;
     for (int i = 1; i < argc; i++) {
@@ -1948,6 +1998,8 @@ int main(int argc, char **argv)
             bad = parse_uint(v, MOCK_MAX_DELAY_MS, &app.itl_ms) != 0;
         } else if (strcmp(a, "--tokens") == 0) {
             bad = parse_uint(v, MOCK_MAX_TOKENS, &app.tokens) != 0;
+        } else if (strcmp(a, "--embed-dims") == 0) {
+            bad = parse_uint(v, MOCK_EMBED_DIMS_MAX, &app.embed_dims) != 0 || app.embed_dims == 0;
         } else if (strcmp(a, "--api-key") == 0) {
             bad = !v || !*v;
             app.api_key = v;
