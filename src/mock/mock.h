@@ -1,7 +1,8 @@
 /* mockllm internals shared by its source files: mockllm.c (token generation, directives, jobs,
  * the OpenAI wire format, routes, main), mock_cortex.c (the Snowflake Cortex wire formats, auth
- * and routes), mock_embed.c (both dialects' embeddings) and mock_schema.c (json=1
- * documents). Not a public interface of the gateway. */
+ * and routes), mock_messages.c (Cortex's Anthropic Messages endpoint), mock_embed.c (both
+ * dialects' embeddings) and mock_schema.c (json=1 documents). Not a public interface of the
+ * gateway. */
 #ifndef SOPHIA_MOCK_H
 #define SOPHIA_MOCK_H
 
@@ -79,7 +80,7 @@ typedef struct mock_stats {
     uint64_t requests, streams_started, streams_completed, streams_aborted, active;
     uint64_t nonstream_completed, nonstream_aborted, auth_failures, max_active, paused;
     uint64_t cut, errors_injected, midstream_errors, close_delimited;
-    uint64_t cortex_requests, sf_auth_failures, embed_requests;
+    uint64_t cortex_requests, sf_auth_failures, embed_requests, messages_requests;
     uint64_t models_requests, model_not_found, control_requests;
     char last_model[MOCK_MODEL_MAX + 1];
     char last_token_type[65];     /* X-Snowflake-Authorization-Token-Type of the last call */
@@ -139,8 +140,9 @@ typedef struct mock_job mock_job_t;
 
 /* What a wire's requests are: counted and scheduled accordingly. */
 typedef enum {
-    MOCK_KIND_CHAT,  /* chat completions (requests; cortex_requests on Snowflake wires) */
-    MOCK_KIND_EMBED, /* embeddings (embed_requests only; never streamed, no tokens) */
+    MOCK_KIND_CHAT,     /* chat completions (requests; cortex_requests on Snowflake wires) */
+    MOCK_KIND_MESSAGES, /* Anthropic messages (requests, cortex_requests, messages_requests) */
+    MOCK_KIND_EMBED,    /* embeddings (embed_requests only; never streamed, no tokens) */
 } mock_kind_t;
 
 /* A wire format: how a reply is framed. Each stream_* function appends whole events (embed
@@ -292,6 +294,12 @@ void mock_sf_respond_error(const mock_app_t *app, sg_http_req_t *req, int status
 int mock_sf_authorize(mock_app_t *app, sg_http_req_t *req, const mock_wire_t *wire);
 /* Routes /api/v2/cortex/... Returns 1 when the path belongs to Cortex (answered), else 0. */
 int mock_cortex_route(mock_app_t *app, sg_http_req_t *req);
+
+/* ---- Cortex's Anthropic Messages endpoint (mock_messages.c) ------------------------------ */
+
+extern const mock_wire_t mock_wire_messages;
+int mock_messages_parse(const mock_app_t *app, const cJSON *root, mock_chat_t *c, char *err,
+                        size_t errlen);
 
 /* ---- embeddings (mock_embed.c) ----------------------------------------------------------- */
 

@@ -2,6 +2,7 @@
  *   POST /api/v2/cortex/inference:complete   Cortex's own chat format, three chunk shapes,
  *                                            multi-turn tools (tool_use / tool_results)
  *   POST /api/v2/cortex/v1/chat/completions  the OpenAI-compatible endpoint
+ *   POST /api/v2/cortex/v1/messages          the Anthropic Messages endpoint (mock_messages.c)
  *   POST /api/v2/cortex/inference:embed      embeddings (mock_embed.c)
  *   GET  /api/v2/cortex/models
  * plus the Snowflake bearer-token check and error JSON {"message","code","request_id"} with
@@ -713,6 +714,12 @@ int mock_cortex_route(mock_app_t *app, sg_http_req_t *req)
         want = "POST";
         if (cx_method_is(req, want)) {
             mock_handle_chat(app, req, &mock_wire_sf_openai, cx_oai_parse);
+            return 1;
+        }
+    } else if (strcmp(p, "/api/v2/cortex/v1/messages") == 0) {
+        want = "POST";
+        if (cx_method_is(req, want)) {
+            mock_handle_chat(app, req, &mock_wire_messages, mock_messages_parse);
             return 1;
         }
     } else if (strcmp(p, "/api/v2/cortex/inference:embed") == 0 ||

@@ -1,7 +1,8 @@
 /* mockllm: a mock LLM upstream for tests and benchmarks. One process speaks two dialects,
  * chosen by the request path: OpenAI-compatible (vLLM-like, /v1/...) and Snowflake Cortex
- * REST (/api/v2/cortex/..., in mock_cortex.c); embeddings of both are in mock_embed.c,
- * json=1 documents in mock_schema.c.
+ * REST (/api/v2/cortex/..., in mock_cortex.c, with the Anthropic Messages endpoint in
+ * mock_messages.c); embeddings of both are in mock_embed.c, json=1 documents in
+ * mock_schema.c.
  *
  * One libuv loop, the project's HTTP server (sg_http_*). The code is layered so each wire
  * format is one mock_wire_t plus a route:
@@ -1302,6 +1303,7 @@ void mock_handle_chat(mock_app_t *app, sg_http_req_t *req, const mock_wire_t *wi
     } else {
         s->requests++;
         if (wire->snowflake) s->cortex_requests++;
+        if (wire->kind == MOCK_KIND_MESSAGES) s->messages_requests++;
     }
     /* The /control switches win over everything, auth included. */
     if (app->fail_status) {
@@ -1429,13 +1431,14 @@ static void handle_stats(mock_app_t *app, sg_http_req_t *req)
         ",\"paused\":%" PRIu64 ",\"cut\":%" PRIu64 ",\"errors_injected\":%" PRIu64
         ",\"midstream_errors\":%" PRIu64 ",\"close_delimited\":%" PRIu64
         ",\"cortex_requests\":%" PRIu64 ",\"sf_auth_failures\":%" PRIu64
-        ",\"embed_requests\":%" PRIu64 ",\"models_requests\":%" PRIu64
-        ",\"model_not_found\":%" PRIu64 ",\"control_requests\":%" PRIu64 ",\"last_model\":",
+        ",\"embed_requests\":%" PRIu64 ",\"messages_requests\":%" PRIu64
+        ",\"models_requests\":%" PRIu64 ",\"model_not_found\":%" PRIu64
+        ",\"control_requests\":%" PRIu64 ",\"last_model\":",
         s->requests, s->streams_started, s->streams_completed, s->streams_aborted, s->active,
         s->nonstream_completed, s->nonstream_aborted, s->auth_failures, s->max_active, s->paused,
         s->cut, s->errors_injected, s->midstream_errors, s->close_delimited, s->cortex_requests,
-        s->sf_auth_failures, s->embed_requests, s->models_requests, s->model_not_found,
-        s->control_requests);
+        s->sf_auth_failures, s->embed_requests, s->messages_requests, s->models_requests,
+        s->model_not_found, s->control_requests);
     sg_json_escape_append(&b, s->last_model, strlen(s->last_model));
     sg_buf_printf(&b, ",\"last_authorization_seen\":%s,\"last_token_type\":",
                   s->last_authorization_seen ? "true" : "false");
@@ -1694,7 +1697,9 @@ static const char mock_usage[] =
     "\"parent\":null,\"max_model_len\":32768,\"permission\":[]},...]}\n"
     "\n"
     "Snowflake Cortex endpoints (every reply carries X-Snowflake-Request-ID; errors are\n"
-    "{\"message\",\"code\",\"request_id\"} with code \"390\"+status, \"390144\" for 401):\n"
+    "{\"message\",\"code\",\"request_id\"} with code \"390\"+status, \"390144\" for 401, except "
+    "on\n"
+    "/api/v2/cortex/v1/messages, which answers in Anthropic's shape):\n"
     "  POST /api/v2/cortex/inference:complete  (also /api/v2/cortex/inference/complete)\n"
     "      Body: model, messages [{role?, content | content_list}], temperature, top_p,\n"
     "      max_tokens, response_format {type:\"json\",schema}, guardrails, tools, tool_choice,\n"
@@ -1744,6 +1749,37 @@ static const char mock_usage[] =
     "  POST /api/v2/cortex/v1/chat/completions  Cortex's OpenAI-compatible endpoint: OpenAI\n"
     "      shapes as /v1/chat/completions (stream defaults to false), Snowflake auth and\n"
     "      error JSON; max_completion_tokens accepted, max_tokens refused with 400.\n"
+    "  POST /api/v2/cortex/v1/messages  Anthropic's Messages API (Snowflake's spec leaves\n"
+    "      the bodies open; the mock follows Anthropic's). Body: model, max_tokens\n"
+    "      (required, integer >= 1), messages [{role user|assistant, content: a string or\n"
+    "      blocks text {text} | tool_use {id,name,input} (assistant) | tool_result\n"
+    "      {tool_use_id, content?: string or text blocks, is_error?} (user) | others}],\n"
+    "      system (a string or text blocks), stream, tools [{name, input_schema}],\n"
+    "      output_config {\"format\":{\"type\":\"json_schema\",\"schema\":{...}}} (or the beta\n"
+    "      output_format {\"type\":\"json_schema\",\"schema\"}) for json=1. A tool_result must\n"
+    "      answer a tool_use of the previous message and every tool_use of an earlier\n"
+    "      assistant message needs its tool_result in the next one. Errors:\n"
+    "      {\"type\":\"error\",\"error\":{\"type\":T,\"message\":M},\"request_id\":ID} with T\n"
+    "      invalid_request_error (400), authentication_error (401, the Snowflake token),\n"
+    "      billing_error (402), permission_error (403), not_found_error (404),\n"
+    "      request_too_large (413), rate_limit_error (429), timeout_error (504),\n"
+    "      overloaded_error (529), api_error (other 5xx). Reply {\"id\":\"msg_mock_N\",\n"
+    "      "
+    "\"type\":\"message\",\"role\":\"assistant\",\"model\":MODEL,\"content\":[{\"type\":\"text\",\n"
+    "      \"text\":TEXT}, tool_use block with "
+    "tool=1],\"stop_reason\":\"end_turn\"|\"max_tokens\"|\n"
+    "      \"tool_use\"|\"refusal\" (prohibited=1),\"stop_sequence\":null,\"usage\":{\n"
+    "      \"input_tokens\":N,\"output_tokens\":N}}. stream:true: \"event: NAME\" + data per\n"
+    "      event: message_start (content [], usage with output_tokens 1),\n"
+    "      content_block_start (text), ping, content_block_delta {\"type\":\"text_delta\",\n"
+    "      \"text\":T} per token, content_block_stop, with tool=1 a tool_use block\n"
+    "      {\"type\":\"tool_use\",\"id\":\"toolu_mock_1\",\"name\":NAME,\"input\":{}} and its\n"
+    "      {\"type\":\"input_json_delta\",\"partial_json\":FRAGMENT} deltas, message_delta\n"
+    "      {\"delta\":{\"stop_reason\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":N}},\n"
+    "      message_stop; midstream_error=N sends event: error {\"type\":\"error\",\"error\":\n"
+    "      {\"type\":\"api_error\",...}}. A last user message with tool_result blocks gets the\n"
+    "      reply text \"Tool result received: \" + their contents (\"; \" between results).\n"
+    "      input_tokens count system text words too.\n"
     "  GET  /api/v2/cortex/models  {\"models\":[{\"name\":\"claude-sonnet-4-5\"},...]}\n"
     "\n"
     "Other endpoints:\n"
@@ -1752,15 +1788,15 @@ static const char mock_usage[] =
     "  GET  /healthz              {\"status\":\"ok\"}\n"
     "  POST /control              runtime fault switches, for taking the instance \"down\"\n"
     "                             without restarting it. JSON body with any of:\n"
-    "                               \"fail_status\": CODE  400..599: from now on every chat\n"
-    "                                 and embeddings request (both dialects) and\n"
+    "                               \"fail_status\": CODE  400..599: from now on every chat,\n"
+    "                                 messages and embeddings request (both dialects) and\n"
     "                                 GET /v1/models and GET /api/v2/cortex/models answer\n"
     "                                 CODE with the dialect's error body for CODE (as\n"
     "                                 status=CODE; no Retry-After); 0 turns it off\n"
-    "                               \"hang\": true|false  chat and embeddings requests and\n"
-    "                                 model listings are never answered (as hang=1);\n"
-    "                                 requests already hanging stay so when it is turned\n"
-    "                                 off\n"
+    "                               \"hang\": true|false  chat, messages and embeddings\n"
+    "                                 requests and model listings are never answered (as\n"
+    "                                 hang=1); requests already hanging stay so when it is\n"
+    "                                 turned off\n"
     "                               \"reset\": true  every switch off (applied first)\n"
     "                             200 {\"fail_status\":N,\"hang\":B} (the resulting state);\n"
     "                             any other body 400. A switch that is on wins over\n"
@@ -1782,15 +1818,18 @@ static const char mock_usage[] =
     "event per itl. A non-streamed reply is sent when the last event would be:\n"
     "headers_delay + ttft + itl*(events-1).\n"
     "\n"
-    "Directives (per request, for tests): \"[mock:k=v,k=v]\" anywhere in a message text (and\n"
-    "embedding input texts), or the header \"X-Mock: k=v,k=v\" (the header wins). Values are\n"
-    "non-negative integers. Both dialects unless noted. Embeddings take\n"
+    "Directives (per request, for tests): \"[mock:k=v,k=v]\" anywhere in a message text (the\n"
+    "Messages endpoint's system text and embedding input texts too), or the header\n"
+    "\"X-Mock: k=v,k=v\" (the header wins). Values are non-negative integers. Both dialects\n"
+    "unless noted; the Messages endpoint as Cortex's chat where it makes sense (errors,\n"
+    "events and stop reasons in Anthropic's shapes, as described there). Embeddings take\n"
     "only status, retry_after, headers_delay_ms, hang, garbage, cut_after (non-stream\n"
     "meanings) and fail_times/fail_key; the others are accepted and ignored.\n"
     "  tokens=N            completion tokens for this request\n"
     "  ttft_ms=N, itl_ms=N timing for this request\n"
     "  headers_delay_ms=N  wait N ms before sending the response head\n"
-    "  status=CODE         answer CODE (400..599) with an error: OpenAI \"mock failure CODE\";\n"
+    "  status=CODE         answer CODE (400..599) with an error: OpenAI and Messages \"mock\n"
+    "                      failure CODE\";\n"
     "                      Cortex 400 \"invalid options object\", 401 \"JWT token is invalid\",\n"
     "                      402 \"budget exceeded\", 403 \"Not Authorized: ...CORTEX_USER...\",\n"
     "                      404 \"model not found\", 429 \"Too many requests\",\n"
@@ -1821,7 +1860,7 @@ static const char mock_usage[] =
     "                      \"data: not-json\", then a clean end; non-stream: 200 with a non-JSON "
     "body\n"
     "  no_usage=1          omit usage (OpenAI: the usage chunk even with include_usage;\n"
-    "                      Cortex: \"usage\":{} everywhere)\n"
+    "                      Cortex: \"usage\":{} everywhere; Messages: no usage objects)\n"
     "  tool=1              after the text tokens, a tool call (name: the request's first tool,\n"
     "                      else get_weather; arguments {\"city\":\"Paris\",\"unit\":\"celsius\"} "
     "in 5\n"
@@ -1829,7 +1868,7 @@ static const char mock_usage[] =
     "                      \"tool_use_id\":\"toolu_1\",\"name\":NAME}, then "
     "{\"type\":\"tool_use\",\n"
     "                      \"input\":FRAGMENT}...; OpenAI: delta.tool_calls (id call_mock_1),\n"
-    "                      finish_reason \"tool_calls\"\n"
+    "                      finish_reason \"tool_calls\"; Messages: a tool_use block (above)\n"
     "  close_delimited=1   stream: no chunked framing and no Content-Length; the body ends when\n"
     "                      the connection closes (counted in close_delimited)\n"
     "  shape=1|2|3         Cortex inference:complete chunk shape (default 3)\n"
@@ -1838,8 +1877,9 @@ static const char mock_usage[] =
     "  no_done=1           OpenAI framing: no data: [DONE]\n"
     "  json=1              structured output: the reply text is a compact JSON document valid\n"
     "                      for the request's schema (OpenAI response_format json_schema's\n"
-    "                      schema, Cortex response_format {\"type\":\"json\",\"schema\"}):\n"
-    "                      objects with every property (required\n"
+    "                      schema, Cortex response_format {\"type\":\"json\",\"schema\"}, "
+    "Messages\n"
+    "                      output_config.format): objects with every property (required\n"
     "                      ones first), enum/const: the first value, anyOf/oneOf/allOf: the\n"
     "                      first alternative, local $ref, strings \"example\" (or a value for\n"
     "                      date-time, date, time, email, uri, uuid, ipv4, ipv6, hostname;\n"
@@ -1851,24 +1891,26 @@ static const char mock_usage[] =
     "                      one; a schema past 32 levels, 10000 values or 64 KiB, or with an\n"
     "                      unresolvable $ref: 400.\n"
     "\n"
-    "Stats (GET /stats): requests (chat requests received, rejected ones included),\n"
-    "streams_started (stream heads sent), streams_completed, streams_aborted (the client left\n"
-    "before the end), nonstream_completed, nonstream_aborted, active (requests in progress),\n"
-    "max_active, auth_failures, paused (times a stream paused because the client was not\n"
-    "reading), cut (cut_after closes), errors_injected (status= replies and requests failed\n"
-    "by the fail_status switch), midstream_errors, close_delimited (close-delimited streams\n"
-    "started), cortex_requests (chat requests on /api/v2/cortex/), sf_auth_failures,\n"
-    "embed_requests (POST /v1/embeddings and /api/v2/cortex/inference:embed, rejected ones\n"
-    "included; not in requests), models_requests (GET /v1/models and GET\n"
-    "/api/v2/cortex/models, those failed or held by a switch included), model_not_found\n"
-    "(--models 404s), control_requests (POST /control, rejected ones included), last_model,\n"
-    "last_authorization_seen (the last chat request carried an Authorization header),\n"
-    "last_token_type (the X-Snowflake-Authorization-Token-Type of the last Cortex request, \"\"\n"
-    "when absent), last_sf_token_suffix (the last 4 characters of its bearer token), instance\n"
-    "(--name; \"\" without). Both dialects count in the shared counters; embeddings requests\n"
-    "count in active, max_active, nonstream_completed, nonstream_aborted, errors_injected,\n"
-    "cut, the auth failures, last_model and last_authorization_seen like non-streamed chats.\n"
-    "Chat requests held by the hang switch count in requests and active (and, when the client\n"
+    "Stats (GET /stats): requests (chat and messages requests received, rejected ones\n"
+    "included), streams_started (stream heads sent), streams_completed, streams_aborted (the\n"
+    "client left before the end), nonstream_completed, nonstream_aborted, active (requests in\n"
+    "progress), max_active, auth_failures, paused (times a stream paused because the client\n"
+    "was not reading), cut (cut_after closes), errors_injected (status= replies and requests\n"
+    "failed by the fail_status switch), midstream_errors, close_delimited (close-delimited\n"
+    "streams started), cortex_requests (chat and messages requests on /api/v2/cortex/),\n"
+    "sf_auth_failures, embed_requests (POST /v1/embeddings and\n"
+    "/api/v2/cortex/inference:embed, rejected ones included; not in requests),\n"
+    "messages_requests (POST /api/v2/cortex/v1/messages, rejected ones included),\n"
+    "models_requests (GET /v1/models and GET /api/v2/cortex/models, those failed or held by a\n"
+    "switch included), model_not_found (--models 404s), control_requests (POST /control,\n"
+    "rejected ones included), last_model, last_authorization_seen (the last chat request\n"
+    "carried an Authorization header), last_token_type (the\n"
+    "X-Snowflake-Authorization-Token-Type of the last Cortex request, \"\" when absent),\n"
+    "last_sf_token_suffix (the last 4 characters of its bearer token), instance (--name; \"\"\n"
+    "without). Both dialects count in the shared counters; embeddings requests count in\n"
+    "active, max_active, nonstream_completed, nonstream_aborted, errors_injected, cut, the\n"
+    "auth failures, last_model and last_authorization_seen like non-streamed chats. Chat\n"
+    "requests held by the hang switch count in requests and active (and, when the client\n"
     "leaves, in *_aborted) like hang=1.\n"
     "SIGINT/SIGTERM close every connection and exit 0.\n";
 
