@@ -1,6 +1,9 @@
 /* mockllm, Snowflake Cortex REST dialect (see docs/providers.md, "Snowflake Cortex"):
- *   POST /api/v2/cortex/inference:complete   Cortex's own chat format, three chunk shapes
+ *   POST /api/v2/cortex/inference:complete   Cortex's own chat format, three chunk shapes,
+ *                                            multi-turn tools (tool_use / tool_results)
  *   POST /api/v2/cortex/v1/chat/completions  the OpenAI-compatible endpoint
+ *   POST /api/v2/cortex/v1/messages          the Anthropic Messages endpoint (mock_messages.c)
+ *   POST /api/v2/cortex/inference:embed      embeddings (mock_embed.c)
  *   GET  /api/v2/cortex/models
  * plus the Snowflake bearer-token check and error JSON {"message","code","request_id"} with
  * the X-Snowflake-Request-ID header. Scheduling, directives and statistics are shared with
@@ -102,7 +105,7 @@ static const char *sf_token_from_file(const char *path, char *buf, size_t cap)
     return s;
 }
 
-int mock_sf_authorize(mock_app_t *app, sg_http_req_t *req)
+int mock_sf_authorize(mock_app_t *app, sg_http_req_t *req, const mock_wire_t *wire)
 {
     mock_stats_t *s = &app->stats;
     const char *auth = sg_http_req_header(req, "authorization");
@@ -126,7 +129,7 @@ int mock_sf_authorize(mock_app_t *app, sg_http_req_t *req)
     }
     if (ok) return 1;
     s->sf_auth_failures++;
-    mock_sf_respond_error(app, req, 401, "390144", NULL, NULL);
+    wire->respond_error(app, req, 401, NULL, NULL, NULL); /* Snowflake's: 390144 */
     return 0;
 }
 
@@ -187,8 +190,9 @@ static void cx1_chunk(const mock_job_t *j, uint32_t i, mock_out_t *o)
                     "data:       \"delta\": {\n",
                     j->sf_id, mock_job_model(j));
     if (i < j->n_tokens || j->n_items == 0) {
-        mock_out_printf(o, "data:         \"content\": \"%s%s\"\n",
-                        j->n_items ? mock_token_word(i) : "", j->n_items ? " " : "");
+        int n = 0;
+        const char *t = j->n_items ? mock_job_piece(j, i, &n) : "";
+        mock_out_printf(o, "data:         \"content\": \"%.*s\"\n", n, t);
     } else if (i == j->n_tokens) {
         mock_out_printf(o,
                         "data:         \"type\": \"tool_use\",\n"
@@ -223,9 +227,11 @@ static void cx1_chunk(const mock_job_t *j, uint32_t i, mock_out_t *o)
 static void cx2_chunk(const mock_job_t *j, uint32_t i, mock_out_t *o)
 {
     cx_event_begin(j, o);
-    if (i < j->n_tokens)
-        mock_out_printf(o, "{\"content\":\"%s \"}", mock_token_word(i));
-    else
+    if (i < j->n_tokens) {
+        int n;
+        const char *t = mock_job_piece(j, i, &n);
+        mock_out_printf(o, "{\"content\":\"%.*s\"}", n, t);
+    } else
         cx_tool_delta(j, i - j->n_tokens, o);
     mock_out_printf(o, "}],\"usage\":{}}\n\n");
 }
@@ -237,12 +243,12 @@ static void cx3_chunk(const mock_job_t *j, uint32_t i, mock_out_t *o)
     int last = i + 1 >= j->n_items;
     cx_event_begin(j, o);
     if (i < j->n_tokens || j->n_items == 0) {
-        const char *w = j->n_items ? mock_token_word(i) : "";
-        const char *sp = j->n_items ? " " : "";
+        int n = 0;
+        const char *t = j->n_items ? mock_job_piece(j, i, &n) : "";
         mock_out_printf(o,
-                        "{\"type\":\"text\",\"content\":\"%s%s\",\"content_list\":[{\"type\":"
-                        "\"text\",\"text\":\"%s%s\"}],\"text\":\"%s%s\"}",
-                        w, sp, w, sp, w, sp);
+                        "{\"type\":\"text\",\"content\":\"%.*s\",\"content_list\":[{\"type\":"
+                        "\"text\",\"text\":\"%.*s\"}],\"text\":\"%.*s\"}",
+                        n, t, n, t, n, t);
     } else {
         cx_tool_delta(j, i - j->n_tokens, o);
     }
@@ -303,11 +309,8 @@ static const char *cx_finish_reason(const mock_job_t *j)
 static void cx_respond(mock_job_t *j)
 {
     sg_buf_t text, b;
-    sg_buf_init(&text, (size_t)j->n_tokens * 10 + 16);
-    for (uint32_t i = 0; i < j->n_tokens; i++) {
-        sg_buf_append_str(&text, mock_token_word(i));
-        sg_buf_append(&text, " ", 1);
-    }
+    sg_buf_init(&text, (size_t)j->n_tokens * 10 + j->text_len + 16);
+    mock_job_text_append(j, &text);
     sg_buf_init(&b, 2 * text.len + 8192);
     sg_buf_printf(&b, "{\"id\":\"%s\",\"model\":%s,\"choices\":[{\"message\":{\"content\":\"",
                   j->sf_id, mock_job_model(j));
@@ -341,6 +344,8 @@ static void cx_respond(mock_job_t *j)
 
 const mock_wire_t mock_wire_cortex = {
     .name = "cortex",
+    .kind = MOCK_KIND_CHAT,
+    .json_hint = "response_format {\"type\":\"json\",\"schema\":{...}}",
     .stream_content_type = "text/event-stream",
     .stream_headers = "Cache-Control: no-cache\r\n",
     .snowflake = 1,
@@ -356,6 +361,9 @@ const mock_wire_t mock_wire_cortex = {
 /* The OpenAI-compatible endpoint: OpenAI framing, Snowflake auth/errors/request ids. */
 const mock_wire_t mock_wire_sf_openai = {
     .name = "cortex-openai",
+    .kind = MOCK_KIND_CHAT,
+    .json_hint = "response_format {\"type\":\"json_schema\",\"json_schema\":{\"name\":...,"
+                 "\"schema\":{...}}}",
     .stream_content_type = "text/event-stream",
     .stream_headers = "Cache-Control: no-cache\r\n",
     .snowflake = 1,
@@ -377,9 +385,149 @@ static int cx_opt_number(const cJSON *root, const char *name, char *err, size_t 
     return -1;
 }
 
-/* Reads an inference:complete request, checked as Snowflake checks it. */
-static int cx_parse(const cJSON *root, mock_chat_t *c, char *err, size_t errlen)
+/* Does a content_list item {"type":"tool_use","tool_use":{"tool_use_id":id,...}} occur in
+ * messages[0..before)? */
+static int cx_tool_use_known(const cJSON *messages, int before, const char *id)
 {
+    int idx = 0;
+    const cJSON *m;
+    cJSON_ArrayForEach(m, messages)
+    {
+        if (idx++ >= before) break;
+        const cJSON *item;
+        cJSON_ArrayForEach(item, cJSON_GetObjectItemCaseSensitive(m, "content_list"))
+        {
+            const cJSON *tu = cJSON_GetObjectItemCaseSensitive(item, "tool_use");
+            const cJSON *tid = cJSON_GetObjectItemCaseSensitive(tu, "tool_use_id");
+            if (cJSON_IsString(tid) && strcmp(tid->valuestring, id) == 0) return 1;
+        }
+    }
+    return 0;
+}
+
+/* Is o[k] a string (non-empty when nonempty)? */
+static int cx_is_str(const cJSON *o, const char *k, int nonempty)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsString(v) && (!nonempty || v->valuestring[0]);
+}
+
+/* A tool_use item's payload: tool_use_id, name, input (cortex-inference.yaml, ToolUse). */
+static int cx_check_tool_use(const cJSON *tu, int idx, int k, char *err, size_t errlen)
+{
+    const char *bad = !cJSON_IsObject(tu)                ? "tool_use (an object)"
+                      : !cx_is_str(tu, "tool_use_id", 1) ? "tool_use.tool_use_id (a string)"
+                      : !cx_is_str(tu, "name", 0)        ? "tool_use.name (a string)"
+                      : !cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(tu, "input"))
+                          ? "tool_use.input (an object)"
+                          : NULL;
+    if (!bad) return 0;
+    snprintf(err, errlen, "invalid messages: messages[%d].content_list[%d] needs %s", idx, k, bad);
+    return -1;
+}
+
+/* A tool_results item's payload: tool_use_id (of an earlier tool_use), name, content (text
+ * and json items), status and result optional (cortex-inference.yaml, ToolResults). */
+static int cx_check_tool_results(const cJSON *messages, int idx, int k, const cJSON *tr, char *err,
+                                 size_t errlen)
+{
+    const cJSON *content = cJSON_GetObjectItemCaseSensitive(tr, "content");
+    const cJSON *status = cJSON_GetObjectItemCaseSensitive(tr, "status");
+    const cJSON *result = cJSON_GetObjectItemCaseSensitive(tr, "result");
+    const char *bad = !cJSON_IsObject(tr)                ? "tool_results (an object)"
+                      : !cx_is_str(tr, "tool_use_id", 1) ? "tool_results.tool_use_id (a string)"
+                      : !cx_is_str(tr, "name", 0)        ? "tool_results.name (a string)"
+                      : !cJSON_IsArray(content)          ? "tool_results.content (an array)"
+                      : status && !cJSON_IsNull(status) && !cJSON_IsString(status)
+                          ? "tool_results.status to be a string"
+                      : result && !cJSON_IsNull(result) && !cJSON_IsObject(result)
+                          ? "tool_results.result to be an object"
+                          : NULL;
+    if (bad) {
+        snprintf(err, errlen, "invalid messages: messages[%d].content_list[%d] needs %s", idx, k,
+                 bad);
+        return -1;
+    }
+    int x = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, content)
+    {
+        const cJSON *type = cJSON_GetObjectItemCaseSensitive(it, "type");
+        const char *t = cJSON_IsString(type) ? type->valuestring : "";
+        int ok = (strcmp(t, "text") == 0 && cx_is_str(it, "text", 0)) ||
+                 (strcmp(t, "json") == 0 &&
+                  cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(it, "json")));
+        if (!ok) {
+            snprintf(err, errlen,
+                     "invalid messages: messages[%d].content_list[%d].tool_results.content[%d] "
+                     "must be {\"type\":\"text\",\"text\":STRING} or "
+                     "{\"type\":\"json\",\"json\":OBJECT}",
+                     idx, k, x);
+            return -1;
+        }
+        x++;
+    }
+    const char *id = cJSON_GetObjectItemCaseSensitive(tr, "tool_use_id")->valuestring;
+    if (!cx_tool_use_known(messages, idx, id)) {
+        snprintf(err, errlen,
+                 "invalid messages: messages[%d].content_list[%d].tool_results.tool_use_id "
+                 "'%.64s' does not match a tool_use of an earlier message",
+                 idx, k, id);
+        return -1;
+    }
+    return 0;
+}
+
+/* The content_list items of messages[idx]: objects with a string type; text, tool_use and
+ * tool_results checked (others, such as image, passed). With results set, the text of each
+ * tool result is appended to it ("; " between results); *n_results counts them. */
+static int cx_check_items(const cJSON *messages, int idx, const cJSON *list, sg_buf_t *results,
+                          int *n_results, char *err, size_t errlen)
+{
+    int k = 0;
+    const cJSON *item;
+    cJSON_ArrayForEach(item, list)
+    {
+        const cJSON *type = cJSON_GetObjectItemCaseSensitive(item, "type");
+        if (!cJSON_IsObject(item) || !cJSON_IsString(type)) {
+            snprintf(err, errlen,
+                     "invalid messages: messages[%d].content_list[%d] must be an object with a "
+                     "string 'type'",
+                     idx, k);
+            return -1;
+        }
+        const char *t = type->valuestring;
+        if (strcmp(t, "text") == 0 && !cx_is_str(item, "text", 0)) {
+            snprintf(err, errlen,
+                     "invalid messages: messages[%d].content_list[%d].text must be "
+                     "a string",
+                     idx, k);
+            return -1;
+        }
+        if (strcmp(t, "tool_use") == 0 &&
+            cx_check_tool_use(cJSON_GetObjectItemCaseSensitive(item, "tool_use"), idx, k, err,
+                              errlen) != 0)
+            return -1;
+        /* The spec's ToolResults item has type "tool_results"; its discriminator mapping names
+         * it "tool_result". Both are accepted; the payload is under "tool_results". */
+        if (strcmp(t, "tool_results") == 0 || strcmp(t, "tool_result") == 0) {
+            const cJSON *tr = cJSON_GetObjectItemCaseSensitive(item, "tool_results");
+            if (cx_check_tool_results(messages, idx, k, tr, err, errlen) != 0) return -1;
+            if (results) {
+                if ((*n_results)++) sg_buf_append(results, "; ", 2);
+                mock_result_text_append(results, cJSON_GetObjectItemCaseSensitive(tr, "content"));
+            }
+        }
+        k++;
+    }
+    return 0;
+}
+
+/* Reads an inference:complete request, checked as Snowflake checks it. */
+static int cx_parse(const mock_app_t *app, const cJSON *root, mock_chat_t *c, char *err,
+                    size_t errlen)
+{
+    SG_UNUSED(app);
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
     if (!cJSON_IsString(model) || !model->valuestring[0]) {
         snprintf(err, errlen, "request is missing the required field 'model'");
@@ -427,6 +575,23 @@ static int cx_parse(const cJSON *root, mock_chat_t *c, char *err, size_t errlen)
             snprintf(err, errlen, "the last message must have the role 'user' (got '%.16s')", r);
             return -1;
         }
+        if (list && !cJSON_IsNull(list) && !cJSON_IsArray(list)) {
+            snprintf(err, errlen, "invalid messages: messages[%d].content_list must be an array",
+                     idx);
+            return -1;
+        }
+        if (idx == n - 1) {
+            sg_buf_t results;
+            sg_buf_init(&results, MOCK_REPLY_MAX);
+            int n_results = 0;
+            int rc = cx_check_items(messages, idx, list, &results, &n_results, err, errlen);
+            if (rc == 0 && n_results)
+                mock_chat_tool_reply(c, results.data ? results.data : "", results.len);
+            sg_buf_dispose(&results);
+            if (rc != 0) return -1;
+        } else if (cx_check_items(messages, idx, list, NULL, NULL, err, errlen) != 0) {
+            return -1;
+        }
         idx++;
     }
     const cJSON *stream = cJSON_GetObjectItemCaseSensitive(root, "stream");
@@ -461,6 +626,7 @@ static int cx_parse(const cJSON *root, mock_chat_t *c, char *err, size_t errlen)
                      "{\"type\":\"json\",\"schema\":{...}}");
             return -1;
         }
+        c->schema = schema;
     }
     const cJSON *tools = cJSON_GetObjectItemCaseSensitive(root, "tools");
     if (tools && !cJSON_IsNull(tools) && !cJSON_IsArray(tools)) {
@@ -487,8 +653,10 @@ static int cx_parse(const cJSON *root, mock_chat_t *c, char *err, size_t errlen)
     return mock_scan_messages(messages, &c->d, &c->prompt_tokens, err, errlen);
 }
 
-static int cx_oai_parse(const cJSON *root, mock_chat_t *c, char *err, size_t errlen)
+static int cx_oai_parse(const mock_app_t *app, const cJSON *root, mock_chat_t *c, char *err,
+                        size_t errlen)
 {
+    SG_UNUSED(app);
     return mock_oai_parse(root, c, 1, err, errlen);
 }
 
@@ -509,7 +677,7 @@ static void cx_handle_models(mock_app_t *app, sg_http_req_t *req)
         return;
     }
     if (app->hang) return; /* never answered; the connection ends when the client leaves */
-    if (!mock_sf_authorize(app, req)) return;
+    if (!mock_sf_authorize(app, req, &mock_wire_cortex)) return;
     sg_buf_t b;
     sg_buf_init(&b, 16384);
     sg_buf_append_str(&b, "{\"models\":[");
@@ -546,6 +714,19 @@ int mock_cortex_route(mock_app_t *app, sg_http_req_t *req)
         want = "POST";
         if (cx_method_is(req, want)) {
             mock_handle_chat(app, req, &mock_wire_sf_openai, cx_oai_parse);
+            return 1;
+        }
+    } else if (strcmp(p, "/api/v2/cortex/v1/messages") == 0) {
+        want = "POST";
+        if (cx_method_is(req, want)) {
+            mock_handle_chat(app, req, &mock_wire_messages, mock_messages_parse);
+            return 1;
+        }
+    } else if (strcmp(p, "/api/v2/cortex/inference:embed") == 0 ||
+               strcasecmp(p, "/api/v2/cortex/inference%3Aembed") == 0) {
+        want = "POST";
+        if (cx_method_is(req, want)) {
+            mock_handle_chat(app, req, &mock_wire_embed_cortex, mock_embed_cortex_parse);
             return 1;
         }
     } else if (strcmp(p, "/api/v2/cortex/models") == 0) {

@@ -1,6 +1,8 @@
 /* mockllm: a mock LLM upstream for tests and benchmarks. One process speaks two dialects,
  * chosen by the request path: OpenAI-compatible (vLLM-like, /v1/...) and Snowflake Cortex
- * REST (/api/v2/cortex/..., in mock_cortex.c).
+ * REST (/api/v2/cortex/..., in mock_cortex.c, with the Anthropic Messages endpoint in
+ * mock_messages.c); embeddings of both are in mock_embed.c, json=1 documents in
+ * mock_schema.c.
  *
  * One libuv loop, the project's HTTP server (sg_http_*). The code is layered so each wire
  * format is one mock_wire_t plus a route:
@@ -10,7 +12,8 @@
  *                         abort handling, statistics, close-delimited streams
  *   4. wire formats       framing of chunks / whole replies / errors (OpenAI here, Cortex in
  *                         mock_cortex.c)
- *   5. routes             /v1/chat/completions, /v1/models, /stats, /healthz, /api/v2/...
+ *   5. routes             /v1/chat/completions, /v1/embeddings, /v1/models, /stats, /healthz,
+ *                         /api/v2/...
  *   6. main               CLI, signals, shutdown
  * Per request the state is one mock_job_t (~250 bytes plus the escaped model name); events
  * are formatted into a stack buffer, so producing tokens allocates nothing. */
@@ -29,6 +32,7 @@
 #include "sophia/config.h"
 #include "sophia/core.h"
 #include "sophia/http.h"
+#include "sophia/json.h"
 #include "sophia/log.h"
 
 /* ---- 1. token generation ----------------------------------------------------------------- */
@@ -45,6 +49,132 @@ const char *mock_token_word(uint32_t i)
     return mock_words[i % MOCK_N_WORDS];
 }
 
+/* The same words with their trailing space: the text items of a reply. */
+static const char *const mock_words_sp[MOCK_N_WORDS] = {
+    "The ", "quick ", "brown ", "fox ",    "jumps ",  "over ",     "the ", "lazy ",
+    "dog ", "while ", "mock ",  "tokens ", "stream ", "steadily ", "to ",  "clients ",
+};
+
+const char *mock_job_piece(const mock_job_t *j, uint32_t i, int *len)
+{
+    if (!j->text) {
+        const char *w = mock_words_sp[i % MOCK_N_WORDS];
+        *len = (int)strlen(w);
+        return w;
+    }
+    uint32_t start = i ? j->piece_end[i - 1] : 0;
+    *len = (int)(j->piece_end[i] - start);
+    return j->text + start;
+}
+
+void mock_job_text_append(const mock_job_t *j, sg_buf_t *b)
+{
+    if (j->text) {
+        sg_buf_append(b, j->text, j->n_tokens ? j->piece_end[j->n_tokens - 1] : 0);
+        return;
+    }
+    for (uint32_t i = 0; i < j->n_tokens; i++) {
+        int n;
+        const char *p = mock_job_piece(j, i, &n);
+        sg_buf_append(b, p, (size_t)n);
+    }
+}
+
+/* Does a reply-text piece end after byte c? */
+static int mock_piece_break(char c)
+{
+    return c == ' ' || c == '\n' || c == '\t' || c == '\r' || c == ',' || c == ':';
+}
+
+/* Cuts s[0..n) into pieces (each ends after a space, newline, ',' or ':' and the white space
+ * that follows, or at about MOCK_PIECE_MAX bytes, never inside a UTF-8 sequence) and stores
+ * them escaped in j. Returns the number of pieces. */
+static uint32_t mock_job_split(mock_job_t *j, const char *s, size_t n)
+{
+    sg_buf_t b;
+    sg_buf_init(&b, 6 * n + 16);
+    j->piece_end = sg_xcalloc(n + 1, sizeof(*j->piece_end));
+    uint32_t count = 0;
+    size_t start = 0;
+    while (start < n) {
+        size_t end = start;
+        while (end < n) {
+            char c = s[end++];
+            if (mock_piece_break(c)) {
+                /* white space after the break stays with it */
+                while (end < n && end - start < MOCK_PIECE_MAX &&
+                       (s[end] == ' ' || s[end] == '\n' || s[end] == '\t' || s[end] == '\r'))
+                    end++;
+                break;
+            }
+            if (end - start >= MOCK_PIECE_MAX) {
+                while (end < n && ((unsigned char)s[end] & 0xC0) == 0x80) end++;
+                break;
+            }
+        }
+        size_t at = b.len;
+        sg_json_escape_append(&b, s + start, end - start);
+        /* drop the quotes sg_json_escape_append puts around the piece */
+        memmove(b.data + at, b.data + at + 1, b.len - at - 2);
+        b.len -= 2;
+        j->piece_end[count++] = (uint32_t)b.len;
+        start = end;
+    }
+    size_t len;
+    j->text = sg_buf_steal(&b, &len);
+    j->text_len = len;
+    return count;
+}
+
+void mock_chat_tool_reply(mock_chat_t *c, const char *text, size_t n)
+{
+    static const char prefix[] = "Tool result received: ";
+    size_t pn = sizeof(prefix) - 1;
+    if (n > MOCK_REPLY_MAX - pn) n = sg_utf8_cut(text, MOCK_REPLY_MAX - pn);
+    free(c->reply);
+    c->reply = sg_xmalloc(pn + n + 1);
+    memcpy(c->reply, prefix, pn);
+    if (n) memcpy(c->reply + pn, text, n);
+    c->reply[pn + n] = '\0';
+    c->reply_len = pn + n;
+}
+
+/* Appends s[0..n) to b, as much as fits below b's cap. */
+static void mock_append_capped(sg_buf_t *b, const char *s, size_t n)
+{
+    size_t room = b->max > b->len ? b->max - b->len : 0;
+    sg_buf_append(b, s, n < room ? n : room);
+}
+
+void mock_result_text_append(sg_buf_t *b, const cJSON *content)
+{
+    if (cJSON_IsString(content)) {
+        mock_append_capped(b, content->valuestring, strlen(content->valuestring));
+        return;
+    }
+    const cJSON *item;
+    int first = 1;
+    cJSON_ArrayForEach(item, content)
+    {
+        const cJSON *text = cJSON_GetObjectItemCaseSensitive(item, "text");
+        const cJSON *type = cJSON_GetObjectItemCaseSensitive(item, "type");
+        const cJSON *json = cJSON_GetObjectItemCaseSensitive(item, "json");
+        char *printed = NULL;
+        const char *t = NULL;
+        if (cJSON_IsString(text)) {
+            t = text->valuestring;
+        } else if (cJSON_IsString(type) && strcmp(type->valuestring, "json") == 0 && json) {
+            t = printed = cJSON_PrintUnformatted(json);
+        }
+        if (t) {
+            if (!first) mock_append_capped(b, " ", 1);
+            mock_append_capped(b, t, strlen(t));
+            first = 0;
+        }
+        free(printed);
+    }
+}
+
 static const char *const mock_tool_frags[MOCK_TOOL_FRAGS] = {
     "{\\\"city\\\"", ":\\\"Paris\\\"", ",\\\"unit\\\"", ":\\\"celsius\\\"", "}",
 };
@@ -59,8 +189,7 @@ static int mock_is_space(char c)
     return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
 }
 
-/* Number of whitespace-separated words in s[0..n). */
-static uint32_t mock_count_words(const char *s, size_t n)
+uint32_t mock_count_words(const char *s, size_t n)
 {
     uint32_t words = 0;
     int in_word = 0;
@@ -128,6 +257,7 @@ static const mock_flag_directive_t mock_flag_directives[] = {
     {"tool", offsetof(mock_directives_t, tool)},
     {"close_delimited", offsetof(mock_directives_t, close_delimited)},
     {"no_done", offsetof(mock_directives_t, no_done)},
+    {"json", offsetof(mock_directives_t, json)},
 };
 
 /* Parses "k=v,k=v,..." (s[0..n)) into d; later keys override earlier ones. Returns 0, or -1
@@ -343,7 +473,10 @@ static void job_head(mock_job_t *j);
 
 static void job_free_cb(uv_handle_t *h)
 {
-    free(h->data);
+    mock_job_t *j = h->data;
+    free(j->text);
+    free(j->piece_end);
+    free(j);
 }
 
 static const char *mock_outcome_name(mock_outcome_t how)
@@ -655,9 +788,9 @@ static uint32_t pick(int32_t directive, uint32_t dflt)
     return directive >= 0 ? (uint32_t)directive : dflt;
 }
 
-/* Creates the job for a parsed request and starts it (it may finish before this returns). */
-static void job_start(mock_app_t *app, sg_http_req_t *req, const mock_wire_t *wire,
-                      const mock_chat_t *c)
+/* Creates the job for a parsed request and starts it (it may finish before this returns).
+ * The job takes c's reply. */
+static void job_start(mock_app_t *app, sg_http_req_t *req, const mock_wire_t *wire, mock_chat_t *c)
 {
     sg_buf_t lit;
     sg_buf_init(&lit, 8 * (MOCK_MODEL_MAX + MOCK_TOOL_NAME_MAX));
@@ -679,15 +812,28 @@ static void job_start(mock_app_t *app, sg_http_req_t *req, const mock_wire_t *wi
     j->created = sg_unix_time();
     if (wire->snowflake) mock_sf_request_id(j->sf_id);
     j->prompt_tokens = c->prompt_tokens;
-    j->n_tokens = pick(c->d.tokens, app->tokens);
-    if (c->max_tokens >= 0 && (unsigned long long)c->max_tokens < j->n_tokens) {
+    int embed = wire->kind == MOCK_KIND_EMBED;
+    if (embed) {
+        /* the prebuilt "data" array; no text items */
+        j->text = c->reply;
+        j->text_len = c->reply_len;
+        j->n_tokens = 0;
+    } else if (c->reply) {
+        j->n_tokens = mock_job_split(j, c->reply, c->reply_len);
+        free(c->reply);
+    } else {
+        j->n_tokens = pick(c->d.tokens, app->tokens);
+    }
+    c->reply = NULL;
+    c->reply_len = 0;
+    if (!embed && c->max_tokens >= 0 && (unsigned long long)c->max_tokens < j->n_tokens) {
         j->n_tokens = (uint32_t)c->max_tokens;
         j->finish_length = 1;
     }
-    j->tool = c->d.tool != 0;
+    j->tool = !embed && c->d.tool != 0;
     j->n_items = j->n_tokens + (j->tool ? MOCK_TOOL_ITEMS : 0);
-    j->ttft_ms = pick(c->d.ttft_ms, app->ttft_ms);
-    j->itl_ms = pick(c->d.itl_ms, app->itl_ms);
+    j->ttft_ms = embed ? 0 : pick(c->d.ttft_ms, app->ttft_ms);
+    j->itl_ms = embed ? 0 : pick(c->d.itl_ms, app->itl_ms);
     j->headers_delay_ms = pick(c->d.headers_delay_ms, 0);
     j->cut_after = c->d.cut_after;
     j->midstream_error = c->d.midstream_error;
@@ -742,8 +888,9 @@ void mock_oai_stream_token(const mock_job_t *j, uint32_t i, mock_out_t *o)
 {
     oai_chunk_begin(j, o);
     if (i < j->n_tokens) {
-        mock_out_printf(o, "\"choices\":[{\"index\":0,\"delta\":{\"content\":\"%s \"}",
-                        mock_token_word(i));
+        int n;
+        const char *t = mock_job_piece(j, i, &n);
+        mock_out_printf(o, "\"choices\":[{\"index\":0,\"delta\":{\"content\":\"%.*s\"}", n, t);
     } else if (i == j->n_tokens) {
         mock_out_printf(o,
                         "\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,"
@@ -801,19 +948,14 @@ void mock_oai_stream_error(const mock_job_t *j, mock_out_t *o)
 void mock_oai_respond(mock_job_t *j)
 {
     sg_buf_t b;
-    sg_buf_init(&b, (size_t)j->n_tokens * 10 + 8192);
+    sg_buf_init(&b, (size_t)j->n_tokens * 10 + j->text_len + 8192);
     sg_buf_printf(&b,
                   "{\"id\":\"chatcmpl-mock-%" PRIu64
                   "\",\"object\":\"chat.completion\",\"created\":%" PRId64
                   ",\"model\":%s,\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\","
                   "\"content\":\"",
                   j->id, j->created, mock_job_model(j));
-    for (uint32_t i = 0; i < j->n_tokens; i++) {
-        const char *w = mock_token_word(i);
-        size_t n = strlen(w);
-        sg_buf_append(&b, w, n);
-        sg_buf_append(&b, " ", 1);
-    }
+    mock_job_text_append(j, &b);
     sg_buf_append_str(&b, "\"");
     if (j->tool)
         sg_buf_printf(&b,
@@ -850,8 +992,8 @@ static const char oai_ratelimit_headers[] = "x-ratelimit-limit-requests: 60\r\n"
                                             "x-ratelimit-remaining-tokens: 0\r\n"
                                             "x-ratelimit-reset-tokens: 1s\r\n";
 
-static void oai_respond_error(const mock_app_t *app, sg_http_req_t *req, int status,
-                              const char *code, const char *message, const char *extra)
+void mock_oai_respond_error(const mock_app_t *app, sg_http_req_t *req, int status, const char *code,
+                            const char *message, const char *extra)
 {
     char msg[64];
     if (!message) {
@@ -873,6 +1015,10 @@ static void oai_respond_error(const mock_app_t *app, sg_http_req_t *req, int sta
 
 const mock_wire_t mock_wire_openai = {
     .name = "openai",
+    .kind = MOCK_KIND_CHAT,
+    .vllm_models = 1,
+    .json_hint = "response_format {\"type\":\"json_schema\",\"json_schema\":{\"name\":...,"
+                 "\"schema\":{...}}}",
     .stream_content_type = "text/event-stream",
     .stream_headers = "Cache-Control: no-cache\r\n",
     .stream_open = mock_oai_stream_open,
@@ -880,7 +1026,7 @@ const mock_wire_t mock_wire_openai = {
     .stream_close = mock_oai_stream_close,
     .stream_error = mock_oai_stream_error,
     .respond = mock_oai_respond,
-    .respond_error = oai_respond_error,
+    .respond_error = mock_oai_respond_error,
 };
 
 /* The name of the first tool of an OpenAI "tools" array, or NULL. */
@@ -890,6 +1036,121 @@ static const char *oai_tool_name(const cJSON *root)
     const cJSON *fn = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(tools, 0), "function");
     const cJSON *name = cJSON_GetObjectItemCaseSensitive(fn, "name");
     return cJSON_IsString(name) ? name->valuestring : NULL;
+}
+
+/* Does an assistant message among messages[0..before) have a tool call with this id? */
+static int oai_call_known(const cJSON *messages, int before, const char *id)
+{
+    int idx = 0;
+    const cJSON *m;
+    cJSON_ArrayForEach(m, messages)
+    {
+        if (idx++ >= before) break;
+        const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
+        if (!cJSON_IsString(role) || strcmp(role->valuestring, "assistant") != 0) continue;
+        const cJSON *tc;
+        cJSON_ArrayForEach(tc, cJSON_GetObjectItemCaseSensitive(m, "tool_calls"))
+        {
+            const cJSON *tid = cJSON_GetObjectItemCaseSensitive(tc, "id");
+            if (cJSON_IsString(tid) && strcmp(tid->valuestring, id) == 0) return 1;
+        }
+    }
+    return 0;
+}
+
+/* The assistant tool_calls (id, function.name, function.arguments) and the role "tool"
+ * messages, each answering an earlier call; a last "tool" message sets the reply. */
+static int oai_check_tools(const cJSON *messages, mock_chat_t *c, char *err, size_t errlen)
+{
+    int idx = 0, n = cJSON_GetArraySize(messages);
+    const cJSON *m;
+    cJSON_ArrayForEach(m, messages)
+    {
+        const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
+        const char *r = cJSON_IsString(role) ? role->valuestring : "";
+        if (strcmp(r, "assistant") == 0) {
+            const cJSON *tcs = cJSON_GetObjectItemCaseSensitive(m, "tool_calls");
+            if (tcs && !cJSON_IsNull(tcs) && !cJSON_IsArray(tcs)) {
+                snprintf(err, errlen,
+                         "Invalid type for 'messages[%d].tool_calls': expected an array", idx);
+                return -1;
+            }
+            int k = 0;
+            const cJSON *tc;
+            cJSON_ArrayForEach(tc, tcs)
+            {
+                const cJSON *id = cJSON_GetObjectItemCaseSensitive(tc, "id");
+                const cJSON *fn = cJSON_GetObjectItemCaseSensitive(tc, "function");
+                const char *missing =
+                    !cJSON_IsString(id) || !id->valuestring[0] ? "id"
+                    : !cJSON_IsString(cJSON_GetObjectItemCaseSensitive(fn, "name"))
+                        ? "function.name"
+                    : !cJSON_IsString(cJSON_GetObjectItemCaseSensitive(fn, "arguments"))
+                        ? "function.arguments"
+                        : NULL;
+                if (missing) {
+                    snprintf(err, errlen,
+                             "Missing required parameter: 'messages[%d].tool_calls[%d].%s' (a "
+                             "string)",
+                             idx, k, missing);
+                    return -1;
+                }
+                k++;
+            }
+        } else if (strcmp(r, "tool") == 0) {
+            const cJSON *id = cJSON_GetObjectItemCaseSensitive(m, "tool_call_id");
+            if (!cJSON_IsString(id) || !id->valuestring[0]) {
+                snprintf(err, errlen,
+                         "Missing parameter 'tool_call_id': messages with role 'tool' must "
+                         "have a 'tool_call_id' (messages[%d])",
+                         idx);
+                return -1;
+            }
+            if (!oai_call_known(messages, idx, id->valuestring)) {
+                snprintf(err, errlen,
+                         "Invalid parameter: messages with role 'tool' must be a response to a "
+                         "preceding message with 'tool_calls' (messages[%d].tool_call_id "
+                         "'%.64s' matches none)",
+                         idx, id->valuestring);
+                return -1;
+            }
+            if (idx == n - 1) {
+                sg_buf_t t;
+                sg_buf_init(&t, MOCK_REPLY_MAX);
+                mock_result_text_append(&t, cJSON_GetObjectItemCaseSensitive(m, "content"));
+                mock_chat_tool_reply(c, t.data ? t.data : "", t.len);
+                sg_buf_dispose(&t);
+            }
+        }
+        idx++;
+    }
+    return 0;
+}
+
+/* response_format {"type":"json_schema","json_schema":{"schema":{...}}}: the schema. */
+static int oai_response_format(const cJSON *root, mock_chat_t *c, char *err, size_t errlen)
+{
+    const cJSON *rf = cJSON_GetObjectItemCaseSensitive(root, "response_format");
+    if (!rf || cJSON_IsNull(rf)) return 0;
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(rf, "type");
+    if (!cJSON_IsObject(rf) || !cJSON_IsString(type)) {
+        snprintf(err, errlen, "Invalid 'response_format': expected an object with a 'type'");
+        return -1;
+    }
+    if (strcmp(type->valuestring, "json_schema") != 0) return 0;
+    const cJSON *js = cJSON_GetObjectItemCaseSensitive(rf, "json_schema");
+    if (!cJSON_IsObject(js)) {
+        snprintf(err, errlen, "Missing required parameter: 'response_format.json_schema'");
+        return -1;
+    }
+    const cJSON *schema = cJSON_GetObjectItemCaseSensitive(js, "schema");
+    if (schema && !cJSON_IsObject(schema)) {
+        snprintf(err, errlen,
+                 "Invalid type for 'response_format.json_schema.schema': expected an object");
+        return -1;
+    }
+    c->schema = schema;
+    return 0;
 }
 
 int mock_oai_parse(const cJSON *root, mock_chat_t *c, int reject_max_tokens, char *err,
@@ -926,11 +1187,16 @@ int mock_oai_parse(const cJSON *root, mock_chat_t *c, int reject_max_tokens, cha
         long long v = mt->valuedouble > 1e12 ? (long long)1e12 : (long long)mt->valuedouble;
         if (c->max_tokens < 0 || v < c->max_tokens) c->max_tokens = v;
     }
+    if (oai_response_format(root, c, err, errlen) != 0 ||
+        oai_check_tools(messages, c, err, errlen) != 0)
+        return -1;
     return mock_scan_messages(messages, &c->d, &c->prompt_tokens, err, errlen);
 }
 
-static int oai_parse(const cJSON *root, mock_chat_t *c, char *err, size_t errlen)
+static int oai_parse(const mock_app_t *app, const cJSON *root, mock_chat_t *c, char *err,
+                     size_t errlen)
 {
+    SG_UNUSED(app);
     return mock_oai_parse(root, c, 0, err, errlen);
 }
 
@@ -947,6 +1213,14 @@ static void mock_reject_auth(mock_app_t *app, sg_http_req_t *req, const mock_wir
 {
     app->stats.auth_failures++;
     wire->respond_error(app, req, 401, "invalid_api_key", "invalid api key", NULL);
+}
+
+int mock_oai_authorize(mock_app_t *app, sg_http_req_t *req, const mock_wire_t *wire)
+{
+    app->stats.last_authorization_seen = sg_http_req_header(req, "authorization") != NULL;
+    if (mock_authorized(app, req)) return 1;
+    mock_reject_auth(app, req, wire);
+    return 0;
 }
 
 /* Index of model in --models, or -1. */
@@ -982,13 +1256,16 @@ static void mock_hang_chat(mock_app_t *app, sg_http_req_t *req, const mock_wire_
     mock_chat_t c;
     memset(&c, 0, sizeof(c));
     mock_directives_init(&c.d);
-    char err[256];
+    char err[MOCK_ERR_MAX];
     cJSON *root = cJSON_ParseWithLength(req->body, req->body_len);
-    if (!cJSON_IsObject(root) || parse(root, &c, err, sizeof(err)) != 0 ||
+    if (!cJSON_IsObject(root) || parse(app, root, &c, err, sizeof(err)) != 0 ||
         strlen(c.model) > MOCK_MODEL_MAX) {
+        free(c.reply);
         memset(&c, 0, sizeof(c));
         c.model = "";
     }
+    free(c.reply); /* never answered: no reply text needed */
+    c.reply = NULL;
     c.tool_name = NULL;
     c.max_tokens = -1;
     mock_directives_init(&c.d);
@@ -997,12 +1274,37 @@ static void mock_hang_chat(mock_app_t *app, sg_http_req_t *req, const mock_wire_
     cJSON_Delete(root);
 }
 
+/* json=1: the reply becomes a document for the request's schema (a 400 without one). */
+static int mock_apply_json(const mock_wire_t *wire, mock_chat_t *c, char *err, size_t errlen)
+{
+    if (!c->d.json || wire->kind == MOCK_KIND_EMBED) return 0;
+    if (!c->schema) {
+        snprintf(err, errlen,
+                 "mock directive json=1 needs a structured-output request with a JSON schema: "
+                 "%s",
+                 wire->json_hint ? wire->json_hint : "none on this endpoint");
+        return -1;
+    }
+    size_t n;
+    char *doc = mock_schema_example(c->schema, &n, err, errlen);
+    if (!doc) return -1;
+    free(c->reply);
+    c->reply = doc;
+    c->reply_len = n;
+    return 0;
+}
+
 void mock_handle_chat(mock_app_t *app, sg_http_req_t *req, const mock_wire_t *wire,
                       mock_parse_fn parse)
 {
     mock_stats_t *s = &app->stats;
-    s->requests++;
-    if (wire->snowflake) s->cortex_requests++;
+    if (wire->kind == MOCK_KIND_EMBED) {
+        s->embed_requests++;
+    } else {
+        s->requests++;
+        if (wire->snowflake) s->cortex_requests++;
+        if (wire->kind == MOCK_KIND_MESSAGES) s->messages_requests++;
+    }
     /* The /control switches win over everything, auth included. */
     if (app->fail_status) {
         s->errors_injected++;
@@ -1013,15 +1315,8 @@ void mock_handle_chat(mock_app_t *app, sg_http_req_t *req, const mock_wire_t *wi
         mock_hang_chat(app, req, wire, parse);
         return;
     }
-    if (wire->snowflake) {
-        if (!mock_sf_authorize(app, req)) return;
-    } else {
-        s->last_authorization_seen = sg_http_req_header(req, "authorization") != NULL;
-        if (!mock_authorized(app, req)) {
-            mock_reject_auth(app, req, wire);
-            return;
-        }
-    }
+    if (wire->snowflake ? !mock_sf_authorize(app, req, wire) : !mock_oai_authorize(app, req, wire))
+        return;
     cJSON *root = cJSON_ParseWithLength(req->body, req->body_len);
     if (!cJSON_IsObject(root)) {
         cJSON_Delete(root);
@@ -1031,8 +1326,8 @@ void mock_handle_chat(mock_app_t *app, sg_http_req_t *req, const mock_wire_t *wi
     mock_chat_t c;
     memset(&c, 0, sizeof(c));
     mock_directives_init(&c.d);
-    char err[256] = "";
-    int r = parse(root, &c, err, sizeof(err));
+    char err[MOCK_ERR_MAX] = "";
+    int r = parse(app, root, &c, err, sizeof(err));
     if (r == 0) snprintf(s->last_model, sizeof(s->last_model), "%s", c.model);
     const char *hdr = sg_http_req_header(req, "x-mock");
     if (r == 0 && hdr) r = mock_directives_header(&c.d, hdr, err, sizeof(err));
@@ -1047,17 +1342,19 @@ void mock_handle_chat(mock_app_t *app, sg_http_req_t *req, const mock_wire_t *wi
         }
         c.tool_name = NULL; /* only tool=1 echoes it */
     }
+    if (r == 0) r = mock_apply_json(wire, &c, err, sizeof(err));
     if (r != 0) {
         wire->respond_error(app, req, 400, NULL, err, NULL);
-    } else if (wire == &mock_wire_openai && app->n_models && c.model[0] &&
+    } else if (wire->vllm_models && app->n_models && c.model[0] &&
                mock_model_index(app, c.model) < 0) {
         oai_model_not_found(app, req, c.model);
     } else {
         /* vLLM serves a request without a model with its (first) model. */
-        if (wire == &mock_wire_openai && app->n_models && !c.model[0]) c.model = app->models[0];
+        if (wire->vllm_models && app->n_models && !c.model[0]) c.model = app->models[0];
         mock_apply_fail_times(app, &c.d);
         job_start(app, req, wire, &c);
     }
+    free(c.reply);
     cJSON_Delete(root);
 }
 
@@ -1094,7 +1391,7 @@ static void handle_models(mock_app_t *app, sg_http_req_t *req)
 {
     app->stats.models_requests++;
     if (app->fail_status) {
-        oai_respond_error(app, req, app->fail_status, NULL, NULL, NULL);
+        mock_oai_respond_error(app, req, app->fail_status, NULL, NULL, NULL);
         return;
     }
     if (app->hang) return; /* never answered; the connection ends when the client leaves */
@@ -1134,12 +1431,14 @@ static void handle_stats(mock_app_t *app, sg_http_req_t *req)
         ",\"paused\":%" PRIu64 ",\"cut\":%" PRIu64 ",\"errors_injected\":%" PRIu64
         ",\"midstream_errors\":%" PRIu64 ",\"close_delimited\":%" PRIu64
         ",\"cortex_requests\":%" PRIu64 ",\"sf_auth_failures\":%" PRIu64
+        ",\"embed_requests\":%" PRIu64 ",\"messages_requests\":%" PRIu64
         ",\"models_requests\":%" PRIu64 ",\"model_not_found\":%" PRIu64
         ",\"control_requests\":%" PRIu64 ",\"last_model\":",
         s->requests, s->streams_started, s->streams_completed, s->streams_aborted, s->active,
         s->nonstream_completed, s->nonstream_aborted, s->auth_failures, s->max_active, s->paused,
         s->cut, s->errors_injected, s->midstream_errors, s->close_delimited, s->cortex_requests,
-        s->sf_auth_failures, s->models_requests, s->model_not_found, s->control_requests);
+        s->sf_auth_failures, s->embed_requests, s->messages_requests, s->models_requests,
+        s->model_not_found, s->control_requests);
     sg_json_escape_append(&b, s->last_model, strlen(s->last_model));
     sg_buf_printf(&b, ",\"last_authorization_seen\":%s,\"last_token_type\":",
                   s->last_authorization_seen ? "true" : "false");
@@ -1252,6 +1551,12 @@ static void on_request(sg_http_req_t *req, void *ud)
             mock_handle_chat(app, req, &mock_wire_openai, oai_parse);
             return;
         }
+    } else if (strcmp(p, "/v1/embeddings") == 0) {
+        want = "POST";
+        if (method_is(req, want)) {
+            mock_handle_chat(app, req, &mock_wire_embed_openai, mock_embed_oai_parse);
+            return;
+        }
     } else if (strcmp(p, "/v1/models") == 0) {
         want = "GET";
         if (method_is(req, want)) {
@@ -1303,7 +1608,7 @@ static void on_request(sg_http_req_t *req, void *ud)
 
 static const char mock_usage[] =
     "Usage: mockllm [--listen HOST:PORT] [--ttft-ms N] [--itl-ms N] [--tokens N]\n"
-    "               [--api-key KEY] [--snowflake-token TOKEN]\n"
+    "               [--embed-dims N] [--api-key KEY] [--snowflake-token TOKEN]\n"
     "               [--snowflake-token-file PATH] [--models LIST] [--name NAME]\n"
     "               [--quiet]\n"
     "\n"
@@ -1319,6 +1624,8 @@ static const char mock_usage[] =
     "  --itl-ms N          delay between tokens (default 0: all tokens at once, still one\n"
     "                      event per token)\n"
     "  --tokens N          completion tokens per reply (default 16, at most 1000000)\n"
+    "  --embed-dims N      length of embedding vectors (default 16, at most 3072), both\n"
+    "                      dialects; OpenAI's \"dimensions\" may ask for fewer\n"
     "  --api-key KEY       require \"Authorization: Bearer KEY\" on /v1/*; otherwise 401\n"
     "                      invalid_api_key (counted in auth_failures)\n"
     "  --snowflake-token TOKEN\n"
@@ -1336,8 +1643,9 @@ static const char mock_usage[] =
     "                      printable ASCII without spaces or commas, e.g.\n"
     "                      meta-llama/Llama-3.1-8B-Instruct,Qwen/Qwen2.5-7B-Instruct; no\n"
     "                      duplicates). GET /v1/models then lists exactly these in vLLM's\n"
-    "                      shape, and /v1/chat/completions answers a model not in the list\n"
-    "                      with vLLM's 404 (see below). Cortex endpoints are not affected.\n"
+    "                      shape, and /v1/chat/completions and /v1/embeddings answer a model\n"
+    "                      not in the list with vLLM's 404 (see below). Cortex endpoints are\n"
+    "                      not affected.\n"
     "  --name NAME         instance label, 1..64 chars of [A-Za-z0-9_.-] (default: none).\n"
     "                      Every response of the mock's routes (both dialects, errors\n"
     "                      included; not the HTTP layer's own protocol errors such as\n"
@@ -1359,6 +1667,28 @@ static const char mock_usage[] =
     "                             (after the auth and body checks, before directives; counted\n"
     "                             in model_not_found); a request without a model gets the\n"
     "                             first listed one, as vLLM does.\n"
+    "                             Tools: every assistant tool_calls item needs a string id,\n"
+    "                             function.name and function.arguments, and every role \"tool\"\n"
+    "                             message a tool_call_id that an earlier assistant tool_calls\n"
+    "                             id has; else 400. When the last message has role \"tool\" the\n"
+    "                             reply text is \"Tool result received: \" + its content (a\n"
+    "                             string, or the texts of its parts joined by spaces).\n"
+    "                             response_format "
+    "{\"type\":\"json_schema\",\"json_schema\":{\"name\",\n"
+    "                             \"schema\":{...}}} is the schema json=1 fills.\n"
+    "  POST /v1/embeddings        body: model (optional, as chat), input (a non-empty string,\n"
+    "                             an array of 1..2048 non-empty strings, an array of integer\n"
+    "                             token ids, or an array of such arrays), encoding_format\n"
+    "                             (\"float\" default, or \"base64\": the float32 values\n"
+    "                             little-endian, base64), dimensions (1..--embed-dims: the\n"
+    "                             vector cut to that length and re-normalised). Reply\n"
+    "                             "
+    "{\"object\":\"list\",\"data\":[{\"object\":\"embedding\",\"index\":I,\n"
+    "                             \"embedding\":[F,...] or \"BASE64\"},...],\"model\":MODEL,\n"
+    "                             \"usage\":{\"prompt_tokens\":N,\"total_tokens\":N}}; N = words "
+    "of\n"
+    "                             the texts + 1 per token id. Bad input is 400 in OpenAI's\n"
+    "                             shape; auth and --models as for chat.\n"
     "  GET  /v1/models            a few Lambda model ids; with --models exactly those:\n"
     "                             "
     "{\"object\":\"list\",\"data\":[{\"id\":NAME,\"object\":\"model\",\n"
@@ -1367,13 +1697,16 @@ static const char mock_usage[] =
     "\"parent\":null,\"max_model_len\":32768,\"permission\":[]},...]}\n"
     "\n"
     "Snowflake Cortex endpoints (every reply carries X-Snowflake-Request-ID; errors are\n"
-    "{\"message\",\"code\",\"request_id\"} with code \"390\"+status, \"390144\" for 401):\n"
+    "{\"message\",\"code\",\"request_id\"} with code \"390\"+status, \"390144\" for 401, except "
+    "on\n"
+    "/api/v2/cortex/v1/messages, which answers in Anthropic's shape):\n"
     "  POST /api/v2/cortex/inference:complete  (also /api/v2/cortex/inference/complete)\n"
     "      Body: model, messages [{role?, content | content_list}], temperature, top_p,\n"
     "      max_tokens, response_format {type:\"json\",schema}, guardrails, tools, tool_choice,\n"
     "      stream. Checked like Snowflake (400): model required; messages a non-empty array;\n"
     "      roles system|user|assistant, system only first; the last message has role user\n"
-    "      or none; options of the wrong type. stream defaults to TRUE: text/event-stream,\n"
+    "      or none; options of the wrong type; content_list items (below). stream defaults\n"
+    "      to TRUE: text/event-stream,\n"
     "      \"event: message\\ndata: <json>\\n\\n\" per chunk, no [DONE]; the response carries\n"
     "      \"Connection: close\" and ends with the chunked terminator followed by the close of\n"
     "      the connection (close_delimited=1: no framing, the close alone ends the body).\n"
@@ -1392,9 +1725,61 @@ static const char mock_usage[] =
     "      reply, \"tool_use\" with tool=1, \"prohibited_content\" with prohibited=1.\n"
     "      guard_tokens = prompt + completion tokens when guardrails is true or an object,\n"
     "      else 0. The chunk/reply id is the X-Snowflake-Request-ID.\n"
+    "      content_list items (snowflake-rest-api-specs cortex-inference.yaml) must be\n"
+    "      objects with a string type: {\"type\":\"text\",\"text\":S};\n"
+    "      {\"type\":\"tool_use\",\"tool_use\":{\"tool_use_id\":S,\"name\":S,\"input\":{...}}};\n"
+    "      "
+    "{\"type\":\"tool_results\",\"tool_results\":{\"tool_use_id\":S,\"name\":S,\"content\":[\n"
+    "      {\"type\":\"text\",\"text\":S} | {\"type\":\"json\",\"json\":{...}}, "
+    "...],\"status\"?:S,\n"
+    "      \"result\"?:{...}}} (type \"tool_result\", the spec's discriminator name, is taken\n"
+    "      too), its tool_use_id that of a tool_use in an earlier message; other types\n"
+    "      pass. Anything else is 400 \"invalid messages: ...\". When the last message has\n"
+    "      tool_results the reply text is \"Tool result received: \" + each result's content\n"
+    "      (texts, and json items as compact JSON, joined by spaces; results joined by\n"
+    "      \"; \").\n"
+    "  POST /api/v2/cortex/inference:embed  (also inference%3Aembed; cortex-embed.yaml)\n"
+    "      Body: model (required), text (required: a non-empty array of strings; the mock\n"
+    "      takes at most 2048), provisioned_throughput_id (optional string). Reply\n"
+    "      "
+    "{\"object\":\"list\",\"data\":[{\"object\":\"embedding\",\"embedding\":[[F,...]],\"index\":I},"
+    "\n"
+    "      ...],\"model\":MODEL,\"usage\":{\"total_tokens\":N}} (the spec's embedding is an array\n"
+    "      of float arrays: here one vector of --embed-dims floats per text; N = words).\n"
     "  POST /api/v2/cortex/v1/chat/completions  Cortex's OpenAI-compatible endpoint: OpenAI\n"
     "      shapes as /v1/chat/completions (stream defaults to false), Snowflake auth and\n"
     "      error JSON; max_completion_tokens accepted, max_tokens refused with 400.\n"
+    "  POST /api/v2/cortex/v1/messages  Anthropic's Messages API (Snowflake's spec leaves\n"
+    "      the bodies open; the mock follows Anthropic's). Body: model, max_tokens\n"
+    "      (required, integer >= 1), messages [{role user|assistant, content: a string or\n"
+    "      blocks text {text} | tool_use {id,name,input} (assistant) | tool_result\n"
+    "      {tool_use_id, content?: string or text blocks, is_error?} (user) | others}],\n"
+    "      system (a string or text blocks), stream, tools [{name, input_schema}],\n"
+    "      output_config {\"format\":{\"type\":\"json_schema\",\"schema\":{...}}} (or the beta\n"
+    "      output_format {\"type\":\"json_schema\",\"schema\"}) for json=1. A tool_result must\n"
+    "      answer a tool_use of the previous message and every tool_use of an earlier\n"
+    "      assistant message needs its tool_result in the next one. Errors:\n"
+    "      {\"type\":\"error\",\"error\":{\"type\":T,\"message\":M},\"request_id\":ID} with T\n"
+    "      invalid_request_error (400), authentication_error (401, the Snowflake token),\n"
+    "      billing_error (402), permission_error (403), not_found_error (404),\n"
+    "      request_too_large (413), rate_limit_error (429), timeout_error (504),\n"
+    "      overloaded_error (529), api_error (other 5xx). Reply {\"id\":\"msg_mock_N\",\n"
+    "      "
+    "\"type\":\"message\",\"role\":\"assistant\",\"model\":MODEL,\"content\":[{\"type\":\"text\",\n"
+    "      \"text\":TEXT}, tool_use block with "
+    "tool=1],\"stop_reason\":\"end_turn\"|\"max_tokens\"|\n"
+    "      \"tool_use\"|\"refusal\" (prohibited=1),\"stop_sequence\":null,\"usage\":{\n"
+    "      \"input_tokens\":N,\"output_tokens\":N}}. stream:true: \"event: NAME\" + data per\n"
+    "      event: message_start (content [], usage with output_tokens 1),\n"
+    "      content_block_start (text), ping, content_block_delta {\"type\":\"text_delta\",\n"
+    "      \"text\":T} per token, content_block_stop, with tool=1 a tool_use block\n"
+    "      {\"type\":\"tool_use\",\"id\":\"toolu_mock_1\",\"name\":NAME,\"input\":{}} and its\n"
+    "      {\"type\":\"input_json_delta\",\"partial_json\":FRAGMENT} deltas, message_delta\n"
+    "      {\"delta\":{\"stop_reason\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":N}},\n"
+    "      message_stop; midstream_error=N sends event: error {\"type\":\"error\",\"error\":\n"
+    "      {\"type\":\"api_error\",...}}. A last user message with tool_result blocks gets the\n"
+    "      reply text \"Tool result received: \" + their contents (\"; \" between results).\n"
+    "      input_tokens count system text words too.\n"
     "  GET  /api/v2/cortex/models  {\"models\":[{\"name\":\"claude-sonnet-4-5\"},...]}\n"
     "\n"
     "Other endpoints:\n"
@@ -1403,14 +1788,15 @@ static const char mock_usage[] =
     "  GET  /healthz              {\"status\":\"ok\"}\n"
     "  POST /control              runtime fault switches, for taking the instance \"down\"\n"
     "                             without restarting it. JSON body with any of:\n"
-    "                               \"fail_status\": CODE  400..599: from now on every chat\n"
-    "                                 request (both dialects) and GET /v1/models and\n"
-    "                                 GET /api/v2/cortex/models answer CODE with the\n"
-    "                                 dialect's error body for CODE (as status=CODE; no\n"
-    "                                 Retry-After); 0 turns it off\n"
-    "                               \"hang\": true|false  chat requests and model listings are\n"
-    "                                 never answered (as hang=1); requests already hanging\n"
-    "                                 stay so when it is turned off\n"
+    "                               \"fail_status\": CODE  400..599: from now on every chat,\n"
+    "                                 messages and embeddings request (both dialects) and\n"
+    "                                 GET /v1/models and GET /api/v2/cortex/models answer\n"
+    "                                 CODE with the dialect's error body for CODE (as\n"
+    "                                 status=CODE; no Retry-After); 0 turns it off\n"
+    "                               \"hang\": true|false  chat, messages and embeddings\n"
+    "                                 requests and model listings are never answered (as\n"
+    "                                 hang=1); requests already hanging stay so when it is\n"
+    "                                 turned off\n"
     "                               \"reset\": true  every switch off (applied first)\n"
     "                             200 {\"fail_status\":N,\"hang\":B} (the resulting state);\n"
     "                             any other body 400. A switch that is on wins over\n"
@@ -1423,17 +1809,27 @@ static const char mock_usage[] =
     "dog while mock tokens stream steadily to clients\" plus one space. prompt_tokens = words\n"
     "in all message texts (string content, text parts of array content or content_list) + 3\n"
     "per message; completion_tokens = tokens produced (tool events included).\n"
+    "A tool result's echo or a json=1 document replaces the tokens (tokens= is then\n"
+    "ignored; max_tokens still cuts): it is sent in pieces, one per event, each ending after\n"
+    "a space, newline, ',' or ':' (and the white space after it) or at about 16 bytes, never\n"
+    "inside a UTF-8 character; the pieces concatenate to the text and count as the\n"
+    "completion tokens. Tool results longer than 64 KiB are cut.\n"
     "Timing: stream head at once (after headers_delay_ms), first event after ttft, then one\n"
     "event per itl. A non-streamed reply is sent when the last event would be:\n"
     "headers_delay + ttft + itl*(events-1).\n"
     "\n"
-    "Directives (per request, for tests): \"[mock:k=v,k=v]\" anywhere in a message text, or\n"
-    "the header \"X-Mock: k=v,k=v\" (the header wins). Values are non-negative integers.\n"
-    "Both dialects unless noted.\n"
+    "Directives (per request, for tests): \"[mock:k=v,k=v]\" anywhere in a message text (the\n"
+    "Messages endpoint's system text and embedding input texts too), or the header\n"
+    "\"X-Mock: k=v,k=v\" (the header wins). Values are non-negative integers. Both dialects\n"
+    "unless noted; the Messages endpoint as Cortex's chat where it makes sense (errors,\n"
+    "events and stop reasons in Anthropic's shapes, as described there). Embeddings take\n"
+    "only status, retry_after, headers_delay_ms, hang, garbage, cut_after (non-stream\n"
+    "meanings) and fail_times/fail_key; the others are accepted and ignored.\n"
     "  tokens=N            completion tokens for this request\n"
     "  ttft_ms=N, itl_ms=N timing for this request\n"
     "  headers_delay_ms=N  wait N ms before sending the response head\n"
-    "  status=CODE         answer CODE (400..599) with an error: OpenAI \"mock failure CODE\";\n"
+    "  status=CODE         answer CODE (400..599) with an error: OpenAI and Messages \"mock\n"
+    "                      failure CODE\";\n"
     "                      Cortex 400 \"invalid options object\", 401 \"JWT token is invalid\",\n"
     "                      402 \"budget exceeded\", 403 \"Not Authorized: ...CORTEX_USER...\",\n"
     "                      404 \"model not found\", 429 \"Too many requests\",\n"
@@ -1464,7 +1860,7 @@ static const char mock_usage[] =
     "                      \"data: not-json\", then a clean end; non-stream: 200 with a non-JSON "
     "body\n"
     "  no_usage=1          omit usage (OpenAI: the usage chunk even with include_usage;\n"
-    "                      Cortex: \"usage\":{} everywhere)\n"
+    "                      Cortex: \"usage\":{} everywhere; Messages: no usage objects)\n"
     "  tool=1              after the text tokens, a tool call (name: the request's first tool,\n"
     "                      else get_weather; arguments {\"city\":\"Paris\",\"unit\":\"celsius\"} "
     "in 5\n"
@@ -1472,30 +1868,50 @@ static const char mock_usage[] =
     "                      \"tool_use_id\":\"toolu_1\",\"name\":NAME}, then "
     "{\"type\":\"tool_use\",\n"
     "                      \"input\":FRAGMENT}...; OpenAI: delta.tool_calls (id call_mock_1),\n"
-    "                      finish_reason \"tool_calls\"\n"
+    "                      finish_reason \"tool_calls\"; Messages: a tool_use block (above)\n"
     "  close_delimited=1   stream: no chunked framing and no Content-Length; the body ends when\n"
     "                      the connection closes (counted in close_delimited)\n"
     "  shape=1|2|3         Cortex inference:complete chunk shape (default 3)\n"
     "  prohibited=1        Cortex: \"finish_reason\":\"prohibited_content\" in the choice of the\n"
     "                      last chunk (shape 2: the final chunk), top level when non-stream\n"
     "  no_done=1           OpenAI framing: no data: [DONE]\n"
+    "  json=1              structured output: the reply text is a compact JSON document valid\n"
+    "                      for the request's schema (OpenAI response_format json_schema's\n"
+    "                      schema, Cortex response_format {\"type\":\"json\",\"schema\"}, "
+    "Messages\n"
+    "                      output_config.format): objects with every property (required\n"
+    "                      ones first), enum/const: the first value, anyOf/oneOf/allOf: the\n"
+    "                      first alternative, local $ref, strings \"example\" (or a value for\n"
+    "                      date-time, date, time, email, uri, uuid, ipv4, ipv6, hostname;\n"
+    "                      min/maxLength kept), integers 1 and numbers 1.5 (moved inside\n"
+    "                      minimum/maximum), booleans true, null, arrays with one item (or\n"
+    "                      minItems). Below 16 levels only required properties and minItems\n"
+    "                      items (so recursive schemas end). Streamed in pieces (see Reply\n"
+    "                      text). Without a schema in the request: 400 saying how to give\n"
+    "                      one; a schema past 32 levels, 10000 values or 64 KiB, or with an\n"
+    "                      unresolvable $ref: 400.\n"
     "\n"
-    "Stats (GET /stats): requests (chat requests received, rejected ones included),\n"
-    "streams_started (stream heads sent), streams_completed, streams_aborted (the client left\n"
-    "before the end), nonstream_completed, nonstream_aborted, active (requests in progress),\n"
-    "max_active, auth_failures, paused (times a stream paused because the client was not\n"
-    "reading), cut (cut_after closes), errors_injected (status= replies and chat requests\n"
+    "Stats (GET /stats): requests (chat and messages requests received, rejected ones\n"
+    "included), streams_started (stream heads sent), streams_completed, streams_aborted (the\n"
+    "client left before the end), nonstream_completed, nonstream_aborted, active (requests in\n"
+    "progress), max_active, auth_failures, paused (times a stream paused because the client\n"
+    "was not reading), cut (cut_after closes), errors_injected (status= replies and requests\n"
     "failed by the fail_status switch), midstream_errors, close_delimited (close-delimited\n"
-    "streams started), cortex_requests (chat requests on /api/v2/cortex/), sf_auth_failures,\n"
-    "models_requests (GET /v1/models and GET /api/v2/cortex/models, those failed or held by\n"
-    "a switch included), model_not_found (--models 404s), control_requests (POST /control,\n"
+    "streams started), cortex_requests (chat and messages requests on /api/v2/cortex/),\n"
+    "sf_auth_failures, embed_requests (POST /v1/embeddings and\n"
+    "/api/v2/cortex/inference:embed, rejected ones included; not in requests),\n"
+    "messages_requests (POST /api/v2/cortex/v1/messages, rejected ones included),\n"
+    "models_requests (GET /v1/models and GET /api/v2/cortex/models, those failed or held by a\n"
+    "switch included), model_not_found (--models 404s), control_requests (POST /control,\n"
     "rejected ones included), last_model, last_authorization_seen (the last chat request\n"
     "carried an Authorization header), last_token_type (the\n"
     "X-Snowflake-Authorization-Token-Type of the last Cortex request, \"\" when absent),\n"
     "last_sf_token_suffix (the last 4 characters of its bearer token), instance (--name; \"\"\n"
-    "without). Both dialects count in the shared counters. Chat requests held by the hang\n"
-    "switch count in requests and active (and, when the client leaves, in *_aborted) like\n"
-    "hang=1.\n"
+    "without). Both dialects count in the shared counters; embeddings requests count in\n"
+    "active, max_active, nonstream_completed, nonstream_aborted, errors_injected, cut, the\n"
+    "auth failures, last_model and last_authorization_seen like non-streamed chats. Chat\n"
+    "requests held by the hang switch count in requests and active (and, when the client\n"
+    "leaves, in *_aborted) like hang=1.\n"
     "SIGINT/SIGTERM close every connection and exit 0.\n";
 
 static void on_server_closed(sg_http_server_t *srv, void *ud)
@@ -1603,6 +2019,7 @@ int main(int argc, char **argv)
 {
     static mock_app_t app;
     app.tokens = 16;
+    app.embed_dims = MOCK_EMBED_DIMS;
     char host[256] = "127.0.0.1";
     int port = 9000;
     for (int i = 1; i < argc; i++) {
@@ -1623,6 +2040,8 @@ int main(int argc, char **argv)
             bad = parse_uint(v, MOCK_MAX_DELAY_MS, &app.itl_ms) != 0;
         } else if (strcmp(a, "--tokens") == 0) {
             bad = parse_uint(v, MOCK_MAX_TOKENS, &app.tokens) != 0;
+        } else if (strcmp(a, "--embed-dims") == 0) {
+            bad = parse_uint(v, MOCK_EMBED_DIMS_MAX, &app.embed_dims) != 0 || app.embed_dims == 0;
         } else if (strcmp(a, "--api-key") == 0) {
             bad = !v || !*v;
             app.api_key = v;
