@@ -237,6 +237,7 @@ typedef struct mock_chat {
      * document), or, for embed wires, the prebuilt "data" array; NULL when none. */
     char *reply;
     size_t reply_len;
+    int tool_reply; /* the reply answers tool results: no new tool call (tool=1 ignored) */
 } mock_chat_t;
 
 /* Reads a request of one wire format. Returns 0, or -1 with err set (answered with 400 in

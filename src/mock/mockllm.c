@@ -137,6 +137,7 @@ void mock_chat_tool_reply(mock_chat_t *c, const char *text, size_t n)
     if (n) memcpy(c->reply + pn, text, n);
     c->reply[pn + n] = '\0';
     c->reply_len = pn + n;
+    c->tool_reply = 1;
 }
 
 /* Appends s[0..n) to b, as much as fits below b's cap. */
@@ -830,7 +831,7 @@ static void job_start(mock_app_t *app, sg_http_req_t *req, const mock_wire_t *wi
         j->n_tokens = (uint32_t)c->max_tokens;
         j->finish_length = 1;
     }
-    j->tool = !embed && c->d.tool != 0;
+    j->tool = !embed && c->d.tool != 0 && !c->tool_reply;
     j->n_items = j->n_tokens + (j->tool ? MOCK_TOOL_ITEMS : 0);
     j->ttft_ms = embed ? 0 : pick(c->d.ttft_ms, app->ttft_ms);
     j->itl_ms = embed ? 0 : pick(c->d.itl_ms, app->itl_ms);
@@ -1868,7 +1869,8 @@ static const char mock_usage[] =
     "                      \"tool_use_id\":\"toolu_1\",\"name\":NAME}, then "
     "{\"type\":\"tool_use\",\n"
     "                      \"input\":FRAGMENT}...; OpenAI: delta.tool_calls (id call_mock_1),\n"
-    "                      finish_reason \"tool_calls\"; Messages: a tool_use block (above)\n"
+    "                      finish_reason \"tool_calls\"; Messages: a tool_use block (above).\n"
+    "                      Not in a reply to tool results (so agent loops end).\n"
     "  close_delimited=1   stream: no chunked framing and no Content-Length; the body ends when\n"
     "                      the connection closes (counted in close_delimited)\n"
     "  shape=1|2|3         Cortex inference:complete chunk shape (default 3)\n"
