@@ -23,8 +23,10 @@ if [ ${#missing[@]} -gt 0 ]; then
     $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# The official openai SDK for the integration tests, pinned by tests/package-lock.json.
-if [ "${SKIP_NPM:-0}" != 1 ] && [ ! -d tests/node_modules/openai ]; then
+# The client libraries of the integration tests (openai, @anthropic-ai/sdk, the Vercel AI SDK,
+# LangChain JS), pinned by tests/package-lock.json; installed again when the lock file changed.
+if [ "${SKIP_NPM:-0}" != 1 ] && { [ ! -f tests/node_modules/.package-lock.json ] ||
+    [ tests/package-lock.json -nt tests/node_modules/.package-lock.json ]; }; then
     echo "install-deps: npm ci in tests/" >&2
     (cd tests && npm ci --no-audit --no-fund --loglevel=error)
 fi

@@ -7,8 +7,8 @@
  *   named as the client asked for it;
  * - translated: otherwise the request becomes a chat request for the completion pipeline
  *   (system, text and image blocks, tool_use and tool_result blocks, tools, tool_choice,
- *   max_tokens, temperature, top_p, stop_sequences), and its answer a message object or the
- *   Messages event sequence (message_start, content_block_start, content_block_delta,
+ *   max_tokens, temperature, top_p, stop_sequences, output_config.format), and its answer a message
+ * object or the Messages event sequence (message_start, content_block_start, content_block_delta,
  *   content_block_stop, message_delta, message_stop).
  * Errors have Anthropic's shape ({"type":"error","error":{"type","message"}}). The client's
  * x-api-key is not forwarded: the gateway authenticates to the upstream itself. */
@@ -372,6 +372,22 @@ static cJSON *to_chat(const cJSON *req, int stream, sg_error_t *e)
     const cJSON *stop = GET(req, "stop_sequences");
     if (cJSON_IsArray(stop) && stop->child)
         cJSON_AddItemToObject(chat, "stop", cJSON_Duplicate(stop, 1));
+    /* Structured output: output_config.format (or the beta's output_format). */
+    const cJSON *fmt = GET(GET(req, "output_config"), "format");
+    if (!fmt) fmt = GET(req, "output_format");
+    if (fmt && !cJSON_IsNull(fmt)) {
+        const cJSON *ft = GET(fmt, "type"), *schema = GET(fmt, "schema");
+        if (!cJSON_IsString(ft) || strcmp(ft->valuestring, "json_schema") ||
+            !cJSON_IsObject(schema)) {
+            bad(e, "output format must be {\"type\":\"json_schema\",\"schema\":{…}}%s", "");
+            goto fail;
+        }
+        cJSON *rf = cJSON_AddObjectToObject(chat, "response_format");
+        cJSON_AddStringToObject(rf, "type", "json_schema");
+        cJSON *js = cJSON_AddObjectToObject(rf, "json_schema");
+        cJSON_AddStringToObject(js, "name", "response");
+        cJSON_AddItemToObject(js, "schema", cJSON_Duplicate(schema, 1));
+    }
     if (translate_tools(GET(req, "tools"), chat, e) != 0 ||
         translate_tool_choice(GET(req, "tool_choice"), chat, e) != 0)
         goto fail;

@@ -511,7 +511,7 @@ test('README: its configuration example is valid, it documents what the issue as
   assert.equal(r.code, 0, `the README's configuration: ${r.stderr}`);
   const flat = readme.replace(/\s+/g, ' ');
   for (const must of [/MOCK_LISTEN/, /network policy/, /--snowflake-token/, /without `\/api\/v2`/, /liveness only/,
-    /`model` field of a response/, /role restriction/, /body_timeout_ms/, /server_shutting_down/])
+    /`model` field of every answer/, /role restriction/, /body_timeout_ms/, /server_shutting_down/])
     assert.match(flat, must);
   fs.rmSync(dir, { recursive: true, force: true });
 });
