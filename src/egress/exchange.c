@@ -450,8 +450,10 @@ sg_exchange_t *sg_exchange_start(sg_curlm_t *m, sg_exchange_req_t *req,
     x->first_byte_timeout_ms = req->first_byte_timeout_ms ? req->first_byte_timeout_ms : 60000;
     x->idle_timeout_ms = req->idle_timeout_ms ? req->idle_timeout_ms : 60000;
     x->total_timeout_ms = req->total_timeout_ms ? req->total_timeout_ms : 600000;
-    /* No Expect: 100-continue round trip on upstream POSTs. */
+    /* No Expect: 100-continue round trip on upstream POSTs. The User-Agent goes as a header
+     * line too: CURLOPT_USERAGENT costs a formatted copy per request inside libcurl. */
     x->headers = curl_slist_append(x->headers, "Expect:");
+    x->headers = curl_slist_append(x->headers, "User-Agent: " SG_USER_AGENT);
     CURL *e = x->easy;
     curl_easy_setopt(e, CURLOPT_URL, req->url);
     curl_easy_setopt(e, CURLOPT_PRIVATE, x);
@@ -468,7 +470,6 @@ sg_exchange_t *sg_exchange_start(sg_curlm_t *m, sg_exchange_req_t *req,
     curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)x->connect_timeout_ms);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(e, CURLOPT_USERAGENT, SG_USER_AGENT);
     curl_easy_setopt(e, CURLOPT_HTTP_VERSION, CURL_HTTP_VERSION_1_1);
     /* Bytes are forwarded as they are; no decompression surprises. */
     curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, NULL);
