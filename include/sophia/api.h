@@ -19,12 +19,15 @@ typedef struct sg_api_ops {
     /* Frees the handler's own parts and the object itself (the last reference went). */
     void (*free)(sg_api_t *a);
     /* The shutdown grace period is over: tell the client (the pipeline is already let go),
-     * then call sg_api_finish(a, "shutdown"). */
+     * then call sg_api_finish(a, "shutdown"). NULL: sg_api_fail's way (error answer, or
+     * stream_error once streaming). */
     void (*shutdown)(sg_api_t *a, const sg_error_t *e);
     /* Called by sg_api_finish before the record goes out (settle estimates). May be NULL. */
     void (*settle)(sg_api_t *a);
     /* The body of an error answer, when not OpenAI's shape (Anthropic's). May be NULL. */
     void (*error_body)(const sg_api_t *a, const sg_error_t *e, struct sg_buf *out);
+    /* Ends a begun SSE answer with the protocol's error event(s). NULL when never streamed. */
+    void (*stream_error)(sg_api_t *a, const sg_error_t *e);
 } sg_api_ops_t;
 
 struct sg_api {
@@ -39,6 +42,7 @@ struct sg_api {
     sg_record_t rec;
     cJSON *body;   /* the client's parsed request, freed with the request */
     int streaming; /* the SSE answer has begun */
+    int usage_bad; /* the upstream reported usage out of range (warned once) */
 };
 
 /* Starts a request for req on path (one reference, tracked for shutdown). */
@@ -64,6 +68,18 @@ int sg_api_stream_begin(sg_api_t *a);
 int sg_api_stream_event(sg_api_t *a, struct sg_buf *ev, const char *type, const char *json);
 int sg_api_stream_write(sg_api_t *a, const char *text, size_t len);
 void sg_api_stream_end(sg_api_t *a);
+/* A request that failed (the pipeline sink's fail, or shutdown): a client already gone
+ * (499) ends it as "client_closed"; otherwise the error is recorded and answered (an error
+ * answer, or stream_error once streaming) and the request ends with outcome (NULL: from the
+ * error's code: "upstream_timeout", "upstream_truncated" or "upstream_error"). */
+void sg_api_fail(sg_api_t *a, const sg_error_t *e, const char *headers, const char *outcome);
+/* Pipeline sink callbacks for a handler whose ud is its sg_api_t: fail is sg_api_fail;
+ * congested says whether the client's queue is full. */
+void sg_api_sink_fail(void *ud, const sg_error_t *e, const char *headers);
+/* The pipeline sink's usage: recorded; usage that cannot be true is never used (one warning,
+ * the tokens are then estimated). */
+void sg_api_sink_usage(void *ud, const sg_usage_t *u);
+int sg_api_sink_congested(void *ud);
 /* Ends the request: the pipeline is let go, the record goes to the observers, the caller's
  * reference is dropped. Nothing may touch the request after this. */
 void sg_api_finish(sg_api_t *a, const char *outcome);

@@ -8,6 +8,7 @@
 #include "sophia/buf.h"
 #include "sophia/core.h"
 #include "sophia/json.h"
+#include "sophia/log.h"
 
 #define HEADERS_MAX 2048
 
@@ -19,7 +20,10 @@ static void on_shutdown(sg_active_t *act)
     sg_error_t e;
     sg_error_set(&e, 503, "api_error", "server_shutting_down",
                  "the gateway is shutting down; retry the request");
-    a->ops->shutdown(a, &e);
+    if (a->ops->shutdown)
+        a->ops->shutdown(a, &e);
+    else
+        sg_api_fail(a, &e, NULL, "shutdown");
 }
 
 void sg_api_init(sg_api_t *a, const sg_api_ops_t *ops, sg_gateway_t *gw, sg_http_req_t *req,
@@ -171,6 +175,56 @@ void sg_api_respond_json(sg_api_t *a, const char *json, size_t len)
     char h[HEADERS_MAX];
     sg_api_headers(a, h, sizeof(h), NULL);
     sg_api_io(a, sg_http_respond(req, 200, "application/json", json, len, h));
+}
+
+void sg_api_fail(sg_api_t *a, const sg_error_t *e, const char *headers, const char *outcome)
+{
+    if (e->status == 499) {
+        sg_api_finish(a, "client_closed");
+        return;
+    }
+    if (!outcome) {
+        if (strcmp(e->code, "upstream_timeout") == 0)
+            outcome = "upstream_timeout";
+        else if (strcmp(e->code, "upstream_stream_truncated") == 0)
+            outcome = "upstream_truncated";
+        else
+            outcome = "upstream_error";
+    }
+    if (a->streaming && a->ops->stream_error) {
+        snprintf(a->rec.error, sizeof(a->rec.error), "%s", e->message);
+        a->ops->stream_error(a, e);
+    } else {
+        sg_api_respond_error(a, e, headers);
+    }
+    sg_api_finish(a, outcome);
+}
+
+void sg_api_sink_fail(void *ud, const sg_error_t *e, const char *headers)
+{
+    sg_api_fail(ud, e, headers, NULL);
+}
+
+void sg_api_sink_usage(void *ud, const sg_usage_t *u)
+{
+    sg_api_t *a = ud;
+    if (!u->rejected) {
+        a->rec.usage = *u;
+        return;
+    }
+    if (a->usage_bad) return;
+    a->usage_bad = 1;
+    sg_logline_t l;
+    sg_logline_begin(&l, SG_LOG_WARN, "upstream usage out of range; tokens estimated");
+    sg_logline_str(&l, "request_id", a->rec.request_id);
+    sg_logline_str(&l, "route", a->rec.route);
+    sg_logline_emit(&l);
+}
+
+int sg_api_sink_congested(void *ud)
+{
+    sg_api_t *a = ud;
+    return a->req && sg_http_req_congested(a->req);
 }
 
 void sg_api_finish(sg_api_t *a, const char *outcome)

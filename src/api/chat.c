@@ -31,7 +31,6 @@ typedef struct chat {
     int stream, include_usage;
     int head_sent;  /* the SSE response head went out */
     int usage_sent; /* a usage chunk went to the client */
-    int usage_bad;  /* the last usage the upstream reported was out of range */
     long est_prompt_tokens;
     long content_chunks;
     int created;
@@ -218,7 +217,7 @@ static int sink_chunk(void *ud, cJSON *chunk, const char *raw, size_t raw_len)
         /* The usage-only chunk: forwarded only when the client asked for it (and it is
          * believable); an estimate is sent at the end otherwise. */
         if (!cJSON_GetObjectItemCaseSensitive(chunk, "usage")) return 0;
-        if (!c->include_usage || c->usage_bad) return 0;
+        if (!c->include_usage || c->a.usage_bad) return 0;
         c->usage_sent = 1;
     } else {
         const cJSON *ch;
@@ -231,7 +230,7 @@ static int sink_chunk(void *ud, cJSON *chunk, const char *raw, size_t raw_len)
                 first_token(c);
         }
         /* Per-chunk usage (vLLM continuous usage) is not forwarded unless asked for. */
-        if ((!c->include_usage || c->usage_bad) &&
+        if ((!c->include_usage || c->a.usage_bad) &&
             cJSON_GetObjectItemCaseSensitive(chunk, "usage")) {
             cJSON_DeleteItemFromObjectCaseSensitive(chunk, "usage");
             raw = NULL;
@@ -249,28 +248,6 @@ static int sink_raw_chunk(void *ud, const char *raw, size_t len, int has_content
     if (!c->a.req) return 1;
     if (has_content) first_token(c);
     return send_chunk_raw(c, raw, len) != 0;
-}
-
-/* Upstream usage that cannot be true is never used: warn once, estimate instead. */
-static void usage_rejected(chat_t *c)
-{
-    if (c->usage_bad) return;
-    c->usage_bad = 1;
-    sg_logline_t l;
-    sg_logline_begin(&l, SG_LOG_WARN, "upstream usage out of range; tokens estimated");
-    sg_logline_str(&l, "request_id", c->a.rec.request_id);
-    sg_logline_str(&l, "route", c->a.rec.route);
-    sg_logline_emit(&l);
-}
-
-static void sink_usage(void *ud, const sg_usage_t *u)
-{
-    chat_t *c = ud;
-    if (u->rejected) {
-        usage_rejected(c);
-        return;
-    }
-    c->a.rec.usage = *u;
 }
 
 static void sink_done(void *ud, cJSON *resp, const char *body, size_t len)
@@ -373,7 +350,7 @@ static void chat_shutdown(sg_api_t *a, const sg_error_t *e)
     chat_finish(c, "shutdown");
 }
 
-static const sg_api_ops_t chat_ops = {chat_free, chat_shutdown, chat_settle, NULL};
+static const sg_api_ops_t chat_ops = {chat_free, chat_shutdown, chat_settle, NULL, NULL};
 
 /* ---- request parsing ---------------------------------------------------------------------- */
 
@@ -467,8 +444,8 @@ void sg_chat_handle(sg_gateway_t *gw, sg_http_req_t *req)
     }
     snprintf(c->a.rec.route, sizeof(c->a.rec.route), "%s", plan->routes[0].public_name);
     snprintf(c->a.rec.provider, sizeof(c->a.rec.provider), "%s", plan->routes[0].provider->name);
-    sg_pipeline_sink_t sink = {sink_chunk, sink_raw_chunk, sink_usage, sink_done,
-                               sink_fail,  sink_congested, c};
+    sg_pipeline_sink_t sink = {
+        sink_chunk, sink_raw_chunk, sg_api_sink_usage, sink_done, sink_fail, sink_congested, c};
     c->a.pipe = sg_pipeline_start(gw, c->a.gen, plan, SG_OP_CHAT, c->a.body, c->stream, &c->a.rec,
                                   &sink, &e);
     free(plan);

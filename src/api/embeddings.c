@@ -30,13 +30,7 @@ static void embed_settle(sg_api_t *a)
     if (!a->rec.usage.known) a->rec.usage.prompt_tokens = m->est_tokens;
 }
 
-static void embed_shutdown(sg_api_t *a, const sg_error_t *e)
-{
-    sg_api_respond_error(a, e, NULL);
-    sg_api_finish(a, "shutdown");
-}
-
-static const sg_api_ops_t embed_ops = {embed_free, embed_shutdown, embed_settle, NULL};
+static const sg_api_ops_t embed_ops = {embed_free, NULL, embed_settle, NULL, NULL};
 
 static int sink_chunk(void *ud, cJSON *chunk, const char *raw, size_t len)
 {
@@ -45,12 +39,6 @@ static int sink_chunk(void *ud, cJSON *chunk, const char *raw, size_t len)
     SG_UNUSED(raw);
     SG_UNUSED(len);
     return 0; /* never streamed */
-}
-
-static void sink_usage(void *ud, const sg_usage_t *u)
-{
-    embed_t *m = ud;
-    if (!u->rejected) m->a.rec.usage = *u;
 }
 
 static void sink_done(void *ud, cJSON *resp, const char *body, size_t len)
@@ -72,18 +60,6 @@ static void sink_done(void *ud, cJSON *resp, const char *body, size_t len)
     }
     sg_buf_dispose(&b);
     sg_api_finish(a, "ok");
-}
-
-static void sink_fail(void *ud, const sg_error_t *e, const char *headers)
-{
-    embed_t *m = ud;
-    if (e->status == 499) {
-        sg_api_finish(&m->a, "client_closed");
-        return;
-    }
-    sg_api_respond_error(&m->a, e, headers);
-    sg_api_finish(&m->a,
-                  strcmp(e->code, "upstream_timeout") == 0 ? "upstream_timeout" : "upstream_error");
 }
 
 /* Checks the request; counts its characters for the estimate. Returns 0 or -1 with e. */
@@ -181,7 +157,8 @@ void sg_embeddings_handle(sg_gateway_t *gw, sg_http_req_t *req)
     }
     snprintf(a->rec.route, sizeof(a->rec.route), "%s", r->public_name);
     snprintf(a->rec.provider, sizeof(a->rec.provider), "%s", r->provider->name);
-    sg_pipeline_sink_t sink = {sink_chunk, NULL, sink_usage, sink_done, sink_fail, NULL, m};
+    sg_pipeline_sink_t sink = {sink_chunk, NULL, sg_api_sink_usage, sink_done, sg_api_sink_fail,
+                               NULL,       m};
     a->pipe = sg_pipeline_start(gw, a->gen, plan, SG_OP_EMBED, a->body, 0, &a->rec, &sink, &e);
     free(plan);
     plan = NULL;

@@ -627,12 +627,6 @@ static int sink_raw(void *ud, const char *raw, size_t len, int has_content, int 
     return sg_api_stream_write(&m->a, raw, len) != 0;
 }
 
-static void sink_usage(void *ud, const sg_usage_t *u)
-{
-    msgs_t *m = ud;
-    if (!u->rejected) m->a.rec.usage = *u;
-}
-
 /* A whole translated answer: the chat.completion as a message object. */
 static cJSON *message_from_completion(msgs_t *m, const cJSON *completion)
 {
@@ -701,8 +695,9 @@ static void sink_done(void *ud, cJSON *resp, const char *body, size_t len)
 }
 
 /* After the stream began, an error is an "error" event (Anthropic's SDKs raise it). */
-static void fail_stream(msgs_t *m, const sg_error_t *e)
+static void fail_stream(sg_api_t *a, const sg_error_t *e)
 {
+    msgs_t *m = (msgs_t *)a;
     cJSON *o = cJSON_CreateObject();
     error_json(o, e);
     char *s = cJSON_PrintUnformatted(o);
@@ -712,39 +707,7 @@ static void fail_stream(msgs_t *m, const sg_error_t *e)
     free(s);
 }
 
-static void sink_fail(void *ud, const sg_error_t *e, const char *headers)
-{
-    msgs_t *m = ud;
-    if (e->status == 499) {
-        sg_api_finish(&m->a, "client_closed");
-        return;
-    }
-    snprintf(m->a.rec.error, sizeof(m->a.rec.error), "%s", e->message);
-    if (m->a.streaming)
-        fail_stream(m, e);
-    else
-        sg_api_respond_error(&m->a, e, headers);
-    sg_api_finish(&m->a,
-                  strcmp(e->code, "upstream_timeout") == 0 ? "upstream_timeout" : "upstream_error");
-}
-
-static int sink_congested(void *ud)
-{
-    msgs_t *m = ud;
-    return m->a.req && sg_http_req_congested(m->a.req);
-}
-
-static void msgs_shutdown(sg_api_t *a, const sg_error_t *e)
-{
-    msgs_t *m = (msgs_t *)a;
-    if (a->streaming)
-        fail_stream(m, e);
-    else
-        sg_api_respond_error(a, e, NULL);
-    sg_api_finish(a, "shutdown");
-}
-
-static const sg_api_ops_t msgs_ops = {msgs_free, msgs_shutdown, msgs_settle, msgs_error_body};
+static const sg_api_ops_t msgs_ops = {msgs_free, NULL, msgs_settle, msgs_error_body, fail_stream};
 
 void sg_messages_handle(sg_gateway_t *gw, sg_http_req_t *req)
 {
@@ -801,8 +764,9 @@ void sg_messages_handle(sg_gateway_t *gw, sg_http_req_t *req)
     chat = NULL;
     snprintf(a->rec.route, sizeof(a->rec.route), "%s", plan->routes[0].public_name);
     snprintf(a->rec.provider, sizeof(a->rec.provider), "%s", plan->routes[0].provider->name);
-    sg_pipeline_sink_t sink = {sink_chunk, sink_raw,       sink_usage, sink_done,
-                               sink_fail,  sink_congested, m};
+    sg_pipeline_sink_t sink = {sink_chunk, sink_raw,         sg_api_sink_usage,
+                               sink_done,  sg_api_sink_fail, sg_api_sink_congested,
+                               m};
     if (!m->native) sink.raw_chunk = NULL;
     a->pipe = sg_pipeline_start(gw, a->gen, plan, m->native ? SG_OP_MESSAGES : SG_OP_CHAT, a->body,
                                 m->stream, &a->rec, &sink, &e);

@@ -713,12 +713,6 @@ static int sink_chunk(void *ud, cJSON *chunk, const char *raw, size_t len)
     return 0;
 }
 
-static void sink_usage(void *ud, const sg_usage_t *u)
-{
-    resp_t *r = ud;
-    if (!u->rejected) r->a.rec.usage = *u;
-}
-
 /* ---- the end ------------------------------------------------------------------------------ */
 
 /* Non-streamed: the chat.completion becomes the response object. */
@@ -776,8 +770,9 @@ static void sink_done(void *ud, cJSON *resp, const char *body, size_t len)
     sg_api_finish(&r->a, "ok");
 }
 
-static void fail_stream(resp_t *r, const sg_error_t *e)
+static void fail_stream(sg_api_t *a, const sg_error_t *e)
 {
+    resp_t *r = (resp_t *)a;
     cJSON *d = cJSON_CreateObject();
     cJSON_AddItemToObject(d, "response", response_json(r, "failed", r->output, e));
     emit(r, "response.failed", d);
@@ -789,39 +784,7 @@ static void fail_stream(resp_t *r, const sg_error_t *e)
     sg_api_stream_end(&r->a);
 }
 
-static void sink_fail(void *ud, const sg_error_t *e, const char *headers)
-{
-    resp_t *r = ud;
-    if (e->status == 499) {
-        sg_api_finish(&r->a, "client_closed");
-        return;
-    }
-    snprintf(r->a.rec.error, sizeof(r->a.rec.error), "%s", e->message);
-    if (r->started)
-        fail_stream(r, e);
-    else
-        sg_api_respond_error(&r->a, e, headers);
-    sg_api_finish(&r->a,
-                  strcmp(e->code, "upstream_timeout") == 0 ? "upstream_timeout" : "upstream_error");
-}
-
-static int sink_congested(void *ud)
-{
-    resp_t *r = ud;
-    return r->a.req && sg_http_req_congested(r->a.req);
-}
-
-static void resp_shutdown(sg_api_t *a, const sg_error_t *e)
-{
-    resp_t *r = (resp_t *)a;
-    if (r->started)
-        fail_stream(r, e);
-    else
-        sg_api_respond_error(a, e, NULL);
-    sg_api_finish(a, "shutdown");
-}
-
-static const sg_api_ops_t resp_ops = {resp_free, resp_shutdown, resp_settle, NULL};
+static const sg_api_ops_t resp_ops = {resp_free, NULL, resp_settle, NULL, fail_stream};
 
 void sg_responses_handle(sg_gateway_t *gw, sg_http_req_t *req)
 {
@@ -866,8 +829,8 @@ void sg_responses_handle(sg_gateway_t *gw, sg_http_req_t *req)
     }
     snprintf(a->rec.route, sizeof(a->rec.route), "%s", plan->routes[0].public_name);
     snprintf(a->rec.provider, sizeof(a->rec.provider), "%s", plan->routes[0].provider->name);
-    sg_pipeline_sink_t sink = {sink_chunk, NULL,           sink_usage, sink_done,
-                               sink_fail,  sink_congested, r};
+    sg_pipeline_sink_t sink = {
+        sink_chunk, NULL, sg_api_sink_usage, sink_done, sg_api_sink_fail, sg_api_sink_congested, r};
     a->pipe =
         sg_pipeline_start(gw, a->gen, plan, SG_OP_CHAT, a->body, r->stream, &a->rec, &sink, &e);
     free(plan);
