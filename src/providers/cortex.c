@@ -559,36 +559,56 @@ struct curl_slist *sg_cortex_headers(const char *token, const char *token_type)
     return h;
 }
 
-static int cx_build_chat(const sg_route_t *route, const cJSON *client, int stream,
-                         const sg_upstream_opts_t *uo, sg_exchange_req_t *out, char *url_buf,
-                         size_t url_cap, sg_error_t *err)
+/* Writes <host><path> into url_buf. Returns 0, or -1 with err (no host, or too long). */
+static int cx_url(const sg_route_t *route, const char *path, char *url_buf, size_t url_cap,
+                  sg_error_t *err)
 {
-    const sg_provider_cfg_t *p = route->provider;
+    const char *name = route->provider->name;
     if (!route->base_url || !route->base_url[0]) {
         sg_error_set(err, 503, "api_error", "provider_not_configured",
-                     "provider '%s' has no Snowflake host URL configured", p->name);
+                     "provider '%s' has no Snowflake host URL configured", name);
         return -1;
     }
-    int oa = is_openai_api(route);
-    int n =
-        snprintf(url_buf, url_cap, "%s%s", route->base_url,
-                 oa ? "/api/v2/cortex/v1/chat/completions" : "/api/v2/cortex/inference:complete");
+    int n = snprintf(url_buf, url_cap, "%s%s", route->base_url, path);
     if (n < 0 || (size_t)n >= url_cap) {
         sg_error_set(err, 500, "api_error", "provider_not_configured",
-                     "provider '%s' has a Snowflake host URL that is too long", p->name);
+                     "provider '%s' has a Snowflake host URL that is too long", name);
         return -1;
     }
-    cJSON *body =
-        oa ? openai_body(route, client, stream) : complete_body(route, client, stream, err);
-    if (!body) return -1;
+    return 0;
+}
+
+/* Posts body (taken over) to url_buf with the provider's bearer token and, when given, one
+ * extra header line. Returns 0 with out filled, or -1 with err (body freed). */
+static int cx_post(const sg_route_t *route, cJSON *body, const char *extra,
+                   const sg_upstream_opts_t *uo, sg_exchange_req_t *out, const char *url_buf,
+                   sg_error_t *err)
+{
     const char *token = NULL, *token_type = NULL;
     if (route->state &&
         sg_sf_auth_token(route->state, sg_unix_time(), &token, &token_type, err) != 0) {
         cJSON_Delete(body);
         return -1;
     }
-    sg_upstream_post_json(out, url_buf, sg_cortex_headers(token, token_type), body, uo);
+    struct curl_slist *h = sg_cortex_headers(token, token_type);
+    if (extra) h = curl_slist_append(h, extra);
+    sg_upstream_post_json(out, url_buf, h, body, uo);
     return 0;
+}
+
+static int cx_build_chat(const sg_route_t *route, const cJSON *client, int stream,
+                         const sg_upstream_opts_t *uo, sg_exchange_req_t *out, char *url_buf,
+                         size_t url_cap, sg_error_t *err)
+{
+    int oa = is_openai_api(route);
+    if (cx_url(route,
+               oa ? "/api/v2/cortex/v1/chat/completions" : "/api/v2/cortex/inference:complete",
+               url_buf, url_cap, err) != 0)
+        return -1;
+    cJSON *body =
+        oa ? openai_body(route, client, stream) : complete_body(route, client, stream, err);
+    if (!body) return -1;
+    return cx_post(route, body, NULL, uo, out, url_buf, err);
 }
 
 /* ---- streaming decoder (inference:complete) -------------------------------------------- */
@@ -1269,12 +1289,7 @@ static int cx_build_embed(const sg_route_t *route, const cJSON *client,
                           const sg_upstream_opts_t *uo, sg_exchange_req_t *out, char *url_buf,
                           size_t url_cap, sg_error_t *err)
 {
-    const sg_provider_cfg_t *p = route->provider;
-    if (!route->base_url || !route->base_url[0]) {
-        sg_error_set(err, 503, "api_error", "provider_not_configured",
-                     "provider '%s' has no Snowflake host URL configured", p->name);
-        return -1;
-    }
+    if (cx_url(route, "/api/v2/cortex/inference:embed", url_buf, url_cap, err) != 0) return -1;
     const cJSON *input = GET(client, "input");
     cJSON *text = cJSON_CreateArray();
     if (cJSON_IsString(input)) {
@@ -1292,24 +1307,10 @@ static int cx_build_embed(const sg_route_t *route, const cJSON *client,
             cJSON_AddItemToArray(text, cJSON_CreateString(it->valuestring));
         }
     }
-    int n = snprintf(url_buf, url_cap, "%s/api/v2/cortex/inference:embed", route->base_url);
-    if (n < 0 || (size_t)n >= url_cap) {
-        cJSON_Delete(text);
-        sg_error_set(err, 500, "api_error", "provider_not_configured",
-                     "provider '%s' has a Snowflake host URL that is too long", p->name);
-        return -1;
-    }
-    const char *token = NULL, *token_type = NULL;
-    if (route->state &&
-        sg_sf_auth_token(route->state, sg_unix_time(), &token, &token_type, err) != 0) {
-        cJSON_Delete(text);
-        return -1;
-    }
     cJSON *body = cJSON_CreateObject();
     cJSON_AddStringToObject(body, "model", upstream_model(route));
     cJSON_AddItemToObject(body, "text", text);
-    sg_upstream_post_json(out, url_buf, sg_cortex_headers(token, token_type), body, uo);
-    return 0;
+    return cx_post(route, body, NULL, uo, out, url_buf, err);
 }
 
 /* One vector of a Cortex answer: the specification nests it ([[…]]); a flat array is accepted
@@ -1448,31 +1449,13 @@ static int cx_build_messages(const sg_route_t *route, const cJSON *client, int s
                              size_t url_cap, sg_error_t *err)
 {
     SG_UNUSED(stream);
-    const sg_provider_cfg_t *p = route->provider;
-    if (!route->base_url || !route->base_url[0]) {
-        sg_error_set(err, 503, "api_error", "provider_not_configured",
-                     "provider '%s' has no Snowflake host URL configured", p->name);
-        return -1;
-    }
-    int n = snprintf(url_buf, url_cap, "%s/api/v2/cortex/v1/messages", route->base_url);
-    if (n < 0 || (size_t)n >= url_cap) {
-        sg_error_set(err, 500, "api_error", "provider_not_configured",
-                     "provider '%s' has a Snowflake host URL that is too long", p->name);
-        return -1;
-    }
-    const char *token = NULL, *token_type = NULL;
-    if (route->state &&
-        sg_sf_auth_token(route->state, sg_unix_time(), &token, &token_type, err) != 0)
-        return -1;
+    if (cx_url(route, "/api/v2/cortex/v1/messages", url_buf, url_cap, err) != 0) return -1;
     cJSON *body = cJSON_Duplicate(client, 1);
     cJSON_DeleteItemFromObjectCaseSensitive(body, "sophia");
     cJSON_DeleteItemFromObjectCaseSensitive(body, "model");
     cJSON_AddStringToObject(body, "model", upstream_model(route));
     /* The version Anthropic's SDKs send; Snowflake's examples use those SDKs. */
-    struct curl_slist *h = sg_cortex_headers(token, token_type);
-    h = curl_slist_append(h, "anthropic-version: 2023-06-01");
-    sg_upstream_post_json(out, url_buf, h, body, uo);
-    return 0;
+    return cx_post(route, body, "anthropic-version: 2023-06-01", uo, out, url_buf, err);
 }
 
 const sg_provider_vt_t sg_provider_cortex = {
