@@ -8,6 +8,7 @@
 
 #include "sophia/core.h"
 #include "sophia/gateway.h"
+#include "sophia/rstore.h"
 #include "sophia/health.h"
 #include "sophia/log.h"
 #include "sophia/record.h"
@@ -305,6 +306,7 @@ int main(int argc, char **argv)
         app.exit_code = 1;
     }
     sg_gen_unref(gw->gen);
+    sg_rstore_clear();
     curl_global_cleanup();
     sg_log(SG_LOG_INFO, "stopped");
     return app.exit_code;

@@ -1,5 +1,6 @@
 /* The store of recent Responses API answers (see sophia/rstore.h): a list in insertion order,
- * oldest first, bounded in count, bytes and age. */
+ * oldest first, bounded in count, bytes and age, and a hash index from every response id and
+ * output item id to its entry, so a lookup costs the same however full the store is. */
 #include "sophia/rstore.h"
 
 #include <stdlib.h>
@@ -7,16 +8,62 @@
 
 #include "sophia/core.h"
 
-typedef struct entry {
-    struct entry *next;
+#define BUCKETS 8192 /* a power of two */
+
+typedef struct entry entry_t;
+
+/* One index key: a response id (item NULL) or an output item's id. */
+typedef struct key {
+    struct key *next; /* in its bucket */
+    const char *id;   /* borrowed from the entry or its item */
+    entry_t *entry;
+    const cJSON *item;
+} rkey_t;
+
+struct entry {
+    entry_t *next;
     char id[80];
     int64_t at;
     size_t bytes;
     cJSON *input, *output;
-} entry_t;
+    rkey_t *keys; /* the entry's own id first, then its items' */
+    size_t n_keys;
+};
 
 static entry_t *head, *tail;
 static size_t count, bytes;
+static rkey_t *buckets[BUCKETS];
+
+static size_t bucket_of(const char *s)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 16777619u;
+    return h & (BUCKETS - 1);
+}
+
+static void index_add(rkey_t *k)
+{
+    size_t b = bucket_of(k->id);
+    k->next = buckets[b];
+    buckets[b] = k;
+}
+
+static void index_remove(const rkey_t *k)
+{
+    for (rkey_t **p = &buckets[bucket_of(k->id)]; *p; p = &(*p)->next) {
+        if (*p == k) {
+            *p = k->next;
+            return;
+        }
+    }
+}
+
+static const rkey_t *index_find(const char *id, int want_item)
+{
+    for (const rkey_t *k = buckets[bucket_of(id)]; k; k = k->next)
+        if ((k->item != NULL) == want_item && strcmp(k->id, id) == 0) return k;
+    return NULL;
+}
 
 static void drop_oldest(void)
 {
@@ -25,6 +72,8 @@ static void drop_oldest(void)
     if (!head) tail = NULL;
     count--;
     bytes -= e->bytes;
+    for (size_t i = 0; i < e->n_keys; i++) index_remove(&e->keys[i]);
+    free(e->keys);
     cJSON_Delete(e->input);
     cJSON_Delete(e->output);
     free(e);
@@ -52,7 +101,16 @@ void sg_rstore_put(const char *id, cJSON *input, cJSON *output, int64_t now)
     e->at = now;
     e->input = input;
     e->output = output;
-    e->bytes = sizeof(*e) + size_of(input) + size_of(output);
+    e->keys = sg_xcalloc((size_t)cJSON_GetArraySize(output) + 1, sizeof(rkey_t));
+    e->keys[e->n_keys++] = (rkey_t){NULL, e->id, e, NULL};
+    const cJSON *it;
+    cJSON_ArrayForEach(it, output)
+    {
+        const cJSON *iid = cJSON_GetObjectItemCaseSensitive(it, "id");
+        if (cJSON_IsString(iid)) e->keys[e->n_keys++] = (rkey_t){NULL, iid->valuestring, e, it};
+    }
+    for (size_t i = 0; i < e->n_keys; i++) index_add(&e->keys[i]);
+    e->bytes = sizeof(*e) + e->n_keys * sizeof(rkey_t) + size_of(input) + size_of(output);
     if (tail)
         tail->next = e;
     else
@@ -66,29 +124,18 @@ void sg_rstore_put(const char *id, cJSON *input, cJSON *output, int64_t now)
 int sg_rstore_get(const char *id, int64_t now, const cJSON **input, const cJSON **output)
 {
     expire(now);
-    for (entry_t *e = head; e; e = e->next) {
-        if (strcmp(e->id, id) != 0) continue;
-        *input = e->input;
-        *output = e->output;
-        return 0;
-    }
-    return -1;
+    const rkey_t *k = index_find(id, 0);
+    if (!k) return -1;
+    *input = k->entry->input;
+    *output = k->entry->output;
+    return 0;
 }
 
 const cJSON *sg_rstore_item(const char *item_id, int64_t now)
 {
     expire(now);
-    /* Newest first: an id is unique, but a recent one is the likely one. */
-    const cJSON *found = NULL;
-    for (entry_t *e = head; e; e = e->next) {
-        const cJSON *it;
-        cJSON_ArrayForEach(it, e->output)
-        {
-            const cJSON *id = cJSON_GetObjectItemCaseSensitive(it, "id");
-            if (cJSON_IsString(id) && strcmp(id->valuestring, item_id) == 0) found = it;
-        }
-    }
-    return found;
+    const rkey_t *k = index_find(item_id, 1);
+    return k ? k->item : NULL;
 }
 
 void sg_rstore_clear(void)
