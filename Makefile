@@ -16,7 +16,7 @@ CFLAGS_OPT := -O2
 LDFLAGS_SAN :=
 endif
 CFLAGS := $(CFLAGS_BASE) $(CFLAGS_OPT) $(EXTRA_CFLAGS)
-LIBS := -luv -lcurl -lcjson -lmbedcrypto -lmbedx509 -lmbedtls -lm
+LIBS := -luv -lcurl -lcjson -lmbedcrypto -lmbedx509 -lmbedtls -lsqlite3 -lpthread -lm
 LDFLAGS := $(LDFLAGS_SAN) $(EXTRA_LDFLAGS)
 
 DEPS_STAMP := $(BUILD)/.deps-installed

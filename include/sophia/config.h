@@ -88,6 +88,17 @@ typedef struct sg_health_cfg {
     uint64_t startup_wait_ms; /* at start, wait this long for the first probes (3000) */
 } sg_health_cfg_t;
 
+/* "ledger": the durable usage ledger, a SQLite file (src/state/ledger.c). */
+typedef struct sg_ledger_cfg {
+    int enabled;             /* "ledger": null turns it off (on by default) */
+    char *path;              /* "sophia.db" in the working directory */
+    uint64_t flush_ms;       /* rows are written at least this often (200) */
+    size_t queue_max;        /* rows waiting to be written; beyond, counted and dropped (65536) */
+    uint64_t retention_days; /* older rows are deleted at start and daily; 0: kept (90) */
+} sg_ledger_cfg_t;
+
+struct sg_access_cfg;
+
 typedef struct sg_config {
     char *listen_host; /* default "127.0.0.1" */
     int listen_port;   /* default 8080 */
@@ -122,6 +133,10 @@ typedef struct sg_config {
     sg_health_cfg_t health;
 
     uint64_t shutdown_grace_ms; /* default 10000 */
+
+    struct sg_access_cfg *access; /* keys, teams, limits, budgets (sophia/access.h); never NULL
+                                     once loaded */
+    sg_ledger_cfg_t ledger;
 
     sg_provider_cfg_t *providers;
     size_t n_providers;

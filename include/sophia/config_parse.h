@@ -122,6 +122,7 @@ typedef struct sg_config_section {
     void (*parse)(sg_cfg_ctx_t *c, const cJSON *obj); /* NULL: the fields; obj at its path */
     void (*check)(sg_cfg_ctx_t *c);                   /* after everything is loaded; may be NULL */
     void (*free)(sg_config_t *cfg);                   /* may be NULL */
+    int any_type; /* parse gets the value whatever its type (an array, a boolean, null) */
 } sg_config_section_t;
 
 /* Every module section, NULL-terminated (src/policy/sections.c). */

@@ -41,7 +41,10 @@ typedef struct sg_gateway {
     } observers[16]; /* sg_observe */
     size_t n_observers;
     struct sg_health *health;
-    uint64_t fallbacks; /* attempts moved to another endpoint or model */
+    uint64_t fallbacks;       /* attempts moved to another endpoint or model */
+    uint64_t streams_active;  /* SSE answers in progress */
+    struct sg_ledger *ledger; /* NULL when "ledger": null */
+    struct sg_metrics *metrics;
 } sg_gateway_t;
 
 /* Registers / unregisters a request in progress. */

@@ -52,6 +52,8 @@ struct sg_http_req {
     uint64_t start_ns; /* first byte of the request seen */
     int status;        /* status sent, 0 until then */
     size_t bytes_sent; /* body bytes handed to the socket layer */
+    const void *client_key; /* the authenticated client key (sg_key_cfg_t, set by the router),
+                               NULL when none */
     /* private */
     sg_http_abort_cb abort_cb;
     sg_http_drain_cb drain_cb;

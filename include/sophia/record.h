@@ -10,11 +10,28 @@
 #include "sophia/http.h"
 #include "sophia/provider.h"
 
+struct sg_scope;
+
+/* What admission charged for a request (src/pipeline/admission.c): the scopes whose token
+ * buckets, concurrency slots and budgets it holds, and the amounts reserved, given back or
+ * settled to the real figures when the request ends. */
+typedef struct sg_ticket {
+    struct sg_scope *scopes[4]; /* key, team, global, provider/model (process-wide, never freed) */
+    int n;
+    int admitted;
+    long est_tokens;     /* taken from the tokens/min buckets */
+    double est_usd;      /* taken from the USD/min buckets */
+    double reserved_usd; /* held against the budgets (worst case; grows as a stream runs) */
+    double running_usd;  /* a stream's cost so far (prompt estimate + output relayed) */
+    int settled;
+} sg_ticket_t;
+
 typedef struct sg_record {
     char request_id[SG_HTTP_REQUEST_ID_MAX + 1];
     const char *method; /* static strings */
     const char *path;
     char key[64];    /* the client key's name, "" when none */
+    char team[64];   /* its team, "" when none */
     char model[256]; /* what the client asked for */
     char route[256]; /* the public model name that served it (the last attempt's) */
     char provider[64];
@@ -28,6 +45,13 @@ typedef struct sg_record {
     int attempts;
     int fallbacks;    /* attempts that went to another model or endpoint */
     sg_usage_t usage; /* final counts; usage.known 0: estimated by the gateway */
+    double price_in, price_out; /* USD per 1M tokens of the model that served (the last
+                                   attempt's route) */
+    double cost_in_usd, cost_out_usd, cost_usd; /* sg_record_cost() */
+    uint64_t upstream_ns; /* time spent waiting on the upstream (every attempt's exchange,
+                             from its start to its end) */
+    sg_ticket_t ticket;
+    const char *denied; /* NULL, or why admission refused: "throttled", "budget", "forbidden" */
     uint64_t start_ns, ttfb_ns, ttft_ns, end_ns; /* ttfb: upstream's first byte; ttft: first
                                                     token to the client; 0 when none */
     const char *outcome; /* ok, client_closed, upstream_error, upstream_timeout,
@@ -44,6 +68,10 @@ void sg_record_init(sg_record_t *r, const sg_http_req_t *req, const char *method
 void sg_observe(struct sg_gateway *gw, sg_observer_fn fn, void *ud);
 /* Ends the record (end time) and hands it to every observer. */
 void sg_record_finish(struct sg_gateway *gw, sg_record_t *r);
+
+/* Computes the cost fields from usage and the prices (cached input and guard tokens at the
+ * input price). Returns cost_usd. */
+double sg_record_cost(sg_record_t *r);
 
 /* The observer that writes the one log line per request. */
 void sg_log_observer(const sg_record_t *r, void *ud);

@@ -1251,7 +1251,7 @@ static void parse_root(sg_cfg_ctx_t *c, const cJSON *root)
         it = cJSON_GetObjectItemCaseSensitive(root, sec->key);
         if (!it) continue;
         old = sg_cfg_push_key(c, sec->key);
-        if (sg_cfg_expect_object(c, it) == 0) {
+        if (sec->any_type || sg_cfg_expect_object(c, it) == 0) {
             if (sec->parse)
                 sec->parse(c, it);
             else

@@ -31,6 +31,18 @@ void sg_record_finish(sg_gateway_t *gw, sg_record_t *r)
     for (size_t i = 0; i < gw->n_observers; i++) gw->observers[i].fn(r, gw->observers[i].ud);
 }
 
+double sg_record_cost(sg_record_t *r)
+{
+    const sg_usage_t *u = &r->usage;
+    double in = (double)(u->prompt_tokens > 0 ? u->prompt_tokens : 0) +
+                (double)(u->guard_tokens > 0 ? u->guard_tokens : 0);
+    double out = (double)(u->completion_tokens > 0 ? u->completion_tokens : 0);
+    r->cost_in_usd = in * r->price_in / 1e6;
+    r->cost_out_usd = out * r->price_out / 1e6;
+    r->cost_usd = r->cost_in_usd + r->cost_out_usd;
+    return r->cost_usd;
+}
+
 static double ms_since(uint64_t start, uint64_t t)
 {
     return (double)(t - start) / 1e6;

@@ -68,6 +68,14 @@ void sg_usage_from_json(const cJSON *usage, sg_usage_t *u)
     u->completion_tokens = (long)cv;
     u->known = 1;
     u->rejected = 0;
+    /* Details, when reported and believable (else 0): OpenAI's cached prompt tokens, Cortex
+     * Guard's tokens. */
+    long long v;
+    const cJSON *det = cJSON_GetObjectItemCaseSensitive(usage, "prompt_tokens_details");
+    const cJSON *cached = cJSON_GetObjectItemCaseSensitive(det, "cached_tokens");
+    u->cached_tokens = cached && usage_count(cached, &v) == 0 && v <= pv ? (long)v : 0;
+    const cJSON *guard = cJSON_GetObjectItemCaseSensitive(usage, "guard_tokens");
+    u->guard_tokens = guard && usage_count(guard, &v) == 0 ? (long)v : 0;
 }
 
 void sg_upstream_get(sg_exchange_req_t *out, const char *url, struct curl_slist *headers,

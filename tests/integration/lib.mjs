@@ -17,11 +17,11 @@ export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 // A child process with its output captured; `ready` resolves with the port it listens on.
 class Proc {
-  constructor(bin, args, env, readyRe) {
+  constructor(bin, args, env, readyRe, cwd) {
     this.out = '';
     this.err = '';
     this.exited = null;
-    this.child = spawn(bin, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    this.child = spawn(bin, args, { env: { ...process.env, ...env }, cwd, stdio: ['ignore', 'pipe', 'pipe'] });
     this.exitPromise = new Promise((resolve) => {
       this.child.on('exit', (code, signal) => {
         this.exited = { code, signal };
@@ -80,13 +80,16 @@ export async function startGateway(opts = {}) {
   const env = { SOPHIA_LOG_LEVEL: 'debug', ...(opts.env || {}) };
   if (opts.mock) env.LAMBDA_BASE_URL = `${opts.mock.url}/v1`;
   const args = ['--listen', '127.0.0.1:0'];
+  // Each gateway runs in a directory of its own (its default ledger, sophia.db, lands there).
+  const dir = opts.cwd || fs.mkdtempSync(path.join(os.tmpdir(), 'sg-'));
   if (opts.config) {
-    const f = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'sg-')), 'config.json');
+    const f = path.join(dir, 'config.json');
     fs.writeFileSync(f, JSON.stringify(opts.config));
     args.push('--config', f);
   }
   const p = new Proc(GATEWAY_BIN, [...args, ...(opts.args || [])], env,
-    /"msg":"sophia-gateway listening".*?"port":(\d+)/);
+    /"msg":"sophia-gateway listening".*?"port":(\d+)/, dir);
+  p.dir = dir;
   p.port = await p.ready;
   p.url = `http://127.0.0.1:${p.port}`;
   return p;
