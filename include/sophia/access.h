@@ -143,9 +143,9 @@ uint64_t sg_limits_wait_ms(const sg_scope_t *s, long tokens, double usd, const c
 void sg_limits_take(sg_scope_t *s, long tokens, double usd);
 /* The request ended: its slot is freed and the buckets settle to the real figures. */
 void sg_limits_settle(sg_scope_t *s, long est_tokens, long tokens, double est_usd, double usd);
-/* OpenAI's x-ratelimit-{limit,remaining,reset}-{requests,tokens} lines for s (nothing for a
- * limit it does not have). */
-size_t sg_limits_headers(const sg_scope_t *s, char *out, size_t cap);
+/* OpenAI's x-ratelimit-{limit,remaining,reset}-requests lines for rs and -tokens lines for ts
+ * (either may be NULL; nothing for a limit the scope does not have). */
+size_t sg_limits_headers(const sg_scope_t *rs, const sg_scope_t *ts, char *out, size_t cap);
 
 /* ---- budgets (src/policy/budget.c) -------------------------------------------------------- */
 
@@ -168,20 +168,21 @@ typedef enum { SG_ADMIT_OK = 0, SG_ADMIT_WAIT = 1, SG_ADMIT_DENY = -1 } sg_admit
 struct sg_plan;
 struct sg_gen;
 
-/* Charges the request (rec: key, team; rec->ticket) against every scope that applies, for the
+/* Charges the request (rec->ticket.key, rec->team) against every scope that applies, for the
  * plan's worst case: the prompt estimate plus max_tokens (or throttle.default_max_tokens)
  * at the dearest candidate's prices. OK: admitted (the plan may have lost candidates the
  * key may not use). WAIT: *wait_ms until a limit allows it (queue mode). DENY: e holds 403
- * (model not allowed), 429 rate_limit_exceeded or budget_exceeded; headers gets Retry-After. */
-sg_admit_t sg_admit(const struct sg_gen *g, const sg_key_cfg_t *key, struct sg_plan *plan,
-                    const cJSON *body, int op, sg_record_t *rec, uint64_t waited_ms,
-                    uint64_t *wait_ms, sg_error_t *e, char *headers, size_t cap);
+ * (model not allowed), 429 rate_limit_exceeded or budget_exceeded (rec->ticket.retry_after_s
+ * set). op is the pipeline's sg_op_t (what the body is). */
+sg_admit_t sg_admit(const struct sg_gen *g, struct sg_plan *plan, const cJSON *body, int op,
+                    sg_record_t *rec, uint64_t waited_ms, uint64_t *wait_ms, sg_error_t *e);
 /* A stream relayed `tokens` more output tokens: 0, or -1 when its running cost passes what
  * the hard budgets have left (e: 429 budget_exceeded). */
 int sg_admit_stream(sg_record_t *rec, long tokens, sg_error_t *e);
 /* The request ended (rec's cost computed): every scope settles. Idempotent. */
 void sg_admit_settle(sg_record_t *rec);
-/* The x-ratelimit-* lines for the client (the key's scope, else the global one). */
+/* The lines for the client: Retry-After of a refusal, and x-ratelimit-* (per limit, the scope
+ * with the least left). */
 size_t sg_admit_headers(const sg_record_t *rec, char *out, size_t cap);
 
 #endif

@@ -55,8 +55,11 @@ void sg_api_unref(sg_api_t *a);
 void sg_api_watch(sg_api_t *a);
 /* Notes the result r of a write to the client: -1 means it is gone. Returns r. */
 int sg_api_io(sg_api_t *a, int r);
-/* The X-Sophia-Provider / -Model / -Route lines for the route so far, then extra. */
+/* The X-Sophia-Provider / -Model / -Route lines for the route so far, admission's
+ * Retry-After and x-ratelimit-* lines, X-Sophia-Cost-USD on a whole 200 answer, then extra. */
 void sg_api_headers(const sg_api_t *a, char *out, size_t cap, const char *extra);
+/* Adds "cost_usd" (the record's cost so far, from its usage and prices) to a usage object. */
+void sg_api_usage_cost(sg_api_t *a, cJSON *usage);
 /* Answers an OpenAI-shaped error (with the route headers and extra lines) and records it. */
 void sg_api_respond_error(sg_api_t *a, const sg_error_t *e, const char *extra);
 /* Answers 200 with a JSON body (and the route headers). */

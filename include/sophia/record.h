@@ -16,14 +16,17 @@ struct sg_scope;
  * buckets, concurrency slots and budgets it holds, and the amounts reserved, given back or
  * settled to the real figures when the request ends. */
 typedef struct sg_ticket {
+    const struct sg_key_cfg *key; /* the client's key (its generation's), NULL when none */
     struct sg_scope *scopes[4]; /* key, team, global, provider/model (process-wide, never freed) */
     int n;
     int admitted;
-    long est_tokens;     /* taken from the tokens/min buckets */
-    double est_usd;      /* taken from the USD/min buckets */
-    double reserved_usd; /* held against the budgets (worst case; grows as a stream runs) */
-    double running_usd;  /* a stream's cost so far (prompt estimate + output relayed) */
     int settled;
+    long prompt_est;     /* estimated prompt tokens */
+    long est_tokens;     /* taken from the tokens/min buckets: prompt_est + max output */
+    double est_usd;      /* taken from the USD/min buckets (the worst case) */
+    double reserved_usd; /* held against the budgets (worst case; grows as a stream runs) */
+    long out_tokens;     /* a stream's output so far (estimated as it is relayed) */
+    long retry_after_s;  /* a refusal's Retry-After, 0 when none */
 } sg_ticket_t;
 
 typedef struct sg_record {
@@ -43,8 +46,8 @@ typedef struct sg_record {
     int client_gone;      /* the client left before the end */
     long upstream_status; /* the last attempt's */
     int attempts;
-    int fallbacks;    /* attempts that went to another model or endpoint */
-    sg_usage_t usage; /* final counts; usage.known 0: estimated by the gateway */
+    int fallbacks;              /* attempts that went to another model or endpoint */
+    sg_usage_t usage;           /* final counts; usage.known 0: estimated by the gateway */
     double price_in, price_out; /* USD per 1M tokens of the model that served (the last
                                    attempt's route) */
     double cost_in_usd, cost_out_usd, cost_usd; /* sg_record_cost() */
@@ -69,8 +72,12 @@ void sg_observe(struct sg_gateway *gw, sg_observer_fn fn, void *ud);
 /* Ends the record (end time) and hands it to every observer. */
 void sg_record_finish(struct sg_gateway *gw, sg_record_t *r);
 
-/* Computes the cost fields from usage and the prices (cached input and guard tokens at the
- * input price). Returns cost_usd. */
+/* The cost of usage u at prices in USD per 1M tokens: prompt tokens (cached ones included)
+ * and Cortex Guard tokens at the input price, completion tokens at the output price. in_usd
+ * and out_usd (may be NULL) receive the two parts. */
+double sg_usage_cost(const sg_usage_t *u, double price_in, double price_out, double *in_usd,
+                     double *out_usd);
+/* Fills the record's cost fields from its usage and prices. Returns cost_usd. */
 double sg_record_cost(sg_record_t *r);
 
 /* The observer that writes the one log line per request. */

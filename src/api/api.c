@@ -1,6 +1,7 @@
 /* The common part of every endpoint handler (see sophia/api.h). */
 #include "sophia/api.h"
 
+#include "sophia/access.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,6 +39,7 @@ void sg_api_init(sg_api_t *a, const sg_api_ops_t *ops, sg_gateway_t *gw, sg_http
     sg_gateway_track(gw, &a->active);
     gw->chats_active++;
     sg_record_init(&a->rec, req, "POST", path);
+    a->rec.ticket.key = req->client_key;
 }
 
 void sg_api_ref(sg_api_t *a)
@@ -99,16 +101,27 @@ static void header_value(char *dst, size_t cap, const char *s)
 
 void sg_api_headers(const sg_api_t *a, char *out, size_t cap, const char *extra)
 {
-    char prov[80], model[300], why[600];
-    header_value(prov, sizeof(prov), a->rec.provider);
-    header_value(model, sizeof(model), a->rec.route);
-    header_value(why, sizeof(why), a->rec.why);
+    char prov[80], model[300], why[600], acct[640];
+    const sg_record_t *r = &a->rec;
+    header_value(prov, sizeof(prov), r->provider);
+    header_value(model, sizeof(model), r->route);
+    header_value(why, sizeof(why), r->why);
+    /* The admission's Retry-After and x-ratelimit-* lines, and a whole answer's cost. */
+    size_t n = sg_admit_headers(r, acct, sizeof(acct));
+    if (r->status == 200 && !a->streaming && prov[0] && n + 40 < sizeof(acct))
+        snprintf(acct + n, sizeof(acct) - n, "X-Sophia-Cost-USD: %.8f\r\n",
+                 sg_usage_cost(&r->usage, r->price_in, r->price_out, NULL, NULL));
     if (prov[0])
         snprintf(out, cap,
-                 "X-Sophia-Provider: %s\r\nX-Sophia-Model: %s\r\nX-Sophia-Route: %s\r\n%s", prov,
-                 model, why, extra ? extra : "");
+                 "X-Sophia-Provider: %s\r\nX-Sophia-Model: %s\r\nX-Sophia-Route: %s\r\n%s%s", prov,
+                 model, why, acct, extra ? extra : "");
     else
-        snprintf(out, cap, "%s", extra ? extra : "");
+        snprintf(out, cap, "%s%s", acct, extra ? extra : "");
+}
+
+void sg_api_usage_cost(sg_api_t *a, cJSON *usage)
+{
+    cJSON_AddNumberToObject(usage, "cost_usd", sg_record_cost(&a->rec));
 }
 
 void sg_api_respond_error(sg_api_t *a, const sg_error_t *e, const char *extra)
@@ -236,6 +249,10 @@ void sg_api_finish(sg_api_t *a, const char *outcome)
     if (a->ops->settle) a->ops->settle(a);
     sg_pipeline_release(a->pipe);
     a->pipe = NULL;
+    /* Accounting: the real cost replaces what admission reserved, before the observers (the
+     * ledger, the metrics) see the record. */
+    sg_record_cost(&a->rec);
+    sg_admit_settle(&a->rec);
     sg_record_finish(a->gw, &a->rec);
     sg_gateway_untrack(a->gw, &a->active);
     a->gw->chats_active--;

@@ -191,7 +191,9 @@ static void send_usage_chunk(chat_t *c)
     cJSON_AddNumberToObject(j, "created", c->created);
     cJSON_AddStringToObject(j, "model", c->a.rec.route);
     cJSON_AddArrayToObject(j, "choices");
-    cJSON_AddItemToObject(j, "usage", usage_json(&c->a.rec.usage));
+    cJSON *u = usage_json(&c->a.rec.usage);
+    sg_api_usage_cost(&c->a, u);
+    cJSON_AddItemToObject(j, "usage", u);
     send_event_obj(c, j);
     cJSON_Delete(j);
     c->usage_sent = 1;
@@ -214,11 +216,9 @@ static int sink_chunk(void *ud, cJSON *chunk, const char *raw, size_t raw_len)
     if (!c->chunk_id[0] && cJSON_IsString(id))
         snprintf(c->chunk_id, sizeof(c->chunk_id), "%s", id->valuestring);
     if (cJSON_GetArraySize(choices) == 0) {
-        /* The usage-only chunk: forwarded only when the client asked for it (and it is
-         * believable); an estimate is sent at the end otherwise. */
-        if (!cJSON_GetObjectItemCaseSensitive(chunk, "usage")) return 0;
-        if (!c->include_usage || c->a.usage_bad) return 0;
-        c->usage_sent = 1;
+        /* The usage-only chunk: never forwarded as it is; when the client asked for usage, the
+         * end sends the gateway's own, with the cost (send_usage_chunk). */
+        return 0;
     } else {
         const cJSON *ch;
         cJSON_ArrayForEach(ch, choices)
@@ -433,6 +433,7 @@ void sg_chat_handle(sg_gateway_t *gw, sg_http_req_t *req)
         c->stream && cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(so, "include_usage"));
     c->est_prompt_tokens =
         sg_api_estimate_messages(cJSON_GetObjectItemCaseSensitive(c->a.body, "messages"));
+    c->a.rec.ticket.prompt_est = c->est_prompt_tokens;
 
     plan = sg_xmalloc(sizeof(*plan));
     if (sg_route_plan(c->a.gen, model, &hints, c->a.body, plan, &e) != 0) goto fail;

@@ -136,6 +136,7 @@ void sg_embeddings_handle(sg_gateway_t *gw, sg_http_req_t *req)
     a->body = sg_api_parse(req, &e);
     if (!a->body || validate(a->body, &chars, &e) != 0) goto fail;
     m->est_tokens = sg_api_estimate_tokens(chars);
+    m->a.rec.ticket.prompt_est = m->est_tokens;
     if (sg_hints_read(sg_http_req_header(req, "x-sophia-provider"), a->body, &hints, &e) != 0)
         goto fail;
     const char *model = cJSON_GetObjectItemCaseSensitive(a->body, "model")->valuestring;

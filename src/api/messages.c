@@ -687,7 +687,9 @@ static void sink_done(void *ud, cJSON *resp, const char *body, size_t len)
         cJSON *dd = cJSON_AddObjectToObject(d, "delta");
         cJSON_AddStringToObject(dd, "stop_reason", stop_reason(m->finish));
         cJSON_AddNullToObject(dd, "stop_sequence");
-        cJSON_AddItemToObject(d, "usage", usage_json(&m->a.rec.usage));
+        cJSON *u = usage_json(&m->a.rec.usage);
+        sg_api_usage_cost(&m->a, u);
+        cJSON_AddItemToObject(d, "usage", u);
         if (emit(m, "message_delta", d) == 0 && emit(m, "message_stop", NULL) == 0)
             sg_api_stream_end(&m->a);
     }
@@ -730,6 +732,7 @@ void sg_messages_handle(sg_gateway_t *gw, sg_http_req_t *req)
     const char *model = GET(m->req, "model")->valuestring;
     snprintf(a->rec.model, sizeof(a->rec.model), "%s", model);
     m->est_prompt_tokens = sg_api_estimate_messages(GET(m->req, "messages"));
+    m->a.rec.ticket.prompt_est = m->est_prompt_tokens;
     /* Routing reads a chat request; when the translation fails, the model alone decides
      * (a request for a model that takes it as it is needs no translation). */
     chat = to_chat(m->req, m->stream, &te);

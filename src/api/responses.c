@@ -420,7 +420,8 @@ static cJSON *usage_json(const sg_usage_t *u)
 {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddNumberToObject(o, "input_tokens", (double)u->prompt_tokens);
-    cJSON_AddNumberToObject(cJSON_AddObjectToObject(o, "input_tokens_details"), "cached_tokens", 0);
+    cJSON_AddNumberToObject(cJSON_AddObjectToObject(o, "input_tokens_details"), "cached_tokens",
+                            (double)u->cached_tokens);
     cJSON_AddNumberToObject(o, "output_tokens", (double)u->completion_tokens);
     cJSON_AddNumberToObject(cJSON_AddObjectToObject(o, "output_tokens_details"), "reasoning_tokens",
                             0);
@@ -437,6 +438,13 @@ static void echo(cJSON *o, const cJSON *req, const char *key, cJSON *dflt)
     } else {
         cJSON_AddItemToObject(o, key, dflt);
     }
+}
+
+static cJSON *usage_with_cost(resp_t *r)
+{
+    cJSON *u = usage_json(&r->a.rec.usage);
+    sg_api_usage_cost(&r->a, u);
+    return u;
 }
 
 /* The response object in its state now (status "in_progress", "completed", "incomplete",
@@ -484,7 +492,7 @@ static cJSON *response_json(resp_t *r, const char *status, const cJSON *output, 
     if (strcmp(status, "in_progress") == 0)
         cJSON_AddNullToObject(o, "usage");
     else
-        cJSON_AddItemToObject(o, "usage", usage_json(&r->a.rec.usage));
+        cJSON_AddItemToObject(o, "usage", usage_with_cost(r));
     echo(o, r->req, "user", cJSON_CreateNull());
     echo(o, r->req, "metadata", cJSON_CreateObject());
     return o;
@@ -819,6 +827,7 @@ void sg_responses_handle(sg_gateway_t *gw, sg_http_req_t *req)
     const char *model = GET(a->body, "model")->valuestring;
     snprintf(a->rec.model, sizeof(a->rec.model), "%s", model);
     r->est_prompt_tokens = sg_api_estimate_messages(GET(a->body, "messages"));
+    a->rec.ticket.prompt_est = r->est_prompt_tokens;
     plan = sg_xmalloc(sizeof(*plan));
     if (sg_route_plan(a->gen, model, &hints, a->body, plan, &e) != 0) goto fail;
     if (plan->routes[0].model->caps & SG_CAP_EMBED) {

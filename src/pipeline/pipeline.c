@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "sophia/access.h"
 #include "sophia/buf.h"
 #include "sophia/core.h"
 #include "sophia/endpoint.h"
@@ -66,6 +67,8 @@ struct sg_pipeline {
     char retry_after[16];
     char rl_headers[768]; /* the last answer's Retry-After and x-ratelimit-* lines */
     retry_timer_t *retry;
+    int admitting;     /* queued by admission: the timer admits again, then attempts */
+    uint64_t start_ms; /* when the pipeline started (admission's queue wait counts from it) */
     char url[1024];
 };
 
@@ -108,6 +111,7 @@ static void endpoint_done(sg_pipeline_t *p, int ok)
     if (!p->ep) return;
     sg_endpoint_t *ep = p->ep;
     p->ep = NULL;
+    p->rec->upstream_ns += sg_now_ns() - p->attempt_ns;
     double ttfb = p->rec->ttfb_ns && ok ? (double)(p->rec->ttfb_ns - p->attempt_ns) / 1e6 : -1;
     sg_endpoint_end(ep, &p->gen->cfg.breaker, ok, ttfb, sg_now_ms());
 }
@@ -245,6 +249,8 @@ static int attempt_start(sg_pipeline_t *p, sg_error_t *e)
         rec->ttfb_ns = 0;
         snprintf(rec->route, sizeof(rec->route), "%s", r->public_name);
         snprintf(rec->provider, sizeof(rec->provider), "%s", r->provider->name);
+        rec->price_in = r->model->price_in_per_mtok;
+        rec->price_out = r->model->price_out_per_mtok;
         sg_url_redact(r->base_url, rec->endpoint, sizeof(rec->endpoint));
         p->ep = r->endpoint;
         p->attempt_ns = sg_now_ns();
@@ -264,6 +270,8 @@ static int attempt_start(sg_pipeline_t *p, sg_error_t *e)
     return -1;
 }
 
+static int admit(sg_pipeline_t *p, sg_error_t *e);
+
 static void on_retry_timer(uv_timer_t *t)
 {
     retry_timer_t *rt = t->data;
@@ -272,9 +280,41 @@ static void on_retry_timer(uv_timer_t *t)
     p_ref(p);
     sg_error_t e = p->err;
     long st = p->status;
-    int r = attempt_start(p, &e);
-    if (r != 0) finish_fail(p, &e, r == -1 ? st : e.status);
+    int a = p->admitting ? admit(p, &e) : 0;
+    if (a < 0) {
+        /* Refused after queueing: the client may retry after Retry-After (no
+         * x-should-retry: false, which finish_fail adds for upstream failures). */
+        p->finished = 1;
+        p->sink.fail(p->sink.ud, &e, NULL);
+    } else if (a == 0) {
+        int r = attempt_start(p, &e);
+        if (r != 0) finish_fail(p, &e, r == -1 ? st : e.status);
+    }
     p_unref(p);
+}
+
+/* Runs the timer (attempt again, or admission again when queued) in delay ms. */
+static void retry_in(sg_pipeline_t *p, uint64_t delay)
+{
+    if (!p->retry) {
+        p->retry = sg_xcalloc(1, sizeof(*p->retry));
+        uv_timer_init(p->gw->loop, &p->retry->timer);
+        p->retry->timer.data = p->retry;
+        p->retry->p = p;
+    }
+    uv_timer_start(&p->retry->timer, on_retry_timer, delay, 0);
+}
+
+/* Admission (src/pipeline/admission.c): 0 admitted, 1 queued (the timer admits again), -1
+ * refused (e). */
+static int admit(sg_pipeline_t *p, sg_error_t *e)
+{
+    uint64_t wait = 0, now = sg_now_ms();
+    sg_admit_t a =
+        sg_admit(p->gen, &p->plan, p->body, (int)p->op, p->rec, now - p->start_ms, &wait, e);
+    p->admitting = a == SG_ADMIT_WAIT;
+    if (a == SG_ADMIT_WAIT) retry_in(p, wait);
+    return a == SG_ADMIT_OK ? 0 : a == SG_ADMIT_WAIT ? 1 : -1;
 }
 
 /* The attempt failed before anything reached the client: tries another endpoint or model at
@@ -326,12 +366,6 @@ static void next_or_fail(sg_pipeline_t *p, const sg_error_t *e, long status, int
     }
     p->ci = failed_ci;
     memset(p->tried[p->ci], 0, sizeof(p->tried[p->ci]));
-    if (!p->retry) {
-        p->retry = sg_xcalloc(1, sizeof(*p->retry));
-        uv_timer_init(p->gw->loop, &p->retry->timer);
-        p->retry->timer.data = p->retry;
-        p->retry->p = p;
-    }
     p->gw->upstream_retries++;
     why_append(p, "; %s failed (%s), retried after a backoff", tried_route, reason);
     sg_logline_t l;
@@ -342,7 +376,7 @@ static void next_or_fail(sg_pipeline_t *p, const sg_error_t *e, long status, int
     sg_logline_int(&l, "attempt", p->attempts + 1);
     sg_logline_int(&l, "delay_ms", (long long)delay);
     sg_logline_emit(&l);
-    uv_timer_start(&p->retry->timer, on_retry_timer, delay, 0);
+    retry_in(p, delay);
 }
 
 /* ---- the decoder's sink ------------------------------------------------------------------- */
@@ -406,6 +440,39 @@ static int commit(sg_pipeline_t *p)
     return stop || p->released;
 }
 
+/* Output relayed is charged against the budgets as it goes (sg_admit_stream): a stream that
+ * would pass what the hard budgets have left stops here, and ends with the error. */
+static int charge(sg_pipeline_t *p, long tokens)
+{
+    if (!tokens || !p->rec->ticket.admitted) return 0;
+    sg_error_t e;
+    if (sg_admit_stream(p->rec, tokens, &e) == 0) return 0;
+    p->err = e;
+    p->have_err = 1;
+    return 1;
+}
+
+/* The output tokens of a chunk, estimated: ~4 characters of content or tool-call arguments. */
+static long chunk_tokens(const cJSON *chunk)
+{
+    size_t chars = 0;
+    const cJSON *ch;
+    cJSON_ArrayForEach(ch, cJSON_GetObjectItemCaseSensitive(chunk, "choices"))
+    {
+        const cJSON *delta = cJSON_GetObjectItemCaseSensitive(ch, "delta");
+        const cJSON *content = cJSON_GetObjectItemCaseSensitive(delta, "content");
+        if (cJSON_IsString(content)) chars += strlen(content->valuestring);
+        const cJSON *tc;
+        cJSON_ArrayForEach(tc, cJSON_GetObjectItemCaseSensitive(delta, "tool_calls"))
+        {
+            const cJSON *fn = cJSON_GetObjectItemCaseSensitive(tc, "function");
+            const cJSON *args = cJSON_GetObjectItemCaseSensitive(fn, "arguments");
+            if (cJSON_IsString(args)) chars += strlen(args->valuestring);
+        }
+    }
+    return (long)((chars + 3) / 4);
+}
+
 static int w_chunk(void *ud, cJSON *chunk, const char *raw, size_t raw_len)
 {
     sg_pipeline_t *p = ud;
@@ -414,6 +481,7 @@ static int w_chunk(void *ud, cJSON *chunk, const char *raw, size_t raw_len)
         if (!chunk_matters(chunk) && hold(p, chunk, raw, raw_len)) return 0;
         if (commit(p)) return 1;
     }
+    if (charge(p, chunk_tokens(chunk))) return 1;
     note_finish(p, chunk);
     if (p->sink.chunk(p->sink.ud, chunk, raw, raw_len) != 0) p->sink_stopped = 1;
     return p->sink_stopped || p->released;
@@ -428,6 +496,7 @@ static int w_raw_chunk(void *ud, const char *raw, size_t len, int has_content, i
         if (!has_content && !has_finish && hold(p, NULL, raw, len)) return 0;
         if (commit(p)) return 1;
     }
+    if (has_content && charge(p, 1)) return 1; /* one token per chunk, as the upstream sends */
     if (has_finish) p->finish_seen = 1;
     if (p->sink.raw_chunk(p->sink.ud, raw, len, has_content, has_finish) != 0) p->sink_stopped = 1;
     return p->sink_stopped || p->released;
@@ -656,9 +725,12 @@ sg_pipeline_t *sg_pipeline_start(sg_gateway_t *gw, sg_gen_t *gen, const sg_plan_
     sg_buf_init(&p->body_buf, stream ? UPSTREAM_ERROR_MAX : UPSTREAM_BODY_MAX);
     snprintf(rec->rule, sizeof(rec->rule), "%.31s", plan->rule);
     snprintf(rec->why, sizeof(rec->why), "%s", plan->why);
-    /* The first candidates' failures to start (an expired token) fall back like any other. */
+    p->start_ms = sg_now_ms();
     sg_error_t e;
-    int r = attempt_start(p, &e);
+    int r = admit(p, &e);
+    if (r == 1) return p; /* queued: the timer admits it (or refuses it) later */
+    /* The first candidates' failures to start (an expired token) fall back like any other. */
+    if (r == 0) r = attempt_start(p, &e);
     if (r != 0) {
         *err = e;
         sg_gen_redact(gen, p->route, err->message, sizeof(err->message));

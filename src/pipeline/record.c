@@ -31,15 +31,23 @@ void sg_record_finish(sg_gateway_t *gw, sg_record_t *r)
     for (size_t i = 0; i < gw->n_observers; i++) gw->observers[i].fn(r, gw->observers[i].ud);
 }
 
-double sg_record_cost(sg_record_t *r)
+double sg_usage_cost(const sg_usage_t *u, double price_in, double price_out, double *in_usd,
+                     double *out_usd)
 {
-    const sg_usage_t *u = &r->usage;
+    /* Cached prompt tokens are part of prompt_tokens; guard tokens are counted beside them. */
     double in = (double)(u->prompt_tokens > 0 ? u->prompt_tokens : 0) +
                 (double)(u->guard_tokens > 0 ? u->guard_tokens : 0);
     double out = (double)(u->completion_tokens > 0 ? u->completion_tokens : 0);
-    r->cost_in_usd = in * r->price_in / 1e6;
-    r->cost_out_usd = out * r->price_out / 1e6;
-    r->cost_usd = r->cost_in_usd + r->cost_out_usd;
+    double ci = in * price_in / 1e6, co = out * price_out / 1e6;
+    if (in_usd) *in_usd = ci;
+    if (out_usd) *out_usd = co;
+    return ci + co;
+}
+
+double sg_record_cost(sg_record_t *r)
+{
+    r->cost_usd =
+        sg_usage_cost(&r->usage, r->price_in, r->price_out, &r->cost_in_usd, &r->cost_out_usd);
     return r->cost_usd;
 }
 
