@@ -31,14 +31,22 @@ void sg_ledger_observer(const sg_record_t *r, void *ud);
 void sg_ledger_close(sg_ledger_t *l);
 void sg_ledger_stats(const sg_ledger_t *l, sg_ledger_stats_t *s);
 const char *sg_ledger_path(const sg_ledger_t *l);
+/* Tests and the benchmark: while held (hold 1) the writer takes no rows, so the queue fills up
+ * to queue_max; hold 0 lets it go on. sg_ledger_close writes everything even when held. */
+void sg_ledger_hold(sg_ledger_t *l, int hold);
 /* The spend so far of the UTC day and month that contain unix_now, per (key, team) pair found
  * in the ledger: fn once per pair ("" for none). Returns 0, or -1 with err. */
 int sg_ledger_spend(const sg_ledger_t *l, int64_t unix_now,
-                    void (*fn)(const char *key, const char *team, double day_usd,
-                               double month_usd, void *ud),
+                    void (*fn)(const char *key, const char *team, double day_usd, double month_usd,
+                               void *ud),
                     void *ud, char *err, size_t cap);
 
+/* Days since 1970-01-01 of the civil date y-m-d (proleptic Gregorian calendar, UTC). */
+int64_t sg_days_from_civil(int64_t y, unsigned m, unsigned d);
+
 /* ---- usage analytics (src/admin/usage.c) --------------------------------------------------- */
+
+struct sg_gateway;
 
 /* Totals of the rows with from <= time < to (unix seconds), grouped by group_by ("key", "team",
  * "model", "provider", "route", "day", or NULL for one group): requests, tokens, cost, p50/p95
@@ -49,5 +57,13 @@ struct cJSON *sg_usage_query(const char *db_path, int64_t from, int64_t to, cons
 /* `sophia-gateway usage --db PATH [--since 7d] [--by model]`: the same as a table. Returns
  * the exit status. */
 int sg_usage_cli(int argc, char **argv);
+/* A time for the usage query: unix seconds ("1700000000"), a UTC date ("2024-05-01", its
+ * midnight), a UTC time ("2024-05-01T12:30:00Z"), or a duration before now ("30m", "24h",
+ * "7d", "90s"). Returns 0 with *out, or -1 when s is none of these. */
+int sg_usage_parse_time(const char *s, int64_t now, int64_t *out);
+/* GET /admin/usage?from=&to=&group_by= : sg_usage_query's answer, computed on libuv's thread
+ * pool (never on the loop); 400 for a bad parameter, 503 when the ledger is off. Logs its own
+ * request line. */
+void sg_usage_handle(struct sg_gateway *gw, sg_http_req_t *req);
 
 #endif

@@ -96,12 +96,9 @@ static const char *group_expr(const char *by)
 {
     static const struct {
         const char *name, *sql;
-    } g[] = {{"key", "\"key\""},
-             {"team", "team"},
-             {"model", "model"},
-             {"provider", "provider"},
-             {"route", "route"},
-             {"day", "strftime('%Y-%m-%d', ts, 'unixepoch')"},
+    } g[] = {{"key", "\"key\""}, {"team", "team"},
+             {"model", "model"}, {"provider", "provider"},
+             {"route", "route"}, {"day", "strftime('%Y-%m-%d', ts, 'unixepoch')"},
              {"none", "NULL"}};
     if (!by || !*by) return "NULL";
     for (size_t i = 0; i < SG_ARRAY_LEN(g); i++)
@@ -465,8 +462,8 @@ static void on_usage_abort(sg_http_req_t *req, void *ud)
 static void usage_work(uv_work_t *w)
 {
     usage_job_t *job = w->data;
-    job->result = sg_usage_query(job->path, job->from, job->to, job->group_by, job->err,
-                                 sizeof(job->err));
+    job->result =
+        sg_usage_query(job->path, job->from, job->to, job->group_by, job->err, sizeof(job->err));
 }
 
 /* Loop thread: answers the client, if it is still there. */
@@ -584,8 +581,8 @@ static int cli_args(int argc, char **argv, cli_opts_t *o)
 #define NCOL 10
 #define CELL 96
 
-static const char *const col_names[NCOL] = {"group",  "requests", "tokens in", "tokens out",
-                                            "cost USD", "p50 ms",  "p95 ms",    "p50 ttft ms",
+static const char *const col_names[NCOL] = {"group",    "requests",   "tokens in", "tokens out",
+                                            "cost USD", "p50 ms",     "p95 ms",    "p50 ttft ms",
                                             "error %",  "estimated %"};
 
 static double num(const cJSON *o, const char *k)
@@ -621,8 +618,7 @@ static void cells_of(const cJSON *o, const char *label, char cells[NCOL][CELL])
 
 static void print_line(char cells[NCOL][CELL], const size_t *w)
 {
-    for (int c = 0; c < NCOL; c++)
-        printf(c == 0 ? "%-*s" : "  %*s", (int)w[c], cells[c]);
+    for (int c = 0; c < NCOL; c++) printf(c == 0 ? "%-*s" : "  %*s", (int)w[c], cells[c]);
     printf("\n");
 }
 
@@ -639,7 +635,8 @@ static int by_name(const void *x, const void *y)
 {
     const cJSON *a = cJSON_GetObjectItemCaseSensitive(*(cJSON *const *)x, "group");
     const cJSON *b = cJSON_GetObjectItemCaseSensitive(*(cJSON *const *)y, "group");
-    const char *sa = cJSON_IsString(a) ? a->valuestring : "", *sb = cJSON_IsString(b) ? b->valuestring : "";
+    const char *sa = cJSON_IsString(a) ? a->valuestring : "",
+               *sb = cJSON_IsString(b) ? b->valuestring : "";
     return strcmp(sa, sb);
 }
 
@@ -691,8 +688,9 @@ int sg_usage_cli(int argc, char **argv)
     int64_t now = sg_unix_time(), from, to = now;
     if ((o.until && sg_usage_parse_time(o.until, now, &to) != 0) ||
         sg_usage_parse_time(o.since, now, &from) != 0) {
-        fprintf(stderr, "sophia-gateway usage: bad time '%s' (expected 30m, 24h, 7d, "
-                        "YYYY-MM-DD, YYYY-MM-DDTHH:MM:SSZ or unix seconds)\n",
+        fprintf(stderr,
+                "sophia-gateway usage: bad time '%s' (expected 30m, 24h, 7d, "
+                "YYYY-MM-DD, YYYY-MM-DDTHH:MM:SSZ or unix seconds)\n",
                 o.until && sg_usage_parse_time(o.until, now, &to) != 0 ? o.until : o.since);
         return 2;
     }

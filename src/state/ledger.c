@@ -157,9 +157,9 @@ static long nonneg(long v)
 /* Copies r into one new row (texts "" become NULL). */
 static row_t *row_from_record(const sg_record_t *r)
 {
-    const char *t[T_N] = {r->request_id, r->key,     r->team,    r->provider, r->path,
-                          r->endpoint,   r->model,   r->route,   r->rule,     r->why,
-                          r->outcome,    r->denied,  r->error};
+    const char *t[T_N] = {r->request_id, r->key,    r->team,  r->provider, r->path,
+                          r->endpoint,   r->model,  r->route, r->rule,     r->why,
+                          r->outcome,    r->denied, r->error};
     size_t n[T_N], total = 0;
     for (int i = 0; i < T_N; i++) {
         n[i] = t[i] ? strnlen(t[i], 4096) : 0;
@@ -537,8 +537,7 @@ sg_ledger_t *sg_ledger_open(const sg_ledger_cfg_t *cfg, char *err, size_t cap)
         return NULL;
     }
     long long deleted = retention_delete(l->db, l->retention_days);
-    if (deleted < 0 ||
-        sqlite3_prepare_v2(l->db, insert_sql, -1, &l->insert, NULL) != SQLITE_OK) {
+    if (deleted < 0 || sqlite3_prepare_v2(l->db, insert_sql, -1, &l->insert, NULL) != SQLITE_OK) {
         set_err(err, cap, "ledger %s: %s", path, sqlite3_errmsg(l->db));
         ledger_free(l);
         return NULL;
@@ -666,8 +665,8 @@ static void period_starts(int64_t now, int64_t *day, int64_t *month)
 }
 
 int sg_ledger_spend(const sg_ledger_t *l, int64_t unix_now,
-                    void (*fn)(const char *key, const char *team, double day_usd,
-                               double month_usd, void *ud),
+                    void (*fn)(const char *key, const char *team, double day_usd, double month_usd,
+                               void *ud),
                     void *ud, char *err, size_t cap)
 {
     sqlite3 *db = NULL;
@@ -679,10 +678,9 @@ int sg_ledger_spend(const sg_ledger_t *l, int64_t unix_now,
     sqlite3_busy_timeout(db, BUSY_TIMEOUT_MS);
     int64_t day, month;
     period_starts(unix_now, &day, &month);
-    static const char sql[] =
-        "SELECT coalesce(\"key\", ''), coalesce(team, ''),"
-        " total(CASE WHEN ts >= ?1 THEN cost_usd ELSE 0 END), total(cost_usd)"
-        " FROM requests WHERE ts >= ?2 AND ts < ?3 GROUP BY 1, 2";
+    static const char sql[] = "SELECT coalesce(\"key\", ''), coalesce(team, ''),"
+                              " total(CASE WHEN ts >= ?1 THEN cost_usd ELSE 0 END), total(cost_usd)"
+                              " FROM requests WHERE ts >= ?2 AND ts < ?3 GROUP BY 1, 2";
     sqlite3_stmt *st = NULL;
     int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
     if (rc == SQLITE_OK) {

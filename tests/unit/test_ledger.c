@@ -26,7 +26,8 @@
 
 static void assert_double_near(double a, double b, double eps, const char *what, int line)
 {
-    if (!(a - b <= eps && b - a <= eps)) fail_msg("line %d: %s = %.12g, expected %.12g", line, what, a, b);
+    if (!(a - b <= eps && b - a <= eps))
+        fail_msg("line %d: %s = %.12g, expected %.12g", line, what, a, b);
 }
 
 static char g_dir[64];
@@ -230,7 +231,7 @@ static void test_every_column(void **state)
     st = row_of(db, "req-2");
     assert_int_equal(sqlite3_column_type(st, 2), SQLITE_NULL); /* no key */
     assert_int_equal(sqlite3_column_type(st, 3), SQLITE_NULL);
-    assert_int_equal(sqlite3_column_int(st, 19), 1);           /* estimated */
+    assert_int_equal(sqlite3_column_int(st, 19), 1);            /* estimated */
     assert_int_equal(sqlite3_column_type(st, 20), SQLITE_NULL); /* no ttft */
     assert_int_equal(sqlite3_column_int(st, 23), 499);          /* the client left */
     assert_string_equal(text(st, 24), "client_closed");
@@ -379,8 +380,8 @@ static void test_write_error_survived(void **state)
 
 /* Inserts a row with the fields the analytics read. ttft < 0: NULL. */
 static void insert(sqlite3 *db, double ts, const char *key, const char *team, const char *model,
-                   const char *provider, long prompt, long completion, double cost,
-                   double latency, double ttft, int status, const char *outcome, int estimated)
+                   const char *provider, long prompt, long completion, double cost, double latency,
+                   double ttft, int status, const char *outcome, int estimated)
 {
     sqlite3_stmt *st;
     assert_int_equal(
@@ -443,7 +444,7 @@ static void test_spend_day_and_month(void **state)
     sg_ledger_t *l = open_ok(200, 100, 0); /* retention 0: the 2024 rows stay */
     sqlite3 *db = db_open();
     double noon = T0 + 12 * 3600;
-    insert(db, noon - 60, "a", "t", "m", "p", 0, 0, 1.0, 1, -1, 200, "ok", 0);  /* today */
+    insert(db, noon - 60, "a", "t", "m", "p", 0, 0, 1.0, 1, -1, 200, "ok", 0);       /* today */
     insert(db, T0 - 86400 * 10, "a", "t", "m", "p", 0, 0, 2.0, 1, -1, 200, "ok", 0); /* 5th */
     insert(db, T0 - 86400 * 15, "a", "t", "m", "p", 0, 0, 4.0, 1, -1, 200, "ok", 0); /* Feb */
     insert(db, T0, "a", NULL, "m", "p", 0, 0, 0.125, 1, -1, 200, "ok", 0); /* midnight: today */
@@ -474,9 +475,9 @@ static void test_spend_day_and_month(void **state)
 
     /* on the 1st of a month the month is the day */
     sp.n = 0;
-    assert_int_equal(sg_ledger_spend(l, (int64_t)(T0 - 86400 * 14 + 5), on_spend, &sp, err,
-                                     sizeof(err)),
-                     0); /* 2024-03-01T00:00:05Z */
+    assert_int_equal(
+        sg_ledger_spend(l, (int64_t)(T0 - 86400 * 14 + 5), on_spend, &sp, err, sizeof(err)),
+        0); /* 2024-03-01T00:00:05Z */
     assert_int_equal(sp.n, 0);
     sg_ledger_close(l);
 }
@@ -588,12 +589,9 @@ static void test_usage_groups(void **state)
     seed();
     static const struct {
         const char *by, *first, *second; /* m2's group first (it cost more) */
-    } cases[] = {{"model", "m2", "m1"},
-                 {"key", "k2", "k1"},
-                 {"team", NULL, "t1"},
-                 {"provider", "p2", "p1"},
-                 {"route", "m2", "m1"},
-                 {"day", "2024-03-16", "2024-03-15"}};
+    } cases[] = {{"model", "m2", "m1"}, {"key", "k2", "k1"},
+                 {"team", NULL, "t1"},  {"provider", "p2", "p1"},
+                 {"route", "m2", "m1"}, {"day", "2024-03-16", "2024-03-15"}};
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         cJSON *j = query_ok((int64_t)T0, (int64_t)T0 + 2 * 86400, cases[i].by);
         assert_string_equal(cJSON_GetObjectItem(j, "group_by")->valuestring, cases[i].by);
@@ -694,10 +692,20 @@ static void test_parse_time(void **state)
     assert_int_equal(t, now - 1800);
     assert_int_equal(sg_usage_parse_time("90s", now, &t), 0);
     assert_int_equal(t, now - 90);
-    const char *bad[] = {"",           "abc",        "7x",          "7dd",
-                         "2023-02-29", "2024-13-01", "2024-00-10",  "2024-04-31",
-                         "2024-3-15",  "2024-03-15T25:00:00Z",      "2024-03-15T01:02:03",
-                         "1969-12-31", "2024-03-15 01:02:03Z",      "-5"};
+    const char *bad[] = {"",
+                         "abc",
+                         "7x",
+                         "7dd",
+                         "2023-02-29",
+                         "2024-13-01",
+                         "2024-00-10",
+                         "2024-04-31",
+                         "2024-3-15",
+                         "2024-03-15T25:00:00Z",
+                         "2024-03-15T01:02:03",
+                         "1969-12-31",
+                         "2024-03-15 01:02:03Z",
+                         "-5"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         if (sg_usage_parse_time(bad[i], now, &t) == 0) fail_msg("accepted \"%s\"", bad[i]);
     assert_int_equal(sg_days_from_civil(2000, 3, 1), 11017);
