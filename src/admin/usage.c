@@ -343,7 +343,7 @@ cJSON *sg_usage_query(const char *db_path, int64_t from, int64_t to, const char 
     if (sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK) {
         sql_fail(&g);
     } else if (run_groups(&g) == 0 && run_groups(&t) == 0) {
-        qsort(g.a, g.n, sizeof(*g.a), by_cost);
+        if (g.n) qsort(g.a, g.n, sizeof(*g.a), by_cost);
         agg_t none = {0};
         out = answer(&g, t.n ? &t.a[0] : &none, from, to, group_by);
     }
