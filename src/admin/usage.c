@@ -22,11 +22,13 @@
 
 /* ---- time parameters ----------------------------------------------------------------------- */
 
+/* Gregorian leap years. */
 static int is_leap(long y)
 {
     return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
 }
 
+/* Days in month m (1-12) of year y. */
 static unsigned month_days(long y, unsigned m)
 {
     static const unsigned d[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
@@ -129,6 +131,7 @@ typedef struct query {
     size_t cap;
 } query_t;
 
+/* Reports the connection's last error. Returns -1. */
 static int sql_fail(query_t *q)
 {
     snprintf(q->err, q->cap, "ledger query failed: %s", sqlite3_errmsg(q->db));
@@ -185,6 +188,7 @@ static int aggregate(query_t *q)
     return rc == SQLITE_DONE ? 0 : sql_fail(q);
 }
 
+/* Whether the row's group (column 0) is a's. */
 static int same_group(const agg_t *a, sqlite3_stmt *st)
 {
     if (sqlite3_column_type(st, 0) == SQLITE_NULL) return a->group == NULL;
@@ -236,6 +240,7 @@ static int run_groups(query_t *q)
     return percentiles(q, "ttft_ms", 1);
 }
 
+/* Frees the groups of a query. */
 static void aggs_free(agg_t *a, size_t n)
 {
     for (size_t i = 0; i < n; i++) free(a[i].group);
@@ -249,6 +254,7 @@ static double round_to(double v, double scale)
     return round(v * scale) / scale;
 }
 
+/* {"p50", "p95"}, or null when the group has no value at all. */
 static cJSON *pair_json(int64_t n, const double *v)
 {
     if (!n) return cJSON_CreateNull();
@@ -284,6 +290,7 @@ static int by_cost(const void *x, const void *y)
     return strcmp(a->group, b->group);
 }
 
+/* The JSON answer of a query. */
 static cJSON *answer(const query_t *groups, const agg_t *totals, int64_t from, int64_t to,
                      const char *by)
 {
@@ -366,6 +373,7 @@ typedef struct usage_job {
     char err[512];
 } usage_job_t;
 
+/* The value of a hex digit, or -1. */
 static int hexval(char c)
 {
     if (c >= '0' && c <= '9') return c - '0';
@@ -444,6 +452,7 @@ static int parse_params(const char *query, int64_t now, usage_job_t *job, char *
     return 0;
 }
 
+/* Frees a query job (its answer too, if nobody took it). */
 static void job_free(usage_job_t *job)
 {
     cJSON_Delete(job->result);
@@ -518,6 +527,7 @@ void sg_usage_handle(sg_gateway_t *gw, sg_http_req_t *req)
 
 /* ---- sophia-gateway usage ------------------------------------------------------------------ */
 
+/* The usage command's help. */
 static void cli_help(FILE *f)
 {
     fprintf(f,
@@ -585,6 +595,7 @@ static const char *const col_names[NCOL] = {"group",    "requests",   "tokens in
                                             "cost USD", "p50 ms",     "p95 ms",    "p50 ttft ms",
                                             "error %",  "estimated %"};
 
+/* A number field of the answer (0 when absent). */
 static double num(const cJSON *o, const char *k)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
@@ -616,12 +627,14 @@ static void cells_of(const cJSON *o, const char *label, char cells[NCOL][CELL])
     snprintf(cells[9], CELL, "%.1f", num(o, "estimated_share") * 100);
 }
 
+/* One line of the table: the group left-aligned, the figures right-aligned. */
 static void print_line(char cells[NCOL][CELL], const size_t *w)
 {
     for (int c = 0; c < NCOL; c++) printf(c == 0 ? "%-*s" : "  %*s", (int)w[c], cells[c]);
     printf("\n");
 }
 
+/* A line of dashes as wide as the table. */
 static void print_rule(const size_t *w)
 {
     size_t total = 0;
@@ -669,6 +682,7 @@ static void print_table(const cJSON *res, const char *by)
     free(cells);
 }
 
+/* A unix time as YYYY-MM-DDTHH:MM:SSZ. */
 static void fmt_time(int64_t t, char *out, size_t cap)
 {
     time_t tt = (time_t)t;

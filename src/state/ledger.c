@@ -135,6 +135,7 @@ typedef struct row {
     char text[];
 } row_t;
 
+/* The wall clock in unix seconds, to the millisecond (a row's ts). */
 static double wall_now(void)
 {
     struct timespec ts;
@@ -149,6 +150,7 @@ static double ms_between(uint64_t from_ns, uint64_t to_ns)
     return (double)((to_ns - from_ns) / 1000) / 1e3;
 }
 
+/* Token counts are never negative in the file. */
 static long nonneg(long v)
 {
     return v > 0 ? v : 0;
@@ -193,6 +195,7 @@ static row_t *row_from_record(const sg_record_t *r)
     return w;
 }
 
+/* Frees a list of rows. */
 static void rows_free(row_t *w)
 {
     while (w) {
@@ -225,6 +228,7 @@ struct sg_ledger {
     int drop_warned;
 };
 
+/* Formats an error that names the file. */
 static void set_err(char *err, size_t cap, const char *fmt, const char *path, const char *why)
 {
     if (err && cap) snprintf(err, cap, fmt, path, why);
@@ -315,6 +319,7 @@ static long long retention_delete(sqlite3 *db, uint64_t days)
 
 /* ---- the writer thread ---------------------------------------------------------------------- */
 
+/* Binds text column t of a row (s points into its packed strings), or NULL. */
 static void bind_text(sqlite3_stmt *st, int col, const row_t *w, int t, const char *s)
 {
     if (w->len[t] == T_NULL)
@@ -374,6 +379,7 @@ static int write_batch(sg_ledger_t *l, const row_t *w, char *why, size_t cap)
     return 0;
 }
 
+/* The rows in a batch. */
 static size_t count_rows(const row_t *w)
 {
     size_t n = 0;
@@ -422,6 +428,7 @@ static void daily_retention(sg_ledger_t *l, uint64_t *next_ms)
                (unsigned long long)l->retention_days);
 }
 
+/* CLOCK_MONOTONIC time ms from now (the condition variable's clock). */
 static struct timespec deadline_in(uint64_t ms)
 {
     struct timespec ts;
@@ -496,6 +503,7 @@ static void log_open(const sg_ledger_t *l, long long rows, long long deleted)
     sg_logline_emit(&line);
 }
 
+/* Frees the ledger once its writer is gone (or never started). */
 static void ledger_free(sg_ledger_t *l)
 {
     sqlite3_finalize(l->insert);
@@ -506,6 +514,8 @@ static void ledger_free(sg_ledger_t *l)
     free(l);
 }
 
+/* The queue's mutex and the writer's condition variable (timed on the monotonic clock, so
+ * a change of the wall clock does not stretch a flush). */
 static void init_sync(sg_ledger_t *l)
 {
     pthread_condattr_t ca;
