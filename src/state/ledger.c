@@ -485,6 +485,7 @@ static int start_writer(sg_ledger_t *l)
     pthread_sigmask(SIG_SETMASK, &all, &old);
     int rc = pthread_create(&l->thread, NULL, writer_main, l);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc == 0) pthread_setname_np(l->thread, "sg-ledger"); /* seen in top, gdb */
     return rc;
 }
 
