@@ -23,13 +23,17 @@ typedef struct sg_ledger_stats {
 } sg_ledger_stats_t;
 
 /* Opens (creating the file and schema when needed) the ledger at cfg->path, deletes rows older
- * than cfg->retention_days, and starts the writer. NULL with err on failure. */
+ * than cfg->retention_days, and starts the writer. NULL with err (naming the file and the
+ * reason: a missing directory, not a SQLite file, a newer schema) on failure. */
 sg_ledger_t *sg_ledger_open(const sg_ledger_cfg_t *cfg, char *err, size_t cap);
-/* The observer: queues r's row (ud is the ledger). */
+/* The observer (loop thread; ud is the ledger): copies r's row onto the queue, stamped with the
+ * wall-clock time it ended; a full queue drops it (counted). Never waits for the disk. */
 void sg_ledger_observer(const sg_record_t *r, void *ud);
 /* Writes every queued row, stops the writer, closes the file. NULL is ignored. */
 void sg_ledger_close(sg_ledger_t *l);
+/* The counters, from any thread (zeros for NULL). */
 void sg_ledger_stats(const sg_ledger_t *l, sg_ledger_stats_t *s);
+/* The file's path as configured (NULL for NULL). */
 const char *sg_ledger_path(const sg_ledger_t *l);
 /* Tests and the benchmark: while held (hold 1) the writer takes no rows, so the queue fills up
  * to queue_max; hold 0 lets it go on. sg_ledger_close writes everything even when held. */
@@ -49,9 +53,9 @@ int64_t sg_days_from_civil(int64_t y, unsigned m, unsigned d);
 struct sg_gateway;
 
 /* Totals of the rows with from <= time < to (unix seconds), grouped by group_by ("key", "team",
- * "model", "provider", "route", "day", or NULL for one group): requests, tokens, cost, p50/p95
- * latency and time to first token, error rate, estimated share. Returns a JSON object (caller
- * deletes), or NULL with err (a bad group_by, an unreadable file). */
+ * "model", "provider", "route", "day" (UTC date), or NULL / "none" for one group): requests,
+ * tokens, cost, p50/p95 latency and time to first token, error rate, estimated share. Returns a
+ * JSON object (caller deletes), or NULL with err (a bad group_by, an unreadable file). */
 struct cJSON *sg_usage_query(const char *db_path, int64_t from, int64_t to, const char *group_by,
                              char *err, size_t cap);
 /* `sophia-gateway usage --db PATH [--since 7d] [--by model]`: the same as a table. Returns
