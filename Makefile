@@ -32,7 +32,7 @@ MOCK_OBJ := $(MOCK_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps run test test-one test-asan unit-bins bench fuzz clean format check-format
+.PHONY: all deps run test test-one test-asan unit-bins bench bench-ledger fuzz clean format check-format
 
 all: $(BUILD)/sophia-gateway $(BUILD)/mockllm
 
@@ -84,6 +84,14 @@ unit-bins: $(UNIT_BIN)
 bench: all
 	@bench/run.sh $(BUILD)
 
+# The usage ledger's sustained write rate and its observer's cost (bench/ledger_rate.c).
+bench-ledger: $(BUILD)/bench/ledger_rate
+	$(BUILD)/bench/ledger_rate $(or $(BENCH_SECONDS),3)
+
+$(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(BUILD)/libsophia.a $(LLHTTP_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
 # libFuzzer targets (clang): build/fuzz/fuzz_*; run each for a while with `-max_total_time=N`.
 FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 fuzz: | $(DEPS_STAMP) $(LLHTTP_LIB)
@@ -105,4 +113,4 @@ clean:
 .SECONDARY:
 
 -include $(LIB_OBJ:.o=.d) $(GW_OBJ:.o=.d) $(MOCK_OBJ:.o=.d) \
-	$(UNIT_SRC:%.c=$(BUILD)/obj/%.d)
+	$(UNIT_SRC:%.c=$(BUILD)/obj/%.d) $(wildcard $(BUILD)/obj/bench/*.d)

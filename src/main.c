@@ -6,10 +6,12 @@
 #include <string.h>
 #include <uv.h>
 
+#include "sophia/access.h"
 #include "sophia/core.h"
 #include "sophia/gateway.h"
 #include "sophia/rstore.h"
 #include "sophia/health.h"
+#include "sophia/ledger.h"
 #include "sophia/log.h"
 #include "sophia/record.h"
 
@@ -27,6 +29,8 @@ static void usage(FILE *f)
 {
     fprintf(
         f, "usage: sophia-gateway [--listen HOST:PORT] [--config PATH] [--check-config]\n"
+           "       sophia-gateway usage [--db PATH] [--since 24h] [--by model] [--json]\n"
+           "                      (usage from the ledger; sophia-gateway usage --help)\n"
            "\n"
            "  --listen HOST:PORT  address to listen on (overrides the config's \"listen\")\n"
            "  --config PATH       JSON configuration file (${ENV} and ${file:PATH} interpolated)\n"
@@ -199,8 +203,50 @@ static void on_sighup(uv_signal_t *s, int signum)
     sg_health_kick(gw->health);
 }
 
+typedef struct spend_sum {
+    size_t pairs;
+    double day, month;
+} spend_sum_t;
+
+static void on_spend(const char *key, const char *team, double day_usd, double month_usd, void *ud)
+{
+    spend_sum_t *s = ud;
+    sg_budget_seed(key, team, day_usd, month_usd);
+    s->pairs++;
+    s->day += day_usd;
+    s->month += month_usd;
+}
+
+/* Opens the ledger (unless "ledger": null) and rebuilds the budgets' spend of the day and month
+ * from it. Returns 0, or -1 after logging why. */
+static int open_ledger(sg_gateway_t *gw, const sg_config_t *cfg)
+{
+    if (!cfg->ledger.enabled) {
+        sg_log(SG_LOG_INFO, "ledger off (\"ledger\": null): no usage is recorded");
+        return 0;
+    }
+    char err[512];
+    sg_ledger_t *l = sg_ledger_open(&cfg->ledger, err, sizeof(err));
+    spend_sum_t s = {0};
+    if (!l || sg_ledger_spend(l, sg_unix_time(), on_spend, &s, err, sizeof(err)) != 0) {
+        sg_log(SG_LOG_ERROR, "cannot use the ledger: %s", err);
+        sg_ledger_close(l);
+        return -1;
+    }
+    gw->ledger = l;
+    sg_logline_t line;
+    sg_logline_begin(&line, SG_LOG_INFO, "budgets rebuilt from the ledger");
+    sg_logline_str(&line, "path", sg_ledger_path(l));
+    sg_logline_int(&line, "pairs", (long long)s.pairs);
+    sg_logline_num(&line, "day_usd", s.day);
+    sg_logline_num(&line, "month_usd", s.month);
+    sg_logline_emit(&line);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc > 1 && strcmp(argv[1], "usage") == 0) return sg_usage_cli(argc - 1, argv + 1);
     const char *config_path = NULL, *listen_arg = NULL;
     int check_only = 0;
     static const struct option opts[] = {{"listen", required_argument, 0, 'l'},
@@ -267,6 +313,10 @@ int main(int argc, char **argv)
     if (sg_log_level_parse(cfg->log_level, &lvl) == 0) sg_log_set_level(lvl);
     signal(SIGPIPE, SIG_IGN);
     sg_raise_nofile_limit();
+    if (open_ledger(gw, cfg) != 0) {
+        sg_gen_unref(gw->gen);
+        return 1;
+    }
 
     uv_loop_t *loop = uv_default_loop();
     gw->loop = loop;
@@ -279,6 +329,7 @@ int main(int argc, char **argv)
         sg_curlm_free(gw->curlm);
         uv_run(loop, UV_RUN_DEFAULT);
         uv_loop_close(loop);
+        sg_ledger_close(gw->ledger);
         sg_gen_unref(gw->gen);
         return 1;
     }
@@ -292,12 +343,16 @@ int main(int argc, char **argv)
     uv_timer_init(loop, &app.grace);
     app.grace.data = &app;
     sg_observe(gw, sg_log_observer, NULL);
+    if (gw->ledger) sg_observe(gw, sg_ledger_observer, gw->ledger);
     /* The first health checks (and model discovery) run before the gateway says it listens,
      * so that discovered names are known to the first requests (bounded by
      * health.startup_wait_ms). */
     gw->health = sg_health_start(gw, on_ready, &app);
 
     uv_run(loop, UV_RUN_DEFAULT);
+    /* Every request has ended: the ledger writes what is still queued. */
+    sg_ledger_close(gw->ledger);
+    gw->ledger = NULL;
     sg_http_server_free(gw->http);
     int close_rc = uv_loop_close(loop);
     if (close_rc != 0) {

@@ -8,6 +8,7 @@
 #include "sophia/core.h"
 #include "sophia/gateway.h"
 #include "sophia/json.h"
+#include "sophia/ledger.h"
 #include "sophia/log.h"
 
 void sg_log_simple_request(const sg_http_req_t *req)
@@ -59,6 +60,7 @@ static const route_t routes[] = {
     {"/metrics", HTTP_GET, sg_status_metrics, 0},
     {"/v1/providers", HTTP_GET, providers, 0},
     {"/admin/providers", HTTP_GET, admin_providers, 0},
+    {"/admin/usage", HTTP_GET, sg_usage_handle, 1},
 };
 
 #define MODELS_PREFIX "/v1/models/"

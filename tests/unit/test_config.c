@@ -1517,6 +1517,69 @@ static void test_file_secrets_and_retries(void **state)
     sg_config_free(&cfg);
 }
 
+/* "ledger": on by default, null turns it off, an object sets its fields; mistakes are named by
+ * their path. */
+static void test_ledger_section(void **state)
+{
+    (void)state;
+    sg_config_t cfg;
+    load_ok("{}", &cfg);
+    assert_int_equal(cfg.ledger.enabled, 1);
+    assert_string_equal(cfg.ledger.path, "sophia.db");
+    assert_int_equal(cfg.ledger.flush_ms, 200);
+    assert_int_equal(cfg.ledger.queue_max, 65536);
+    assert_int_equal(cfg.ledger.retention_days, 90);
+    sg_config_free(&cfg);
+
+    load_ok("{\"ledger\": null}", &cfg);
+    assert_int_equal(cfg.ledger.enabled, 0);
+    sg_config_free(&cfg);
+
+    setenv("SG_TEST_HOST", "/var/lib/sophia", 1);
+    load_ok("{\"ledger\": {\"path\": \"${SG_TEST_HOST}/usage.db\", \"flush_ms\": 50,"
+            " \"queue_max\": 1000, \"retention_days\": 0}}",
+            &cfg);
+    assert_int_equal(cfg.ledger.enabled, 1);
+    assert_string_equal(cfg.ledger.path, "/var/lib/sophia/usage.db");
+    assert_int_equal(cfg.ledger.flush_ms, 50);
+    assert_int_equal(cfg.ledger.queue_max, 1000);
+    assert_int_equal(cfg.ledger.retention_days, 0);
+    sg_config_free(&cfg);
+
+    load_ok("{\"ledger\": {}}", &cfg);
+    assert_int_equal(cfg.ledger.enabled, 1);
+    assert_string_equal(cfg.ledger.path, "sophia.db");
+    sg_config_free(&cfg);
+
+    static const struct {
+        const char *json, *path, *needle;
+    } bad[] = {
+        {"{\"ledger\": false}", "$.ledger", "must be an object or null"},
+        {"{\"ledger\": \"x.db\"}", "$.ledger", "must be an object or null"},
+        {"{\"ledger\": {\"pth\": \"x.db\"}}", "$.ledger.pth", "unknown key"},
+        {"{\"ledger\": {\"path\": \"\"}}", "$.ledger.path", "must not be empty"},
+        {"{\"ledger\": {\"path\": 5}}", "$.ledger.path", "string"},
+        {"{\"ledger\": {\"flush_ms\": 0}}", "$.ledger.flush_ms", ""},
+        {"{\"ledger\": {\"flush_ms\": 600000}}", "$.ledger.flush_ms", "at most 60000"},
+        {"{\"ledger\": {\"queue_max\": -1}}", "$.ledger.queue_max", ""},
+        {"{\"ledger\": {\"queue_max\": 0}}", "$.ledger.queue_max", ""},
+        {"{\"ledger\": {\"retention_days\": \"90\"}}", "$.ledger.retention_days", ""},
+        {"{\"ledger\": {\"retention_days\": 1.5}}", "$.ledger.retention_days", ""},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        sg_config_errors_t errs = {0};
+        int rc = load_text(bad[i].json, &cfg, &errs);
+        if (rc != -1 || !has_error(&errs, bad[i].path, bad[i].needle)) {
+            fprintf(stderr, "# case %s: expected an error at %s containing \"%s\"\n", bad[i].json,
+                    bad[i].path, bad[i].needle);
+            dump_errors(&errs);
+            fail();
+        }
+        sg_config_free(&cfg);
+        sg_config_errors_free(&errs);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1546,6 +1609,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_lambda_and_cortex_together, clear_env, clear_env),
         cmocka_unit_test_setup_teardown(test_cortex_failed_load_is_freeable, clear_env, clear_env),
         cmocka_unit_test_setup_teardown(test_file_secrets_and_retries, clear_env, clear_env),
+        cmocka_unit_test_setup_teardown(test_ledger_section, clear_env, clear_env),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
