@@ -45,9 +45,9 @@ async function chat(gw, body) {
 
 const msgs = (text) => [{ role: 'user', content: text }];
 
-// A cost column: the model's price times the tokens, or 0 while the pipeline sets no prices.
+// A cost column: the model's price times the tokens.
 function assertCost(got, want) {
-  assert.ok(got === 0 || Math.abs(got - want) < 1e-12, `cost ${got}, expected ${want} (or 0)`);
+  assert.ok(Math.abs(got - want) < 1e-12, `cost ${got}, expected ${want}`);
 }
 
 test('every request is one row with its fields, all written by a graceful stop', async () => {
@@ -95,11 +95,11 @@ test('every request is one row with its fields, all written by a graceful stop',
   assert.equal(ra.attempts, 1);
   assert.equal(ra.prompt_tokens, ua.prompt_tokens);
   assert.equal(ra.completion_tokens, 5);
-  // The ledger stores the record's cost fields as they are. The pipeline fills the prices in
-  // another change (the admission branch); until it does they are 0.
   assertCost(ra.cost_in_usd, ua.prompt_tokens * 1 / 1e6);
   assertCost(ra.cost_out_usd, 5 * 2 / 1e6);
   assert.ok(Math.abs(ra.cost_usd - ra.cost_in_usd - ra.cost_out_usd) < 1e-12);
+  // Time spent waiting on the upstream, within the request's latency.
+  assert.ok(ra.upstream_ms > 0 && ra.upstream_ms <= ra.latency_ms, `upstream_ms ${ra.upstream_ms}`);
   assert.equal(ra.estimated, 0);
   assert.equal(ra.status, 200);
   assert.equal(ra.outcome, 'ok');
