@@ -51,10 +51,13 @@ path_for() {
 
 # Total instructions of a gateway run that served $2 requests of kind $1.
 run_one() {
-    local kind=$1 count=$2 out=$tmp/cg.$1.$2
-    LAMBDA_BASE_URL=http://127.0.0.1:$MOCK_PORT/v1 SOPHIA_LOG_LEVEL=warn \
-        valgrind --tool=callgrind --callgrind-out-file="$out" \
-        "$BUILD"/sophia-gateway --listen 127.0.0.1:$GW_PORT 2>"$tmp/gw.log" &
+    local kind=$1 count=$2 out=$tmp/cg.$1.$2 bin
+    bin=$(cd "$BUILD" && pwd)/sophia-gateway
+    # In the scratch directory: its ledger (sophia.db, written by its own thread and counted
+    # here like everything else the process does) goes away with it.
+    (cd "$tmp" && LAMBDA_BASE_URL=http://127.0.0.1:$MOCK_PORT/v1 SOPHIA_LOG_LEVEL=warn \
+        exec valgrind --tool=callgrind --callgrind-out-file="$out" \
+        "$bin" --listen 127.0.0.1:$GW_PORT 2>"$tmp/gw.log") &
     gw_pid=$!
     for _ in $(seq 1 400); do
         curl -s -o /dev/null "http://127.0.0.1:$GW_PORT/healthz" && break

@@ -65,6 +65,7 @@ void sg_log_observer(const sg_record_t *r, void *ud)
     sg_logline_str(&l, "method", r->method);
     sg_logline_str(&l, "path", r->path);
     if (r->key[0]) sg_logline_str(&l, "key", r->key);
+    if (r->team[0]) sg_logline_str(&l, "team", r->team);
     sg_logline_str(&l, "route", r->route[0] ? r->route : NULL);
     if (r->provider[0]) sg_logline_str(&l, "provider", r->provider);
     if (r->rule[0]) sg_logline_str(&l, "rule", r->rule);
@@ -79,6 +80,8 @@ void sg_log_observer(const sg_record_t *r, void *ud)
     sg_logline_int(&l, "prompt_tokens", r->usage.prompt_tokens);
     sg_logline_int(&l, "completion_tokens", r->usage.completion_tokens);
     sg_logline_str(&l, "usage_source", r->usage.known ? "upstream" : "estimated");
+    if (r->provider[0]) sg_logline_num(&l, "cost_usd", r->cost_usd);
+    if (r->denied) sg_logline_str(&l, "denied", r->denied);
     sg_logline_bool(&l, "partial", r->client_gone || strcmp(r->outcome, "ok") != 0);
     sg_logline_str(&l, "outcome", r->outcome);
     if (r->attempts > 1) sg_logline_int(&l, "attempts", r->attempts);
