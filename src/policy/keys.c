@@ -452,11 +452,14 @@ static void report_duplicates(sg_cfg_ctx_t *c, const char *base, const char *fie
         snprintf(path, sizeof(path), "%s[%zu]%s", base, o[i].index,
                  o[i].explicit_name ? field : "");
         snprintf(prev, sizeof(prev), "%s[%zu]", base, o[first].index);
+        const char *hint = o[i].explicit_name && o[first].explicit_name
+                               ? ""
+                               : "; a key without \"name\" is named after its hash: give it one";
         if (o[i].secret || o[first].secret)
-            sg_cfg_error_at(c, path, "duplicate %s (already used at %s)", what, prev);
+            sg_cfg_error_at(c, path, "duplicate %s (already used at %s)%s", what, prev, hint);
         else
-            sg_cfg_error_at(c, path, "duplicate %s \"%s\" (already used at %s)", what, o[i].name,
-                            prev);
+            sg_cfg_error_at(c, path, "duplicate %s \"%s\" (already used at %s)%s", what, o[i].name,
+                            prev, hint);
     }
 }
 
