@@ -19,6 +19,7 @@ typedef struct app {
     sg_gateway_t gw;
     const char *config_path;
     const char *listen_arg;
+    char *bound_host; /* the host the server listens on (a reload does not move it) */
     uv_signal_t sigint, sigterm, sighup;
     uv_timer_t grace;
     int stopping;
@@ -31,6 +32,7 @@ static void usage(FILE *f)
         f, "usage: sophia-gateway [--listen HOST:PORT] [--config PATH] [--check-config]\n"
            "       sophia-gateway usage [--db PATH] [--since 24h] [--by model] [--json]\n"
            "                      (usage from the ledger; sophia-gateway usage --help)\n"
+           "       sophia-gateway hash-key < key-file\n"
            "\n"
            "  --listen HOST:PORT  address to listen on (overrides the config's \"listen\")\n"
            "  --config PATH       JSON configuration file (${ENV} and ${file:PATH} interpolated)\n"
@@ -38,12 +40,17 @@ static void usage(FILE *f)
            "                      files, token formats and expiry), print every problem and\n"
            "                      warning, exit (0 when valid, 2 when not). This does not contact\n"
            "                      the upstreams: a key they would refuse still passes.\n"
+           "  hash-key            read a client or admin key on standard input and print its\n"
+           "                      \"hash\" line for \"keys\" or \"admin_keys\" (docs/keys.md)\n"
            "\n"
            "Environment: LAMBDA_BASE_URL, LAMBDA_API_KEY (the lambda provider);\n"
            "SNOWFLAKE_ACCOUNT, SNOWFLAKE_USER, SNOWFLAKE_PAT or SNOWFLAKE_PRIVATE_KEY_PATH\n"
            "(+ SNOWFLAKE_PRIVATE_KEY_PASSPHRASE), SNOWFLAKE_ROLE, SNOWFLAKE_WAREHOUSE,\n"
            "SNOWFLAKE_DATABASE, SNOWFLAKE_SCHEMA, SNOWFLAKE_BASE_URL (the cortex provider);\n"
-           "SOPHIA_LISTEN, SOPHIA_LOG_LEVEL.\n"
+           "SOPHIA_LISTEN, SOPHIA_LOG_LEVEL, SOPHIA_ADMIN_KEY (a key for /admin/).\n"
+           "\n"
+           "With no client keys configured the gateway listens on loopback only (unless\n"
+           "\"allow_unauthenticated\": true).\n"
            "\n"
            "Signals: SIGTERM/SIGINT drain and exit; SIGHUP re-reads the configuration and its\n"
            "secrets (requests in flight finish on the old ones).\n");
@@ -182,6 +189,20 @@ static void on_sighup(uv_signal_t *s, int signum)
         return;
     }
     sg_config_errors_free(&errs);
+    /* The server stays on the address it was started on: the loopback rule applies to that
+     * one, not to a "listen" the new file may name. */
+    char rule[512];
+    if (sg_keys_check_listen(g->cfg.access, a->bound_host, rule, sizeof(rule))) {
+        sg_logline_t el;
+        sg_logline_begin(&el, SG_LOG_ERROR, "config error");
+        sg_logline_str(&el, "path", "$.keys");
+        sg_logline_str(&el, "error", rule);
+        sg_logline_emit(&el);
+        sg_gen_unref(g);
+        gw->reloads_failed++;
+        sg_log(SG_LOG_ERROR, "reload failed; the running configuration stays in force");
+        return;
+    }
     if (strcmp(g->cfg.listen_host, gw->gen->cfg.listen_host) != 0 ||
         g->cfg.listen_port != gw->gen->cfg.listen_port)
         sg_log(SG_LOG_WARN, "the listen address changed; it takes effect at the next restart");
@@ -247,6 +268,14 @@ static int open_ledger(sg_gateway_t *gw, const sg_config_t *cfg)
 int main(int argc, char **argv)
 {
     if (argc > 1 && strcmp(argv[1], "usage") == 0) return sg_usage_cli(argc - 1, argv + 1);
+    if (argc >= 2 && strcmp(argv[1], "hash-key") == 0) {
+        if (argc > 2) {
+            fprintf(stderr, "sophia-gateway hash-key: takes no arguments (the key comes on "
+                            "standard input)\n");
+            return 2;
+        }
+        return sg_keys_hash_cli();
+    }
     const char *config_path = NULL, *listen_arg = NULL;
     int check_only = 0;
     static const struct option opts[] = {{"listen", required_argument, 0, 'l'},
@@ -309,6 +338,7 @@ int main(int argc, char **argv)
         sg_gen_unref(gw->gen);
         return 0;
     }
+    app.bound_host = sg_xstrdup(cfg->listen_host);
     sg_log_level_t lvl;
     if (sg_log_level_parse(cfg->log_level, &lvl) == 0) sg_log_set_level(lvl);
     signal(SIGPIPE, SIG_IGN);
@@ -331,6 +361,7 @@ int main(int argc, char **argv)
         uv_loop_close(loop);
         sg_ledger_close(gw->ledger);
         sg_gen_unref(gw->gen);
+        free(app.bound_host);
         return 1;
     }
     uv_signal_init(loop, &app.sigint);
@@ -361,6 +392,7 @@ int main(int argc, char **argv)
         app.exit_code = 1;
     }
     sg_gen_unref(gw->gen);
+    free(app.bound_host);
     sg_rstore_clear();
     curl_global_cleanup();
     sg_log(SG_LOG_INFO, "stopped");

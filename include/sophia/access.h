@@ -95,6 +95,22 @@ const sg_team_cfg_t *sg_access_team(const sg_access_cfg_t *a, const char *name);
 /* `sophia-gateway hash-key`: reads a key on stdin, prints the "hash" line. Returns the exit
  * status. */
 int sg_keys_hash_cli(void);
+/* The SHA-256 of a key. */
+void sg_key_hash(const char *key, size_t len, unsigned char out[SG_KEY_HASH_LEN]);
+/* 1 when two hashes are equal, 0 otherwise; the time taken does not depend on where (or
+ * whether) they differ. */
+int sg_key_hash_equal(const unsigned char *a, const unsigned char *b);
+/* The configured client key with this hash, or NULL (binary search on the first bytes, then
+ * a constant-time comparison of the whole hash). */
+const sg_key_cfg_t *sg_keys_find(const sg_access_cfg_t *a,
+                                 const unsigned char hash[SG_KEY_HASH_LEN]);
+/* 1 when pattern ('*' matches any run of characters, even none) matches name whole. */
+int sg_keys_pattern_match(const char *pattern, const char *name);
+/* 1 for a loopback listen host: 127.0.0.0/8, ::1 (also IPv4-mapped) or "localhost". */
+int sg_host_is_loopback(const char *host);
+/* The startup rule: with no client keys the gateway serves loopback only, unless
+ * allow_unauthenticated. Returns NULL when a may serve on host, else the problem (in msg). */
+const char *sg_keys_check_listen(const sg_access_cfg_t *a, const char *host, char *msg, size_t cap);
 
 extern const struct sg_config_section sg_keys_section, sg_teams_section, sg_global_section,
     sg_model_limits_section, sg_admin_keys_section, sg_allow_unauth_section, sg_throttle_section,

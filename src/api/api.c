@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "sophia/access.h"
 #include "sophia/buf.h"
 #include "sophia/core.h"
 #include "sophia/json.h"
@@ -40,6 +41,11 @@ void sg_api_init(sg_api_t *a, const sg_api_ops_t *ops, sg_gateway_t *gw, sg_http
     gw->chats_active++;
     sg_record_init(&a->rec, req, "POST", path);
     a->rec.ticket.key = req->client_key;
+    const sg_key_cfg_t *key = req->client_key; /* set by the router, from this generation */
+    if (key) {
+        snprintf(a->rec.key, sizeof(a->rec.key), "%s", key->name);
+        if (key->team) snprintf(a->rec.team, sizeof(a->rec.team), "%s", key->team);
+    }
 }
 
 void sg_api_ref(sg_api_t *a)

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "sophia/access.h"
 #include "sophia/core.h"
 #include "sophia/endpoint.h"
 #include "sophia/log.h"
@@ -60,6 +61,12 @@ sg_gen_t *sg_gen_load(const char *path, const char *listen_override, uint64_t id
             g->cfg.listen_port = port;
         }
     }
+    /* The loopback rule needs the final listen address: the override above comes after the
+     * configuration's own checks, so the rule is checked here. */
+    char rule[512];
+    if (g->cfg.access &&
+        sg_keys_check_listen(g->cfg.access, g->cfg.listen_host, rule, sizeof(rule)))
+        add_error(errs, "$.keys", rule);
     if (errs->n == errs_before) {
         g->state = sg_xcalloc(g->cfg.n_providers ? g->cfg.n_providers : 1, sizeof(*g->state));
         int64_t now = sg_unix_time();

@@ -19,7 +19,14 @@ after(async () => {
   for (const p of procs) if (!p.exited) await p.stop('SIGKILL');
 });
 async function startMock(...a) { const p = await startMock0(...a); procs.push(p); return p; }
-async function startGateway(...a) { const p = await startGateway0(...a); procs.push(p); return p; }
+// Every gateway has an admin key (GET /admin/usage needs it).
+const ADMIN_KEY = 'ledger-admin-key-0123456789';
+const ADMIN = { authorization: `Bearer ${ADMIN_KEY}` };
+async function startGateway(opts = {}) {
+  const p = await startGateway0({ ...opts, env: { SOPHIA_ADMIN_KEY: ADMIN_KEY, ...(opts.env || {}) } });
+  procs.push(p);
+  return p;
+}
 
 // A provider with two priced models on the mock (USD per 1M tokens).
 const providers = (mock) => ({
@@ -165,7 +172,7 @@ test('"ledger": null: no file, /admin/usage answers 503', async () => {
   const mock = await startMock();
   const gw = await startGateway({ config: { providers: providers(mock), ledger: null } });
   assert.equal((await chat(gw, { model: 'cheap', messages: msgs('x [mock:tokens=2]') })).status, 200);
-  const r = await fetch(`${gw.url}/admin/usage`);
+  const r = await fetch(`${gw.url}/admin/usage`, { headers: ADMIN });
   assert.equal(r.status, 503);
   const j = await r.json();
   assert.equal(j.error.code, 'ledger_disabled');
@@ -252,7 +259,7 @@ test('/admin/usage and the usage command over a seeded ledger; budgets rebuilt a
   assert.equal(rebuilt.month_usd, 0.75);
 
   const get = async (q) => {
-    const r = await fetch(`${gw.url}/admin/usage${q}`);
+    const r = await fetch(`${gw.url}/admin/usage${q}`, { headers: ADMIN });
     return { status: r.status, body: await r.json() };
   };
   let r = await get('?from=2024-03-15&to=2024-03-17&group_by=model');
@@ -287,12 +294,13 @@ test('/admin/usage and the usage command over a seeded ledger; budgets rebuilt a
     assert.equal(r.body.error.type, 'invalid_request_error');
     assert.match(r.body.error.message, re);
   }
-  assert.equal((await fetch(`${gw.url}/admin/usage`, { method: 'POST' })).status, 405);
+  assert.equal((await fetch(`${gw.url}/admin/usage`, { method: 'POST', headers: ADMIN })).status, 405);
+  assert.equal((await fetch(`${gw.url}/admin/usage`)).status, 401);
 
   // clients that leave while the query runs: nothing answers them, the gateway carries on
   const q = `/admin/usage?from=${T0 + 5 * 86400}&to=${T0 + 6 * 86400}&group_by=key`;
   await Promise.all(Array.from({ length: 5 }, () =>
-    sendAndLeave(gw.port, `GET ${q} HTTP/1.1\r\nHost: x\r\n\r\n`)));
+    sendAndLeave(gw.port, `GET ${q} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${ADMIN_KEY}\r\n\r\n`)));
   r = await get(q.slice('/admin/usage'.length));
   assert.equal(r.status, 200);
   assert.equal(r.body.totals.requests, 200000);

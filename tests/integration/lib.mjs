@@ -75,11 +75,12 @@ export async function startMock(args = [], env = {}) {
 }
 
 // Starts the gateway. opts.config: an object written to a temp JSON file; opts.env: extra
-// environment; opts.mock: a mock whose /v1 becomes LAMBDA_BASE_URL.
+// environment; opts.mock: a mock whose /v1 becomes LAMBDA_BASE_URL; opts.listen: false leaves
+// out the --listen 127.0.0.1:0 it otherwise passes (the configuration's "listen" applies).
 export async function startGateway(opts = {}) {
   const env = { SOPHIA_LOG_LEVEL: 'debug', ...(opts.env || {}) };
   if (opts.mock) env.LAMBDA_BASE_URL = `${opts.mock.url}/v1`;
-  const args = ['--listen', '127.0.0.1:0'];
+  const args = opts.listen === false ? [] : ['--listen', '127.0.0.1:0'];
   // Each gateway runs in a directory of its own (its default ledger, sophia.db, lands there).
   const dir = opts.cwd || fs.mkdtempSync(path.join(os.tmpdir(), 'sg-'));
   if (opts.config) {

@@ -17,14 +17,21 @@ after(async () => {
   for (const p of procs.reverse()) if (!p.exited) await p.stopClean();
 });
 async function mockP(args) { const m = await startMock(args); procs.push(m); return m; }
-async function gatewayP(opts) { const g = await startGateway(opts); procs.push(g); return g; }
+// /admin/ needs an admin key: every gateway here gets one.
+const ADMIN_KEY = 'orchestrator-admin-key-0123456789';
+async function gatewayP(opts = {}) {
+  const g = await startGateway({ ...opts, env: { SOPHIA_ADMIN_KEY: ADMIN_KEY, ...(opts.env || {}) } });
+  procs.push(g);
+  return g;
+}
 
 const noEnv = { LAMBDA_BASE_URL: '', LAMBDA_API_KEY: '', SNOWFLAKE_ACCOUNT: '' };
 const sdk = (g, opts = {}) => new OpenAI({ baseURL: `${g.url}/v1`, apiKey: 'client-key', maxRetries: 0, timeout: 20000, ...opts });
 const control = (m, body) => fetch(`${m.url}/control`, { method: 'POST', body: JSON.stringify(body) }).then((r) => r.json());
 const msgs = (t) => [{ role: 'user', content: t }];
 const requestLine = (g, rid) => waitFor(() => g.logLines().find((l) => l.msg === 'request' && l.request_id === rid), 5000);
-const adminProviders = async (g) => (await fetch(`${g.url}/admin/providers`)).json();
+const adminProviders = async (g) =>
+  (await fetch(`${g.url}/admin/providers`, { headers: { authorization: `Bearer ${ADMIN_KEY}` } })).json();
 
 async function closedPort() {
   const srv = net.createServer();
