@@ -49,9 +49,9 @@ struct sg_http_req {
     const char *body; /* NUL-terminated; body_len bytes */
     size_t body_len;
     char request_id[SG_HTTP_REQUEST_ID_MAX + 1];
-    uint64_t start_ns; /* first byte of the request seen */
-    int status;        /* status sent, 0 until then */
-    size_t bytes_sent; /* body bytes handed to the socket layer */
+    uint64_t start_ns;      /* first byte of the request seen */
+    int status;             /* status sent, 0 until then */
+    size_t bytes_sent;      /* body bytes handed to the socket layer */
     const void *client_key; /* the authenticated client key (sg_key_cfg_t, set by the router),
                                NULL when none */
     /* private */

@@ -34,8 +34,8 @@ const char *sg_ledger_path(const sg_ledger_t *l);
 /* The spend so far of the UTC day and month that contain unix_now, per (key, team) pair found
  * in the ledger: fn once per pair ("" for none). Returns 0, or -1 with err. */
 int sg_ledger_spend(const sg_ledger_t *l, int64_t unix_now,
-                    void (*fn)(const char *key, const char *team, double day_usd,
-                               double month_usd, void *ud),
+                    void (*fn)(const char *key, const char *team, double day_usd, double month_usd,
+                               void *ud),
                     void *ud, char *err, size_t cap);
 
 /* ---- usage analytics (src/admin/usage.c) --------------------------------------------------- */

@@ -17,9 +17,9 @@ typedef struct sg_usage {
     long completion_tokens;
     long cached_tokens; /* of prompt_tokens, served from a prompt cache (when reported) */
     long guard_tokens;  /* Cortex Guard's tokens (when reported), billed beside the prompt */
-    int known;    /* reported by the upstream (else estimated by the gateway) */
-    int rejected; /* the upstream reported counts that are not whole numbers in
-                     [0, SG_TOKENS_MAX]: ignored (known stays 0), the gateway estimates */
+    int known;          /* reported by the upstream (else estimated by the gateway) */
+    int rejected;       /* the upstream reported counts that are not whole numbers in
+                           [0, SG_TOKENS_MAX]: ignored (known stays 0), the gateway estimates */
 } sg_usage_t;
 
 /* The largest token count accepted from an upstream for one request. */

@@ -43,8 +43,8 @@ typedef struct sg_record {
     int client_gone;      /* the client left before the end */
     long upstream_status; /* the last attempt's */
     int attempts;
-    int fallbacks;    /* attempts that went to another model or endpoint */
-    sg_usage_t usage; /* final counts; usage.known 0: estimated by the gateway */
+    int fallbacks;              /* attempts that went to another model or endpoint */
+    sg_usage_t usage;           /* final counts; usage.known 0: estimated by the gateway */
     double price_in, price_out; /* USD per 1M tokens of the model that served (the last
                                    attempt's route) */
     double cost_in_usd, cost_out_usd, cost_usd; /* sg_record_cost() */
