@@ -11,6 +11,7 @@
 #include "sophia/rstore.h"
 #include "sophia/health.h"
 #include "sophia/log.h"
+#include "sophia/metrics.h"
 #include "sophia/record.h"
 
 typedef struct app {
@@ -292,6 +293,8 @@ int main(int argc, char **argv)
     uv_timer_init(loop, &app.grace);
     app.grace.data = &app;
     sg_observe(gw, sg_log_observer, NULL);
+    gw->metrics = sg_metrics_new();
+    sg_observe(gw, sg_metrics_observer, gw->metrics);
     /* The first health checks (and model discovery) run before the gateway says it listens,
      * so that discovered names are known to the first requests (bounded by
      * health.startup_wait_ms). */
@@ -306,6 +309,8 @@ int main(int argc, char **argv)
         app.exit_code = 1;
     }
     sg_gen_unref(gw->gen);
+    sg_metrics_free(gw->metrics);
+    gw->metrics = NULL;
     sg_rstore_clear();
     curl_global_cleanup();
     sg_log(SG_LOG_INFO, "stopped");

@@ -29,11 +29,11 @@
 
 /* Upper bounds as written in the le label; the histogram's values are compared with them as
  * integers (tokens, or nanoseconds for the histograms of seconds). */
-static const char *const TOKEN_LE[] = {"1",      "4",       "16",       "64",      "256",
-                                       "1024",   "4096",    "16384",    "65536",   "262144",
+static const char *const TOKEN_LE[] = {"1",       "4",       "16",       "64",      "256",
+                                       "1024",    "4096",    "16384",    "65536",   "262144",
                                        "1048576", "4194304", "16777216", "67108864"};
-static const char *const DURATION_LE[] = {"0.01", "0.02", "0.04", "0.08", "0.16",
-                                          "0.32", "0.64", "1.28", "2.56", "5.12",
+static const char *const DURATION_LE[] = {"0.01",  "0.02",  "0.04",  "0.08", "0.16",
+                                          "0.32",  "0.64",  "1.28",  "2.56", "5.12",
                                           "10.24", "20.48", "40.96", "81.92"};
 static const char *const TTFT_LE[] = {"0.001", "0.005", "0.01", "0.02", "0.04", "0.06",
                                       "0.08",  "0.1",   "0.25", "0.5",  "0.75", "1.0",
@@ -289,8 +289,8 @@ void sg_metrics_observer(const sg_record_t *r, void *ud)
 
     if (!routed) return;
     const char *key = r->key[0] ? r->key : "none";
-    cost_series_t *cs = (cost_series_t *)table_get(
-        &m->t[T_COST], mix(hash_str(h, key)), &ms->s, 0, key, NULL, sizeof(*cs));
+    cost_series_t *cs = (cost_series_t *)table_get(&m->t[T_COST], mix(hash_str(h, key)), &ms->s, 0,
+                                                   key, NULL, sizeof(*cs));
     if (cs && r->cost_usd > 0) cs->usd += r->cost_usd; /* NaN and negatives never count */
 }
 
@@ -471,18 +471,17 @@ int sg_metrics_render(const sg_metrics_t *m, sg_buf_t *b)
     for (const series_t *s = m->t[T_MODEL].first; s; s = s->after) {
         const model_series_t *ms = (const model_series_t *)s;
         if (!ms->tok_in.count) continue;
-        put_hist(&o, "gen_ai_client_token_usage", genai_labels(&scratch, s, "input"),
-                 &m->tokens, &ms->tok_in);
-        put_hist(&o, "gen_ai_client_token_usage", genai_labels(&scratch, s, "output"),
-                 &m->tokens, &ms->tok_out);
+        put_hist(&o, "gen_ai_client_token_usage", genai_labels(&scratch, s, "input"), &m->tokens,
+                 &ms->tok_in);
+        put_hist(&o, "gen_ai_client_token_usage", genai_labels(&scratch, s, "output"), &m->tokens,
+                 &ms->tok_out);
     }
 
     put_family(&o, "gen_ai_client_operation_duration_seconds", "histogram",
                "Time from the request's arrival to its end, every request.");
     for (const series_t *s = m->t[T_MODEL].first; s; s = s->after)
-        put_hist(&o, "gen_ai_client_operation_duration_seconds",
-                 genai_labels(&scratch, s, NULL), &m->duration,
-                 &((const model_series_t *)s)->duration);
+        put_hist(&o, "gen_ai_client_operation_duration_seconds", genai_labels(&scratch, s, NULL),
+                 &m->duration, &((const model_series_t *)s)->duration);
 
     put_family(&o, "gen_ai_server_time_to_first_token_seconds", "histogram",
                "Time from the request's arrival to the first token sent to the client (requests "
@@ -616,8 +615,7 @@ int sg_metrics_render_scopes(sg_buf_t *b,
 int sg_metrics_render_ledger(sg_buf_t *b, const sg_ledger_stats_t *s)
 {
     out_t o = {b, 0};
-    put_family(&o, "sophia_ledger_queue_depth", "gauge",
-               "Ledger rows waiting to be written.");
+    put_family(&o, "sophia_ledger_queue_depth", "gauge", "Ledger rows waiting to be written.");
     put_sample_u64(&o, "sophia_ledger_queue_depth", s->depth);
     put_family(&o, "sophia_ledger_rows_written_total", "counter",
                "Ledger rows committed to the database.");
@@ -642,8 +640,7 @@ static void render_gateway(out_t *o, sg_gateway_t *gw)
     put_gauge_u64(o, "sophia_http_requests_total", "counter",
                   "HTTP requests received, every path (health checks and scrapes too).",
                   gw->requests_total);
-    put_gauge_u64(o, "sophia_chats_active", "gauge", "API requests in progress.",
-                  gw->chats_active);
+    put_gauge_u64(o, "sophia_chats_active", "gauge", "API requests in progress.", gw->chats_active);
     put_gauge_u64(o, "sophia_streams_active", "gauge", "SSE answers in progress.",
                   gw->streams_active);
     put_gauge_u64(o, "sophia_connections", "gauge", "Client connections open.",
@@ -728,8 +725,7 @@ void sg_status_metrics(sg_gateway_t *gw, sg_http_req_t *req)
         sg_http_respond_error(req, 500, "api_error", "metrics_too_large",
                               "the metrics exposition exceeds its size limit");
     else
-        sg_http_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", b.data, b.len,
-                        NULL);
+        sg_http_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", b.data, b.len, NULL);
     sg_buf_dispose(&b);
 }
 
