@@ -94,6 +94,7 @@ static int send_head(chat_t *c)
     if (c->head_sent) return 0;
     c->head_sent = 1;
     c->a.rec.status = 200;
+    sg_api_stream_counted(&c->a);
     char h[HEADERS_MAX];
     sg_api_headers(&c->a, h, sizeof(h), "Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\n");
     return client_io(c, sg_http_stream_begin(c->a.req, 200, "text/event-stream", h));
