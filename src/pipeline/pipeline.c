@@ -102,12 +102,14 @@ static void retry_drop(sg_pipeline_t *p)
     p->retry = NULL;
 }
 
-/* Counts the running attempt's outcome on its endpoint (once). */
+/* Counts the running attempt's outcome on its endpoint (once), and its exchange's time in the
+ * record's upstream_ns. */
 static void endpoint_done(sg_pipeline_t *p, int ok)
 {
     if (!p->ep) return;
     sg_endpoint_t *ep = p->ep;
     p->ep = NULL;
+    p->rec->upstream_ns += sg_now_ns() - p->attempt_ns;
     double ttfb = p->rec->ttfb_ns && ok ? (double)(p->rec->ttfb_ns - p->attempt_ns) / 1e6 : -1;
     sg_endpoint_end(ep, &p->gen->cfg.breaker, ok, ttfb, sg_now_ms());
 }
