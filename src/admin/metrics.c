@@ -49,7 +49,7 @@ _Static_assert(SG_ARRAY_LEN(OVERHEAD_LE) <= HIST_MAX, "overhead buckets");
 
 typedef struct hspec {
     size_t n;
-    uint64_t bound[HIST_MAX];
+    uint64_t bound[HIST_MAX + 1]; /* [n]: UINT64_MAX, the end of the search */
     const char *const *le;
     int seconds; /* values are nanoseconds, shown in seconds */
 } hspec_t;
@@ -69,12 +69,13 @@ static void hspec_init(hspec_t *s, const char *const *le, size_t n, int seconds)
         double v = strtod(le[i], NULL);
         s->bound[i] = (uint64_t)llround(seconds ? v * 1e9 : v);
     }
+    s->bound[n] = UINT64_MAX;
 }
 
 static void hist_add(hist_t *h, const hspec_t *s, uint64_t v)
 {
     size_t i = 0;
-    while (i < s->n && v > s->bound[i]) i++;
+    while (v > s->bound[i]) i++;
     h->bucket[i]++;
     h->sum += v;
     h->count++;
@@ -144,14 +145,22 @@ static uint64_t mix(uint64_t x)
     return x;
 }
 
-/* FNV-1a over s and its terminating NUL (so that ("ab","c") and ("a","bc") differ). */
+/* Hashes s into h eight bytes at a time, its length included (so that ("ab","c") and
+ * ("a","bc") differ). */
 static uint64_t hash_str(uint64_t h, const char *s)
 {
-    for (;; s++) {
-        h ^= (unsigned char)*s;
-        h *= 0x100000001b3ULL;
-        if (!*s) return h;
+    size_t n = strlen(s);
+    h = (h ^ n) * 0x9e3779b97f4a7c15ULL;
+    for (; n >= 8; s += 8, n -= 8) {
+        uint64_t w;
+        memcpy(&w, s, 8);
+        h = (h ^ w) * 0x9e3779b97f4a7c15ULL;
+        h ^= h >> 32;
     }
+    uint64_t w = 0;
+    for (size_t i = 0; i < n; i++) w |= (uint64_t)(unsigned char)s[i] << (8 * i);
+    h = (h ^ w) * 0x9e3779b97f4a7c15ULL;
+    return h ^ (h >> 29);
 }
 
 static int same(const char *x, const char *y)
@@ -256,11 +265,12 @@ static int denied_index(const char *why)
 void sg_metrics_observer(const sg_record_t *r, void *ud)
 {
     sg_metrics_t *m = ud;
-    /* Labels are configured names only: provider and route are set once a route was planned;
-     * before that the model the client asked for is free text, and is not a label. */
+    /* Labels are configured (or discovered) names only: provider and route are set once a
+     * route was planned; before that the model the client asked for is free text, and so is a
+     * route passed through unlisted. */
     int routed = r->provider[0] != '\0';
     const char *prov = routed ? r->provider : "none";
-    const char *model = r->route[0] ? r->route : "none";
+    const char *model = r->route[0] && !r->route_unlisted ? r->route : "none";
     int status = r->client_gone ? 499 : r->status;
     uint64_t dur = r->end_ns > r->start_ns ? r->end_ns - r->start_ns : 0;
 
@@ -268,7 +278,7 @@ void sg_metrics_observer(const sg_record_t *r, void *ud)
     if (r->denied) m->denied[denied_index(r->denied)]++;
     if (routed && !r->usage.known) m->estimated++;
 
-    uint64_t h = hash_str(hash_str(0xcbf29ce484222325ULL, prov), model);
+    uint64_t h = hash_str(hash_str(0, prov), model);
     model_series_t *ms = (model_series_t *)table_get(&m->t[T_MODEL], h, NULL, 0, prov, model,
                                                      sizeof(model_series_t));
     if (!ms) {

@@ -443,8 +443,7 @@ void sg_chat_handle(sg_gateway_t *gw, sg_http_req_t *req)
                      plan->routes[0].public_name);
         goto fail;
     }
-    snprintf(c->a.rec.route, sizeof(c->a.rec.route), "%s", plan->routes[0].public_name);
-    snprintf(c->a.rec.provider, sizeof(c->a.rec.provider), "%s", plan->routes[0].provider->name);
+    sg_record_route(&c->a.rec, &plan->routes[0]);
     sg_pipeline_sink_t sink = {
         sink_chunk, sink_raw_chunk, sg_api_sink_usage, sink_done, sink_fail, sink_congested, c};
     c->a.pipe = sg_pipeline_start(gw, c->a.gen, plan, SG_OP_CHAT, c->a.body, c->stream, &c->a.rec,

@@ -245,8 +245,7 @@ static int attempt_start(sg_pipeline_t *p, sg_error_t *e)
         rec->attempts = p->attempts;
         rec->upstream_status = 0;
         rec->ttfb_ns = 0;
-        snprintf(rec->route, sizeof(rec->route), "%s", r->public_name);
-        snprintf(rec->provider, sizeof(rec->provider), "%s", r->provider->name);
+        sg_record_route(rec, r);
         sg_url_redact(r->base_url, rec->endpoint, sizeof(rec->endpoint));
         p->ep = r->endpoint;
         p->attempt_ns = sg_now_ns();
