@@ -88,7 +88,7 @@ static void test_counts_buckets_and_sums(void **state)
     sg_metrics_observer(&r, m);
     r.usage.prompt_tokens = 1;
     r.usage.completion_tokens = 5000;
-    r.ttft_ns = 0; /* no first token: no ttft observation */
+    r.ttft_ns = 0;                     /* no first token: no ttft observation */
     r.end_ns = r.start_ns + 2500 * MS; /* 2.5 s */
     sg_metrics_observer(&r, m);
     r.status = 502;
@@ -105,10 +105,10 @@ static void test_counts_buckets_and_sums(void **state)
 
     /* input tokens 10, 1, 1: le=1 holds 2, le=4 still 2, le=16 all 3 */
     assert_line(t, "# TYPE gen_ai_client_token_usage histogram");
-    assert_line(t, "gen_ai_client_token_usage_bucket{" LAB
-                   ",gen_ai_token_type=\"input\",le=\"1\"} 2");
-    assert_line(t, "gen_ai_client_token_usage_bucket{" LAB
-                   ",gen_ai_token_type=\"input\",le=\"4\"} 2");
+    assert_line(t,
+                "gen_ai_client_token_usage_bucket{" LAB ",gen_ai_token_type=\"input\",le=\"1\"} 2");
+    assert_line(t,
+                "gen_ai_client_token_usage_bucket{" LAB ",gen_ai_token_type=\"input\",le=\"4\"} 2");
     assert_line(t, "gen_ai_client_token_usage_bucket{" LAB
                    ",gen_ai_token_type=\"input\",le=\"16\"} 3");
     assert_line(t, "gen_ai_client_token_usage_bucket{" LAB
@@ -165,8 +165,8 @@ static void test_exact_bound_and_inf(void **state)
     char *t = render(m);
     const char *lab = "gen_ai_system=\"p\",gen_ai_request_model=\"m1\"";
     char line[512];
-    snprintf(line, sizeof(line), "gen_ai_client_operation_duration_seconds_bucket{%s,le=\"0.01\"} 1",
-             lab);
+    snprintf(line, sizeof(line),
+             "gen_ai_client_operation_duration_seconds_bucket{%s,le=\"0.01\"} 1", lab);
     assert_line(t, line);
     snprintf(line, sizeof(line),
              "gen_ai_client_token_usage_bucket{%s,gen_ai_token_type=\"input\",le=\"67108864\"} 1",
@@ -295,8 +295,11 @@ static void test_escaping(void **state)
     snprintf(r.key, sizeof(r.key), "%s", "k\"\\\n");
     sg_metrics_observer(&r, m);
     char *t = render(m);
-    assert_line(t, "sophia_requests_total{provider=\"p\\\"q\",model=\"a\\\\b\\nc\",status=\"200\"} 1");
-    assert_line(t, "sophia_cost_usd_total{provider=\"p\\\"q\",model=\"a\\\\b\\nc\",key=\"k\\\"\\\\\\n\"} 0");
+    assert_line(t,
+                "sophia_requests_total{provider=\"p\\\"q\",model=\"a\\\\b\\nc\",status=\"200\"} 1");
+    assert_line(
+        t,
+        "sophia_cost_usd_total{provider=\"p\\\"q\",model=\"a\\\\b\\nc\",key=\"k\\\"\\\\\\n\"} 0");
     assert_line(t, "gen_ai_client_operation_duration_seconds_count{gen_ai_system=\"p\\\"q\","
                    "gen_ai_request_model=\"a\\\\b\\nc\"} 1");
     free(t);
@@ -349,7 +352,8 @@ static void test_series_cap(void **state)
     assert_int_equal(count_prefix(t, "gen_ai_client_operation_duration_seconds_count{"),
                      SG_METRICS_SERIES_MAX);
     assert_line(t, "sophia_requests_total{provider=\"lambda\",model=\"model-7\",status=\"200\"} 2");
-    assert_line(t, "sophia_requests_total{provider=\"lambda\",model=\"model-9999\",status=\"200\"} 1");
+    assert_line(t,
+                "sophia_requests_total{provider=\"lambda\",model=\"model-9999\",status=\"200\"} 1");
     assert_null(strstr(t, "model-10000"));
     assert_line(t, "# TYPE sophia_metrics_series_dropped_total counter");
     assert_line(t, "sophia_metrics_series_dropped_total{family=\"gen_ai\"} 5");
@@ -444,8 +448,10 @@ static void test_scopes(void **state)
                    "700");
     assert_null(strstr(t, "sophia_budget_remaining_usd{scope=\"team\""));
     assert_line(t, "# TYPE sophia_budget_spent_usd gauge");
-    assert_line(t, "sophia_budget_spent_usd{scope=\"key\",name=\"al\\\"ice\",period=\"daily\"} 2.5");
-    assert_line(t, "sophia_budget_spent_usd{scope=\"global\",name=\"none\",period=\"monthly\"} 300");
+    assert_line(t,
+                "sophia_budget_spent_usd{scope=\"key\",name=\"al\\\"ice\",period=\"daily\"} 2.5");
+    assert_line(t,
+                "sophia_budget_spent_usd{scope=\"global\",name=\"none\",period=\"monthly\"} 300");
     assert_null(strstr(t, "sophia_budget_spent_usd{scope=\"team\""));
     sg_buf_dispose(&b);
 }
