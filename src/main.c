@@ -13,6 +13,7 @@
 #include "sophia/health.h"
 #include "sophia/ledger.h"
 #include "sophia/log.h"
+#include "sophia/metrics.h"
 #include "sophia/record.h"
 
 typedef struct app {
@@ -375,6 +376,8 @@ int main(int argc, char **argv)
     app.grace.data = &app;
     sg_observe(gw, sg_log_observer, NULL);
     if (gw->ledger) sg_observe(gw, sg_ledger_observer, gw->ledger);
+    gw->metrics = sg_metrics_new();
+    sg_observe(gw, sg_metrics_observer, gw->metrics);
     /* The first health checks (and model discovery) run before the gateway says it listens,
      * so that discovered names are known to the first requests (bounded by
      * health.startup_wait_ms). */
@@ -393,6 +396,8 @@ int main(int argc, char **argv)
     }
     sg_gen_unref(gw->gen);
     free(app.bound_host);
+    sg_metrics_free(gw->metrics);
+    gw->metrics = NULL;
     sg_rstore_clear();
     curl_global_cleanup();
     sg_log(SG_LOG_INFO, "stopped");

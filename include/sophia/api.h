@@ -40,9 +40,10 @@ struct sg_api {
     sg_http_req_t *req; /* NULL once answered or gone */
     sg_pipeline_t *pipe;
     sg_record_t rec;
-    cJSON *body;   /* the client's parsed request, freed with the request */
-    int streaming; /* the SSE answer has begun */
-    int usage_bad; /* the upstream reported usage out of range (warned once) */
+    cJSON *body;        /* the client's parsed request, freed with the request */
+    int streaming;      /* the SSE answer has begun */
+    int stream_counted; /* counted in gw->streams_active (sg_api_stream_counted) */
+    int usage_bad;      /* the upstream reported usage out of range (warned once) */
 };
 
 /* Starts a request for req on path (one reference, tracked for shutdown). */
@@ -71,6 +72,9 @@ int sg_api_stream_begin(sg_api_t *a);
 int sg_api_stream_event(sg_api_t *a, struct sg_buf *ev, const char *type, const char *json);
 int sg_api_stream_write(sg_api_t *a, const char *text, size_t len);
 void sg_api_stream_end(sg_api_t *a);
+/* Counts the request's SSE answer in gw->streams_active (once, until sg_api_finish); for a
+ * handler that begins its answer itself (sg_api_stream_begin counts it). */
+void sg_api_stream_counted(sg_api_t *a);
 /* A request that failed (the pipeline sink's fail, or shutdown): a client already gone
  * (499) ends it as "client_closed"; otherwise the error is recorded and answered (an error
  * answer, or stream_error once streaming) and the request ends with outcome (NULL: from the

@@ -68,10 +68,11 @@ void sg_responses_handle(sg_gateway_t *gw, sg_http_req_t *req);
 void sg_messages_handle(sg_gateway_t *gw, sg_http_req_t *req);
 /* GET /v1/models (id NULL) and /v1/models/{id} (id URL-encoded) (src/api/models.c). */
 void sg_models_handle(sg_gateway_t *gw, sg_http_req_t *req, const char *id);
-/* src/admin/status.c: GET /healthz, /readyz, /metrics, /v1/providers (detail 0) and
- * /admin/providers (detail 1: every endpoint). */
+/* src/admin/status.c: GET /healthz, /readyz, /v1/providers (detail 0) and /admin/providers
+ * (detail 1: every endpoint). */
 void sg_status_health(sg_gateway_t *gw, sg_http_req_t *req);
 void sg_status_ready(sg_gateway_t *gw, sg_http_req_t *req);
+/* GET /metrics, the Prometheus text exposition (src/admin/metrics.c). */
 void sg_status_metrics(sg_gateway_t *gw, sg_http_req_t *req);
 void sg_status_providers(sg_gateway_t *gw, sg_http_req_t *req, int detail);
 /* Logs the one line for a request answered synchronously without the chat handler (404,

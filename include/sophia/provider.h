@@ -68,6 +68,8 @@ typedef struct sg_route {
     /* A model the catalog does not list (passed to the upstream as named): model points here. */
     sg_model_cfg_t passthrough;
     char passthrough_id[256];
+    int unlisted; /* passed through as the client named it: neither in the catalog nor
+                     discovered (so never a metric label) */
 } sg_route_t;
 
 typedef struct sg_upstream_opts {

@@ -33,10 +33,12 @@ typedef struct sg_record {
     char request_id[SG_HTTP_REQUEST_ID_MAX + 1];
     const char *method; /* static strings */
     const char *path;
-    char key[64];    /* the client key's name, "" when none */
-    char team[64];   /* its team, "" when none */
-    char model[256]; /* what the client asked for */
-    char route[256]; /* the public model name that served it (the last attempt's) */
+    char key[64];       /* the client key's name, "" when none */
+    char team[64];      /* its team, "" when none */
+    char model[256];    /* what the client asked for */
+    char route[256];    /* the public model name that served it (the last attempt's) */
+    int route_unlisted; /* route is a name the client chose, passed through unlisted (not a
+                           configured or discovered model: metrics label it "none") */
     char provider[64];
     char endpoint[256]; /* the last attempt's base URL, user-info redacted */
     char rule[32];      /* how the route was chosen: explicit, alias, hint, auto */
@@ -67,6 +69,8 @@ typedef void (*sg_observer_fn)(const sg_record_t *r, void *ud);
 
 /* Starts a record for req (id, method, path, start time). */
 void sg_record_init(sg_record_t *r, const sg_http_req_t *req, const char *method, const char *path);
+/* Notes the route that serves the request: public name, provider, whether it is unlisted. */
+void sg_record_route(sg_record_t *r, const sg_route_t *route);
 /* Registers an observer (called in registration order for every finished request). */
 void sg_observe(struct sg_gateway *gw, sg_observer_fn fn, void *ud);
 /* Ends the record (end time) and hands it to every observer. */

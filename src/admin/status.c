@@ -1,12 +1,11 @@
 /* What the gateway says about itself: GET /healthz (liveness), GET /readyz (a route can be
  * served), GET /v1/providers (providers and their credentials' state), GET /admin/providers
- * (every endpoint: breaker, latency, errors, in-flight, served models) and GET /metrics
- * (Prometheus text). Never a secret. */
+ * (every endpoint: breaker, latency, errors, in-flight, served models). GET /metrics is
+ * src/admin/metrics.c. Never a secret. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "sophia/buf.h"
 #include "sophia/core.h"
 #include "sophia/endpoint.h"
 #include "sophia/gateway.h"
@@ -128,59 +127,4 @@ void sg_status_ready(sg_gateway_t *gw, sg_http_req_t *req)
         cJSON_AddStringToObject(j, "reason", "no endpoint of any provider is available");
     cJSON_AddItemToObject(j, "unavailable", why);
     respond_json(req, ready ? 200 : 503, j);
-}
-
-/* Prometheus text exposition. */
-void sg_status_metrics(sg_gateway_t *gw, sg_http_req_t *req)
-{
-    sg_buf_t b;
-    sg_buf_init(&b, 1 << 20);
-    sg_buf_printf(&b,
-                  "# TYPE sophia_requests_total counter\nsophia_requests_total %llu\n"
-                  "# TYPE sophia_chats_active gauge\nsophia_chats_active %llu\n"
-                  "# TYPE sophia_connections gauge\nsophia_connections %zu\n"
-                  "# TYPE sophia_upstream_active gauge\nsophia_upstream_active %zu\n"
-                  "# TYPE sophia_upstream_retries_total counter\nsophia_upstream_retries_total "
-                  "%llu\n"
-                  "# TYPE sophia_upstream_fallbacks_total counter\n"
-                  "sophia_upstream_fallbacks_total %llu\n"
-                  "# TYPE sophia_config_generation gauge\nsophia_config_generation %llu\n"
-                  "# TYPE sophia_config_reloads_total counter\n"
-                  "sophia_config_reloads_total{result=\"ok\"} %llu\n"
-                  "sophia_config_reloads_total{result=\"failed\"} %llu\n",
-                  (unsigned long long)gw->requests_total, (unsigned long long)gw->chats_active,
-                  sg_http_server_conn_count(gw->http), sg_curlm_active(gw->curlm),
-                  (unsigned long long)gw->upstream_retries, (unsigned long long)gw->fallbacks,
-                  (unsigned long long)gw->gen->id, (unsigned long long)gw->reloads_ok,
-                  (unsigned long long)gw->reloads_failed);
-    const sg_gen_t *g = gw->gen;
-    uint64_t now = sg_now_ms();
-    sg_buf_append_str(&b, "# HELP sophia_endpoint_breaker_state 0 closed, 1 open, 2 half-open.\n"
-                          "# TYPE sophia_endpoint_breaker_state gauge\n");
-    for (size_t i = 0; i < g->cfg.n_providers; i++) {
-        size_t n;
-        sg_endpoint_t *const *ep = sg_gen_endpoints(g, &g->cfg.providers[i], &n);
-        for (size_t k = 0; k < n; k++)
-            sg_buf_printf(
-                &b, "sophia_endpoint_breaker_state{provider=\"%s\",endpoint=\"%zu\"} %d\n",
-                g->cfg.providers[i].name, k, sg_endpoint_state(ep[k], &g->cfg.breaker, now));
-    }
-    sg_buf_append_str(&b, "# HELP sophia_provider_token_expiry_days Days until the provider's "
-                          "credential expires (a PAT; a key pair does not expire).\n"
-                          "# TYPE sophia_provider_token_expiry_days gauge\n");
-    cJSON *ps = providers_json(gw->gen, sg_unix_time(), 0);
-    const cJSON *o;
-    cJSON_ArrayForEach(o, ps)
-    {
-        const cJSON *days = cJSON_GetObjectItemCaseSensitive(o, "token_days_to_expiry");
-        const cJSON *auth = cJSON_GetObjectItemCaseSensitive(o, "auth");
-        if (cJSON_IsNumber(days) && cJSON_IsString(auth))
-            sg_buf_printf(&b,
-                          "sophia_provider_token_expiry_days{provider=\"%s\",auth=\"%s\"} %.3f\n",
-                          cJSON_GetObjectItemCaseSensitive(o, "name")->valuestring,
-                          auth->valuestring, days->valuedouble);
-    }
-    cJSON_Delete(ps);
-    sg_http_respond(req, 200, "text/plain; version=0.0.4", b.data, b.len, NULL);
-    sg_buf_dispose(&b);
 }

@@ -151,11 +151,19 @@ void sg_api_respond_error(sg_api_t *a, const sg_error_t *e, const char *extra)
                                           e->message, h));
 }
 
+void sg_api_stream_counted(sg_api_t *a)
+{
+    if (a->stream_counted || a->finished) return;
+    a->stream_counted = 1;
+    a->gw->streams_active++;
+}
+
 int sg_api_stream_begin(sg_api_t *a)
 {
     if (a->streaming) return a->req ? 0 : -1;
     if (!a->req) return -1;
     a->streaming = 1;
+    sg_api_stream_counted(a);
     a->rec.status = 200;
     char h[HEADERS_MAX];
     sg_api_headers(a, h, sizeof(h), "Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\n");
@@ -262,6 +270,11 @@ void sg_api_finish(sg_api_t *a, const char *outcome)
     sg_record_finish(a->gw, &a->rec);
     sg_gateway_untrack(a->gw, &a->active);
     a->gw->chats_active--;
+    if (a->stream_counted) {
+        a->stream_counted = 0;
+        SG_ASSERT(a->gw->streams_active > 0);
+        a->gw->streams_active--;
+    }
     a->req = NULL;
     sg_api_unref(a);
 }

@@ -94,6 +94,7 @@ static int send_head(chat_t *c)
     if (c->head_sent) return 0;
     c->head_sent = 1;
     c->a.rec.status = 200;
+    sg_api_stream_counted(&c->a);
     char h[HEADERS_MAX];
     sg_api_headers(&c->a, h, sizeof(h), "Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\n");
     return client_io(c, sg_http_stream_begin(c->a.req, 200, "text/event-stream", h));
@@ -443,8 +444,7 @@ void sg_chat_handle(sg_gateway_t *gw, sg_http_req_t *req)
                      plan->routes[0].public_name);
         goto fail;
     }
-    snprintf(c->a.rec.route, sizeof(c->a.rec.route), "%s", plan->routes[0].public_name);
-    snprintf(c->a.rec.provider, sizeof(c->a.rec.provider), "%s", plan->routes[0].provider->name);
+    sg_record_route(&c->a.rec, &plan->routes[0]);
     sg_pipeline_sink_t sink = {
         sink_chunk, sink_raw_chunk, sg_api_sink_usage, sink_done, sink_fail, sink_congested, c};
     c->a.pipe = sg_pipeline_start(gw, c->a.gen, plan, SG_OP_CHAT, c->a.body, c->stream, &c->a.rec,

@@ -156,8 +156,7 @@ void sg_embeddings_handle(sg_gateway_t *gw, sg_http_req_t *req)
                      r->public_name);
         goto fail;
     }
-    snprintf(a->rec.route, sizeof(a->rec.route), "%s", r->public_name);
-    snprintf(a->rec.provider, sizeof(a->rec.provider), "%s", r->provider->name);
+    sg_record_route(&a->rec, r);
     sg_pipeline_sink_t sink = {sink_chunk, NULL, sg_api_sink_usage, sink_done, sg_api_sink_fail,
                                NULL,       m};
     a->pipe = sg_pipeline_start(gw, a->gen, plan, SG_OP_EMBED, a->body, 0, &a->rec, &sink, &e);

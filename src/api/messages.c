@@ -765,8 +765,7 @@ void sg_messages_handle(sg_gateway_t *gw, sg_http_req_t *req)
         a->body = chat;
     }
     chat = NULL;
-    snprintf(a->rec.route, sizeof(a->rec.route), "%s", plan->routes[0].public_name);
-    snprintf(a->rec.provider, sizeof(a->rec.provider), "%s", plan->routes[0].provider->name);
+    sg_record_route(&a->rec, &plan->routes[0]);
     sg_pipeline_sink_t sink = {sink_chunk, sink_raw,         sg_api_sink_usage,
                                sink_done,  sg_api_sink_fail, sg_api_sink_congested,
                                m};

@@ -836,8 +836,7 @@ void sg_responses_handle(sg_gateway_t *gw, sg_http_req_t *req)
                      plan->routes[0].public_name);
         goto fail;
     }
-    snprintf(a->rec.route, sizeof(a->rec.route), "%s", plan->routes[0].public_name);
-    snprintf(a->rec.provider, sizeof(a->rec.provider), "%s", plan->routes[0].provider->name);
+    sg_record_route(&a->rec, &plan->routes[0]);
     sg_pipeline_sink_t sink = {
         sink_chunk, NULL, sg_api_sink_usage, sink_done, sg_api_sink_fail, sg_api_sink_congested, r};
     a->pipe =

@@ -105,7 +105,8 @@ static void retry_drop(sg_pipeline_t *p)
     p->retry = NULL;
 }
 
-/* Counts the running attempt's outcome on its endpoint (once). */
+/* Counts the running attempt's outcome on its endpoint (once), and its exchange's time in the
+ * record's upstream_ns. */
 static void endpoint_done(sg_pipeline_t *p, int ok)
 {
     if (!p->ep) return;
@@ -247,8 +248,7 @@ static int attempt_start(sg_pipeline_t *p, sg_error_t *e)
         rec->attempts = p->attempts;
         rec->upstream_status = 0;
         rec->ttfb_ns = 0;
-        snprintf(rec->route, sizeof(rec->route), "%s", r->public_name);
-        snprintf(rec->provider, sizeof(rec->provider), "%s", r->provider->name);
+        sg_record_route(rec, r);
         rec->price_in = r->model->price_in_per_mtok;
         rec->price_out = r->model->price_out_per_mtok;
         sg_url_redact(r->base_url, rec->endpoint, sizeof(rec->endpoint));

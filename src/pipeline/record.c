@@ -17,6 +17,13 @@ void sg_record_init(sg_record_t *r, const sg_http_req_t *req, const char *method
     r->start_ns = req->start_ns ? req->start_ns : sg_now_ns();
 }
 
+void sg_record_route(sg_record_t *r, const sg_route_t *route)
+{
+    snprintf(r->route, sizeof(r->route), "%s", route->public_name);
+    snprintf(r->provider, sizeof(r->provider), "%s", route->provider->name);
+    r->route_unlisted = route->unlisted;
+}
+
 void sg_observe(sg_gateway_t *gw, sg_observer_fn fn, void *ud)
 {
     SG_ASSERT(gw->n_observers < SG_ARRAY_LEN(gw->observers));

@@ -254,6 +254,7 @@ int sg_gen_resolve(const sg_gen_t *g, const char *model, sg_route_t *route)
             if (!p || !p->discover || p->pinned) return -1;
             route->provider = p;
             sg_gen_model_for(p, slash + 1, route);
+            route->unlisted = 1;
         }
         snprintf(route->public_name, sizeof(route->public_name), "%s/%s", route->provider->name,
                  route->model->id);

@@ -168,6 +168,13 @@ static void test_discovered_models(void **state)
     assert_string_equal(r.model->upstream_id, "meta-llama/Llama-3.3-70B-Instruct");
     assert_true(r.model->price_in_per_mtok == 0.12); /* the built-in table, matched loosely */
     assert_int_equal(r.model->tier, SG_TIER_MEDIUM);
+    assert_int_equal(r.unlisted, 0);
+    /* Neither configured nor served: passed through as the client named it, marked so. */
+    assert_int_equal(sg_gen_resolve(gen, "lambda/not-served-anywhere", &r), 0);
+    assert_string_equal(r.public_name, "lambda/not-served-anywhere");
+    assert_int_equal(r.unlisted, 1);
+    assert_int_equal(sg_gen_resolve(gen, "lambda/meta-llama/Llama-3.3-70B-Instruct", &r), 0);
+    assert_int_equal(r.unlisted, 0);
     assert_int_equal(sg_gen_resolve(gen, "smart", &r), 0); /* its built-in alias */
     assert_string_equal(r.public_name, "lambda/meta-llama/Llama-3.3-70B-Instruct");
     assert_int_equal(sg_gen_resolve(gen, "Qwen/Qwen2.5-7B", &r), 0); /* a bare id */
