@@ -167,6 +167,9 @@ size_t sg_limits_headers(const sg_scope_t *rs, const sg_scope_t *ts, char *out, 
 
 /* Moves s to the current UTC day and month (a new period starts with nothing spent). */
 void sg_budget_roll(sg_scope_t *s, int64_t unix_now);
+/* What s has spent in the current UTC day (monthly 0) or month, as of unix_now (0 once a new
+ * period began, even before a request moved s into it). */
+double sg_budget_spent(const sg_scope_t *s, int monthly, int64_t unix_now);
 /* Whether usd more can be reserved under s's budget: 0, or -1 with the period that is
  * exhausted ("daily", "monthly") and the seconds until it resets. */
 int sg_budget_check(const sg_scope_t *s, double usd, const char **period, int64_t unix_now,

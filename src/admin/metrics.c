@@ -587,7 +587,7 @@ static void scope_visit(const sg_scope_t *s, void *ud)
     for (int monthly = 0; monthly < 2; monthly++) {
         double limit = monthly ? s->budget.monthly_usd : s->budget.daily_usd;
         if (!(limit > 0)) continue;
-        double spent = monthly ? s->month_spent : s->day_spent;
+        double spent = sg_budget_spent(s, monthly, sg_unix_time());
         scope_labels(o, p->name, s, monthly ? "monthly" : "daily");
         put_double(o, p->what == SC_SPENT ? spent : limit - spent - s->reserved);
         put(o, "\n");

@@ -38,6 +38,13 @@ void sg_budget_roll(sg_scope_t *s, int64_t unix_now)
     }
 }
 
+double sg_budget_spent(const sg_scope_t *s, int monthly, int64_t unix_now)
+{
+    struct tm tm;
+    if (monthly) return month_of(unix_now, &tm) == s->month ? s->month_spent : 0;
+    return unix_now / 86400 == s->day ? s->day_spent : 0;
+}
+
 /* Seconds from unix_now to the next UTC midnight / first of the next month. */
 static long reset_in(int64_t unix_now, int monthly)
 {

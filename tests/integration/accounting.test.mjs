@@ -7,7 +7,7 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import OpenAI from 'openai';
-import { startMock, startGateway, sseData, sleep } from './lib.mjs';
+import { startMock, startGateway, sseData, sleep, promtool } from './lib.mjs';
 
 const noEnv = { LAMBDA_BASE_URL: '', LAMBDA_API_KEY: '', SNOWFLAKE_ACCOUNT: '' };
 const hash = (k) => `sha256:${crypto.createHash('sha256').update(k).digest('hex')}`;
@@ -161,6 +161,15 @@ test('a budget of exactly 10 worst-case requests admits exactly 10 of 1,000 conc
   const more = await Promise.all(Array.from({ length: 100 }, () => chat(gw, 'sk-b', body)));
   assert.equal(more.filter((r) => r.status === 200).length, 9);
   await Promise.all(more.map((r) => r.arrayBuffer()));
+
+  // The metrics say so (and pass promtool): 990 + 91 refusals, what is left of the budget.
+  const text = await (await fetch(`${gw.url}/metrics`)).text();
+  assert.match(text, /^sophia_budget_denied_total\{scope="key",name="b"\} 1081$/m);
+  assert.match(text, /^sophia_requests_denied_total\{reason="budget"\} 1081$/m);
+  const left = Number(text.match(/^sophia_budget_remaining_usd\{scope="key",name="b",period="daily"\} (\S+)$/m)[1]);
+  near(left, 0.01 - 19 * 5 / 1e6, 'budget remaining');
+  const pt = await promtool(text);
+  assert.equal(pt.code, 0, pt.out);
 });
 
 test('a stream whose running cost passes the budget ends with a budget_exceeded event (hard); soft mode lets it finish and warns', async () => {

@@ -162,6 +162,15 @@ export function run(cmd, args, opts = {}) {
   });
 }
 
+// `promtool check metrics` on a Prometheus exposition: {code, out} (0: no error, no lint).
+export function promtool(text) {
+  return new Promise((resolve) => {
+    const child = execFile('/usr/bin/promtool', ['check', 'metrics'], (err, stdout, stderr) =>
+      resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, out: stdout + stderr }));
+    child.stdin.end(text);
+  });
+}
+
 export function curl(args) {
   return run('curl', ['-sS', ...args]);
 }

@@ -5,9 +5,8 @@
 // no label a client chose, sophia_streams_active back to 0, and promtool accepting all of it.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import fs from 'node:fs';
-import { startMock, startGateway, postChat, waitFor, sleep } from './lib.mjs';
+import { startMock, startGateway, postChat, waitFor, sleep, promtool } from './lib.mjs';
 
 const MODEL = 'lambda/llama3.1-8b-instruct';
 const msgs = (text) => [{ role: 'user', content: text }];
@@ -72,14 +71,6 @@ function value(p, name, labels = {}) {
 
 const sum = (p, name, pred = () => true) =>
   p.samples.filter((s) => s.name === name && pred(s.labels)).reduce((a, s) => a + s.value, 0);
-
-function promtool(text) {
-  return new Promise((resolve) => {
-    const child = execFile('/usr/bin/promtool', ['check', 'metrics'], (err, stdout, stderr) =>
-      resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, out: stdout + stderr }));
-    child.stdin.end(text);
-  });
-}
 
 test('/metrics: request families, GenAI histograms, streams, labels and promtool', async () => {
   const ok = [

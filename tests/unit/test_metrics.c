@@ -16,6 +16,7 @@
 #include "sophia/access.h"
 #include "sophia/buf.h"
 #include "sophia/ledger.h"
+#include "sophia/core.h"
 #include "sophia/metrics.h"
 
 #define MS 1000000ULL /* nanoseconds */
@@ -403,6 +404,9 @@ static void each_scope(void (*fn)(const sg_scope_t *s, void *ud), void *ud)
 static void setup_scopes(void)
 {
     memset(scopes, 0, sizeof(scopes));
+    /* in the current UTC day and month (spend of a past period shows as 0) */
+    for (size_t i = 0; i < sizeof(scopes) / sizeof(scopes[0]); i++)
+        sg_budget_roll(&scopes[i], sg_unix_time());
     scopes[0].kind = SG_SCOPE_KEY;
     snprintf(scopes[0].name, sizeof(scopes[0].name), "%s", "al\"ice");
     scopes[0].budget.daily_usd = 10;
