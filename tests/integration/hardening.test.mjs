@@ -509,6 +509,13 @@ test('README: its configuration example is valid, it documents what the issue as
   const r = await checkConfig({ LAMBDA_BASE_URL: 'http://127.0.0.1:9/v1', LAMBDA_API_KEY: 'k-123456', SNOWFLAKE_ACCOUNT: 'myorg-myacct' },
     ['--config', path.join(dir, 'c.json')]);
   assert.equal(r.code, 0, `the README's configuration: ${r.stderr}`);
+  // The keys, limits, budgets and ledger example too (with a real hash in place of "…").
+  const keysBlock = [...readme.matchAll(/```jsonc\n([\s\S]*?)```/g)][1][1]
+    .replace('"sha256:…"', `"sha256:${'ab'.repeat(32)}"`);
+  fs.writeFileSync(path.join(dir, 'k.json'), keysBlock);
+  const rk = await checkConfig({ LAMBDA_BASE_URL: 'http://127.0.0.1:9/v1', SOPHIA_ADMIN_KEY_2: 'admin-key-0123456789abcdef' },
+    ['--config', path.join(dir, 'k.json')]);
+  assert.equal(rk.code, 0, `the README's keys configuration: ${rk.stderr}`);
   const flat = readme.replace(/\s+/g, ' ');
   for (const must of [/MOCK_LISTEN/, /network policy/, /--snowflake-token/, /without `\/api\/v2`/, /liveness only/,
     /`model` field of every answer/, /role restriction/, /body_timeout_ms/, /server_shutting_down/])
