@@ -340,7 +340,7 @@ static int expect_array(sg_cfg_ctx_t *c, const cJSON *it, const char *of)
 }
 
 /* "limits": {"rpm", "tpm", "usd_per_min", "concurrent"} at the current path. */
-static void parse_limits(sg_cfg_ctx_t *c, const cJSON *obj, sg_limits_cfg_t *l)
+static void limits_at(sg_cfg_ctx_t *c, const cJSON *obj, sg_limits_cfg_t *l)
 {
     if (sg_cfg_expect_object(c, obj) != 0) return;
     static const char *const keys[] = {"rpm", "tpm", "usd_per_min", "concurrent"};
@@ -362,7 +362,7 @@ static void parse_limits(sg_cfg_ctx_t *c, const cJSON *obj, sg_limits_cfg_t *l)
 }
 
 /* "budget": {"daily_usd", "monthly_usd", "soft_pct", "mode"} at the current path. */
-static void parse_budget(sg_cfg_ctx_t *c, const cJSON *obj, sg_budget_cfg_t *b)
+static void budget_at(sg_cfg_ctx_t *c, const cJSON *obj, sg_budget_cfg_t *b)
 {
     if (sg_cfg_expect_object(c, obj) != 0) return;
     static const char *const keys[] = {"daily_usd", "monthly_usd", "soft_pct", "mode"};
@@ -402,6 +402,26 @@ static void parse_budget(sg_cfg_ctx_t *c, const cJSON *obj, sg_budget_cfg_t *b)
         }
         sg_cfg_pop(c, old);
     }
+}
+
+/* The "limits" member of parent (a key, a team, "global", a model_limits entry), if any. */
+static void parse_limits(sg_cfg_ctx_t *c, const cJSON *parent, sg_limits_cfg_t *l)
+{
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(parent, "limits");
+    if (!it) return;
+    size_t old = sg_cfg_push_key(c, "limits");
+    limits_at(c, it, l);
+    sg_cfg_pop(c, old);
+}
+
+/* The "budget" member of parent (a key, a team, "global"), if any. */
+static void parse_budget(sg_cfg_ctx_t *c, const cJSON *parent, sg_budget_cfg_t *b)
+{
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(parent, "budget");
+    if (!it) return;
+    size_t old = sg_cfg_push_key(c, "budget");
+    budget_at(c, it, b);
+    sg_cfg_pop(c, old);
 }
 
 /* A key's or team's name at the current path: a non-empty string of at most NAME_MAX_LEN
@@ -492,16 +512,8 @@ static void teams_parse(sg_cfg_ctx_t *c, const cJSON *arr)
             team.name = parse_name(c, it, &interp);
             sg_cfg_pop(c, o2);
         }
-        if ((it = cJSON_GetObjectItemCaseSensitive(t, "limits"))) {
-            size_t o2 = sg_cfg_push_key(c, "limits");
-            parse_limits(c, it, &team.limits);
-            sg_cfg_pop(c, o2);
-        }
-        if ((it = cJSON_GetObjectItemCaseSensitive(t, "budget"))) {
-            size_t o2 = sg_cfg_push_key(c, "budget");
-            parse_budget(c, it, &team.budget);
-            sg_cfg_pop(c, o2);
-        }
+        parse_limits(c, t, &team.limits);
+        parse_budget(c, t, &team.budget);
         if (team.name) {
             o[a->n_teams] = (origin_t){i, team.name, 1, interp};
             a->teams[a->n_teams++] = team;
@@ -602,16 +614,8 @@ static int parse_key(sg_cfg_ctx_t *c, const cJSON *obj, sg_key_cfg_t *k, origin_
                            "but no team limits or budget apply");
         sg_cfg_pop(c, old);
     }
-    if ((it = cJSON_GetObjectItemCaseSensitive(obj, "limits"))) {
-        size_t old = sg_cfg_push_key(c, "limits");
-        parse_limits(c, it, &k->limits);
-        sg_cfg_pop(c, old);
-    }
-    if ((it = cJSON_GetObjectItemCaseSensitive(obj, "budget"))) {
-        size_t old = sg_cfg_push_key(c, "budget");
-        parse_budget(c, it, &k->budget);
-        sg_cfg_pop(c, old);
-    }
+    parse_limits(c, obj, &k->limits);
+    parse_budget(c, obj, &k->budget);
     if ((it = cJSON_GetObjectItemCaseSensitive(obj, "models"))) {
         size_t old = sg_cfg_push_key(c, "models");
         parse_models(c, it, k);
@@ -718,17 +722,8 @@ static void global_parse(sg_cfg_ctx_t *c, const cJSON *obj)
     static const char *const keys[] = {"limits", "budget"};
     sg_cfg_check_keys(c, obj, keys, SG_ARRAY_LEN(keys), NULL, 0, NULL);
     sg_access_cfg_t *a = acc(c);
-    const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, "limits");
-    if (it) {
-        size_t old = sg_cfg_push_key(c, "limits");
-        parse_limits(c, it, &a->global_limits);
-        sg_cfg_pop(c, old);
-    }
-    if ((it = cJSON_GetObjectItemCaseSensitive(obj, "budget"))) {
-        size_t old = sg_cfg_push_key(c, "budget");
-        parse_budget(c, it, &a->global_budget);
-        sg_cfg_pop(c, old);
-    }
+    parse_limits(c, obj, &a->global_limits);
+    parse_budget(c, obj, &a->global_budget);
 }
 
 /* ---- "model_limits" ----------------------------------------------------------------------- */
@@ -768,11 +763,7 @@ static void model_limits_parse(sg_cfg_ctx_t *c, const cJSON *arr)
             }
             sg_cfg_pop(c, o2);
         }
-        if ((it = cJSON_GetObjectItemCaseSensitive(m, "limits"))) {
-            size_t o2 = sg_cfg_push_key(c, "limits");
-            parse_limits(c, it, &ml.limits);
-            sg_cfg_pop(c, o2);
-        }
+        parse_limits(c, m, &ml.limits);
         if (ml.match) {
             o[a->n_model_limits] = (origin_t){i, ml.match, 1, interp};
             a->model_limits[a->n_model_limits++] = ml;

@@ -1,13 +1,16 @@
 /* libFuzzer target for the HTTP request path: arbitrary bytes go to the real server over a
  * loopback socket, through llhttp, the limits, the router and the endpoint handlers (chat
  * bodies parsed, validated and routed to a provider whose upstream refuses connections), with
- * the client half-closing after its bytes. Invariants: no crash, leak or sanitizer report;
- * every connection closes; no chat or upstream transfer outlives it. */
+ * the client half-closing after its bytes; an admin key ("fuzz-admin-key-0123456789") opens
+ * the admin paths, and every request goes to a ledger in a temporary directory, which
+ * /admin/usage queries. Invariants: no crash, leak or sanitizer report; every connection
+ * closes; no chat or upstream transfer outlives it. */
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -15,7 +18,9 @@
 
 #include "sophia/core.h"
 #include "sophia/gateway.h"
+#include "sophia/ledger.h"
 #include "sophia/log.h"
+#include "sophia/record.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -32,10 +37,21 @@ static void setup(void)
     sg_log_set_level(getenv("FUZZ_LOG") ? SG_LOG_DEBUG : SG_LOG_ERROR);
     setenv("LAMBDA_BASE_URL", "http://127.0.0.1:1/v1", 1);
     setenv("LAMBDA_API_KEY", "fuzz-key", 1);
+    setenv("SOPHIA_ADMIN_KEY", "fuzz-admin-key-0123456789", 1);
     sg_config_errors_t errs = {0};
     gw.gen = sg_gen_load(NULL, "127.0.0.1:0", 1, &errs);
     check(gw.gen != NULL);
     sg_config_errors_free(&errs);
+    static char dir[] = "/tmp/sg-fuzz-http-XXXXXX";
+    check(mkdtemp(dir) != NULL);
+    static char path[64];
+    snprintf(path, sizeof(path), "%s/sophia.db", dir);
+    sg_ledger_cfg_t lc = gw.gen->cfg.ledger;
+    lc.path = path;
+    char err[256];
+    gw.ledger = sg_ledger_open(&lc, err, sizeof(err));
+    check(gw.ledger != NULL);
+    sg_observe(&gw, sg_ledger_observer, gw.ledger);
     gw.loop = uv_default_loop();
     gw.curlm = sg_curlm_new(gw.loop);
     sg_http_opts_t ho;
