@@ -365,6 +365,9 @@ int main(int argc, char **argv)
         free(app.bound_host);
         return 1;
     }
+    /* From here on log lines are written by their own thread: a slow reader of stderr never
+     * blocks the loop. */
+    sg_log_writer_start();
     uv_signal_init(loop, &app.sigint);
     uv_signal_init(loop, &app.sigterm);
     uv_signal_init(loop, &app.sighup);
@@ -401,5 +404,6 @@ int main(int argc, char **argv)
     sg_rstore_clear();
     curl_global_cleanup();
     sg_log(SG_LOG_INFO, "stopped");
+    sg_log_writer_stop();
     return app.exit_code;
 }

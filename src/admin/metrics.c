@@ -6,6 +6,7 @@
  * small hash tables (no allocation once they exist) and adds to counters and histograms whose
  * bucket bounds are integers fixed at creation (tokens, or nanoseconds). Formatting happens
  * only when scraped. */
+#include "sophia/log.h"
 #include "sophia/metrics.h"
 
 #include <math.h>
@@ -653,6 +654,14 @@ static void render_gateway(out_t *o, sg_gateway_t *gw)
     put_gauge_u64(o, "sophia_chats_active", "gauge", "API requests in progress.", gw->chats_active);
     put_gauge_u64(o, "sophia_streams_active", "gauge", "SSE answers in progress.",
                   gw->streams_active);
+    uint64_t log_dropped = 0;
+    size_t log_buffered = 0;
+    sg_log_writer_stats(&log_dropped, &log_buffered);
+    put_gauge_u64(o, "sophia_log_lines_dropped_total", "counter",
+                  "Log lines lost because stderr was not read fast enough (the buffer was full).",
+                  log_dropped);
+    put_gauge_u64(o, "sophia_log_buffered_bytes", "gauge",
+                  "Log bytes waiting for the log writer thread.", log_buffered);
     put_gauge_u64(o, "sophia_connections", "gauge", "Client connections open.",
                   sg_http_server_conn_count(gw->http));
     put_gauge_u64(o, "sophia_upstream_active", "gauge", "Upstream transfers in progress.",

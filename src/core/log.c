@@ -152,7 +152,7 @@ void sg_logline_emit(sg_logline_t *l)
             l->b.len = l->b.max - 16 < l->b.len ? l->b.max - 16 : l->b.len;
             sg_buf_append_str(&l->b, ",\"trunc\":1}\n");
         }
-        fwrite(l->b.data, 1, l->b.len, stderr);
+        sg_log_write(l->b.data, l->b.len);
     }
     sg_buf_dispose(&l->b);
 }

@@ -483,3 +483,59 @@ test('the gateway holds 2,000 concurrent streams', async (t) => {
   assert.equal(logged, N);
   await stopBoth(gw, mock);
 });
+
+test('a stderr nobody reads never blocks the loop: log lines are dropped, counted and reported', async () => {
+  const { spawn } = await import('node:child_process');
+  const { GATEWAY_BIN } = await import('./lib.mjs');
+  const os = await import('node:os');
+  const path = await import('node:path');
+  const mock = await mockP(['--ttft-ms', '0', '--itl-ms', '0']);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sg-'));
+  const child = spawn(GATEWAY_BIN, ['--listen', '127.0.0.1:0'], {
+    cwd: dir,
+    env: { ...process.env, SOPHIA_LOG_LEVEL: 'debug', LAMBDA_BASE_URL: `${mock.url}/v1`, SNOWFLAKE_ACCOUNT: '' },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  const exit = new Promise((r) => child.on('exit', (code, signal) => r({ code, signal })));
+  try {
+    let err = '';
+    const port = await new Promise((resolve, reject) => {
+      child.stderr.on('data', (d) => {
+        err += d;
+        const m = err.match(/"msg":"sophia-gateway listening".*?"port":(\d+)/);
+        if (m) resolve(Number(m[1]));
+      });
+      exit.then(() => reject(new Error(`exited early: ${err}`)));
+    });
+    // Stop reading stderr: the pipe fills and the log writer blocks in write(). Each request
+    // logs a line of about 560 bytes: 6,000 of them are more than the 1 MiB buffer holds.
+    child.stderr.pause();
+    const url = `http://127.0.0.1:${port}`;
+    const body = chatBody();
+    const t0 = Date.now();
+    let n = 0;
+    for (let b = 0; b < 120; b++) {
+      const rs = await Promise.all(Array.from({ length: 50 }, () =>
+        fetch(`${url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body })
+          .then((r) => r.json())));
+      n += rs.filter((j) => j.choices).length;
+    }
+    assert.equal(n, 6000);
+    const elapsed = Date.now() - t0;
+    assert.ok(elapsed < (SANITIZED ? 90000 : 30000), `6,000 requests took ${elapsed} ms with stderr stalled`);
+    const metrics = await (await fetch(`${url}/metrics`)).text();
+    const dropped = Number(metrics.match(/^sophia_log_lines_dropped_total (\d+)$/m)[1]);
+    assert.ok(dropped > 0, 'lines were dropped while stderr was stalled');
+    // Reading again: everything buffered comes out, then the report of what was lost.
+    child.stderr.resume();
+    child.kill('SIGTERM');
+    assert.deepEqual(await exit, { code: 0, signal: null });
+    assert.match(err, /"msg":"log lines dropped: stderr is not read fast enough","dropped":\d+/);
+    assert.match(err, /"msg":"stopped"/);
+    assert.doesNotMatch(err, /AddressSanitizer|runtime error:/);
+  } finally {
+    child.stderr.resume();
+    child.kill('SIGKILL');
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
