@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <uv.h>
 
 #include "sophia/access.h"
@@ -266,6 +267,28 @@ static int open_ledger(sg_gateway_t *gw, const sg_config_t *cfg)
     return 0;
 }
 
+/* The open file limit (raised to the hard limit) and the connections it allows (each holds a
+ * client and an upstream socket; SG_FD_RESERVE go to the loop, the ledger, logs). */
+static void log_capacity(const sg_config_t *cfg)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return;
+    unsigned long long lim = (unsigned long long)rl.rlim_cur;
+    sg_logline_t l;
+    sg_logline_begin(&l, SG_LOG_INFO, "file descriptors");
+    sg_logline_int(&l, "open_file_limit", (long long)lim);
+    sg_logline_int(&l, "max_connections",
+                   (long long)sg_gateway_max_connections(cfg->max_connections));
+    sg_logline_emit(&l);
+    /* Worth a warning when the limit takes a real share of max_connections away. */
+    if (sg_gateway_max_connections(cfg->max_connections) < cfg->max_connections / 10 * 9)
+        sg_log(SG_LOG_WARN,
+               "the open file limit (%llu) holds only %zu connections with their upstream "
+               "sockets: more are refused with 503 server_overloaded (raise the limit, e.g. "
+               "LimitNOFILE= or ulimit -n, to serve max_connections %zu)",
+               lim, sg_gateway_max_connections(cfg->max_connections), cfg->max_connections);
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1 && strcmp(argv[1], "usage") == 0) return sg_usage_cli(argc - 1, argv + 1);
@@ -344,6 +367,7 @@ int main(int argc, char **argv)
     if (sg_log_level_parse(cfg->log_level, &lvl) == 0) sg_log_set_level(lvl);
     signal(SIGPIPE, SIG_IGN);
     sg_raise_nofile_limit();
+    log_capacity(cfg);
     if (open_ledger(gw, cfg) != 0) {
         sg_gen_unref(gw->gen);
         return 1;

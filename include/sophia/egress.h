@@ -20,6 +20,7 @@ typedef enum {
     SG_EX_TIMEOUT,  /* connect, first-byte, idle or total timeout */
     SG_EX_ABORTED,  /* the owner asked to stop (on_data returned SG_EX_DATA_ABORT) */
     SG_EX_INTERNAL, /* anything else */
+    SG_EX_NO_FDS,   /* no socket: the process is out of file descriptors (EMFILE, ENFILE) */
 } sg_ex_result_t;
 
 /* on_data return values */

@@ -43,6 +43,7 @@ typedef struct sg_gateway {
     struct sg_health *health;
     uint64_t fallbacks;       /* attempts moved to another endpoint or model */
     uint64_t streams_active;  /* SSE answers in progress */
+    uint64_t fd_exhausted;    /* requests refused: no file descriptor for an upstream socket */
     struct sg_ledger *ledger; /* NULL when "ledger": null */
     struct sg_metrics *metrics;
 } sg_gateway_t;
@@ -53,6 +54,12 @@ void sg_gateway_untrack(sg_gateway_t *gw, sg_active_t *a);
 /* Ends every request in progress through its shutdown callback (grace period over). */
 void sg_gateway_shutdown_requests(sg_gateway_t *gw);
 
+/* Descriptors kept for everything but client and upstream sockets (the loop, signals, the
+ * ledger, logs, health checks). */
+#define SG_FD_RESERVE 32
+/* The connections the gateway can hold: the configured max_connections, or fewer when the
+ * open file limit cannot give each one a client and an upstream socket. */
+size_t sg_gateway_max_connections(size_t configured);
 /* Fills HTTP server options from a configuration (pointers into cfg are borrowed). */
 void sg_gateway_http_opts(const sg_config_t *cfg, sg_http_opts_t *o);
 

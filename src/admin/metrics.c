@@ -654,6 +654,10 @@ static void render_gateway(out_t *o, sg_gateway_t *gw)
     put_gauge_u64(o, "sophia_chats_active", "gauge", "API requests in progress.", gw->chats_active);
     put_gauge_u64(o, "sophia_streams_active", "gauge", "SSE answers in progress.",
                   gw->streams_active);
+    put_gauge_u64(o, "sophia_fd_exhausted_total", "counter",
+                  "Requests refused with 503 server_overloaded: no file descriptor was left for "
+                  "an upstream connection.",
+                  gw->fd_exhausted);
     uint64_t log_dropped = 0;
     size_t log_buffered = 0;
     sg_log_writer_stats(&log_dropped, &log_buffered);

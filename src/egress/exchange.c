@@ -2,8 +2,10 @@
  * exchange lifecycle. */
 #include "sophia/egress.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "sophia/buf.h"
@@ -50,8 +52,9 @@ struct sg_exchange {
     long status;
     int got_head;
     int paused;
-    int in_cb;     /* inside one of curl's callbacks for this handle */
-    int cancelled; /* owner cancelled from inside a callback */
+    int in_cb;        /* inside one of curl's callbacks for this handle */
+    int cancelled;    /* owner cancelled from inside a callback */
+    int socket_errno; /* why the last socket() for this exchange failed, 0 when none */
     int finished;
     uint64_t start_ms, first_byte_ms, last_byte_ms;
     uint64_t connect_timeout_ms, first_byte_timeout_ms, idle_timeout_ms, total_timeout_ms;
@@ -217,6 +220,17 @@ size_t sg_curlm_active(const sg_curlm_t *m)
 }
 
 /* ---- exchanges -------------------------------------------------------------------------- */
+
+/* Opens the upstream socket as curl would, remembering why it failed: curl reports every
+ * failure as "couldn't connect", and EMFILE must not read as an unreachable upstream. */
+static curl_socket_t on_open_socket(void *clientp, curlsocktype purpose, struct curl_sockaddr *addr)
+{
+    sg_exchange_t *x = clientp;
+    SG_UNUSED(purpose);
+    int fd = socket(addr->family, addr->socktype | SOCK_CLOEXEC, addr->protocol);
+    x->socket_errno = fd < 0 ? errno : 0;
+    return fd < 0 ? CURL_SOCKET_BAD : fd;
+}
 
 static sg_ex_result_t map_curl_error(CURLcode rc)
 {
@@ -409,6 +423,10 @@ static void check_multi_info(sg_curlm_t *m)
         curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&x);
         SG_ASSERT(x != NULL);
         sg_ex_result_t res = map_curl_error(rc);
+        /* No socket could be made: the process is out of descriptors, not the upstream
+         * unreachable (curl reports both as CURLE_COULDNT_CONNECT, without the errno). */
+        if (res == SG_EX_CONNECT && (x->socket_errno == EMFILE || x->socket_errno == ENFILE))
+            res = SG_EX_NO_FDS;
         const char *detail = rc == CURLE_OK ? NULL
                              : x->errbuf[0] ? x->errbuf
                                             : curl_easy_strerror(rc);
@@ -462,6 +480,8 @@ sg_exchange_t *sg_exchange_start(sg_curlm_t *m, sg_exchange_req_t *req,
     curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, x);
     curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, on_close_socket);
     curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, m);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);

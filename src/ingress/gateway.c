@@ -2,6 +2,8 @@
  * progress that shutdown ends. */
 #include "sophia/gateway.h"
 
+#include <sys/resource.h>
+
 #include "sophia/config.h"
 #include "sophia/core.h"
 
@@ -14,12 +16,21 @@ void sg_gateway_http_opts(const sg_config_t *cfg, sg_http_opts_t *o)
     o->idle_timeout_ms = cfg->idle_timeout_ms;
     o->body_timeout_ms = cfg->body_timeout_ms;
     o->write_stall_timeout_ms = cfg->write_stall_timeout_ms;
-    o->max_connections = cfg->max_connections;
+    o->max_connections = sg_gateway_max_connections(cfg->max_connections);
     o->high_watermark = cfg->high_watermark;
     o->low_watermark = cfg->low_watermark;
     o->cors_origins = cfg->cors_origins;
     o->n_cors_origins = cfg->n_cors_origins;
     o->log_requests_errors = 1;
+}
+
+size_t sg_gateway_max_connections(size_t configured)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return configured;
+    size_t lim = (size_t)rl.rlim_cur;
+    size_t cap = lim > SG_FD_RESERVE + 16 ? (lim - SG_FD_RESERVE) / 2 : 8;
+    return configured < cap ? configured : cap;
 }
 
 void sg_gateway_track(sg_gateway_t *gw, sg_active_t *a)

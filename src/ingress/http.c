@@ -1080,8 +1080,8 @@ static void on_connection(uv_stream_t *ls, int status)
     uv_tcp_nodelay(&c->tcp, 1);
     if (srv->n_conns > srv->opts.max_connections) {
 #define BUSY_BODY                                                                                  \
-    "{\"error\":{\"message\":\"too many connections\",\"type\":\"server_error\","                  \
-    "\"param\":null,\"code\":\"too_many_connections\"}}"
+    "{\"error\":{\"message\":\"too many connections: the gateway is at capacity; retry "           \
+    "shortly\",\"type\":\"server_error\",\"param\":null,\"code\":\"server_overloaded\"}}"
         char busy[512];
         int n = snprintf(busy, sizeof(busy),
                          "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "sophia/access.h"
 #include "sophia/buf.h"
@@ -608,6 +609,32 @@ static void transport_error(sg_pipeline_t *p, sg_ex_result_t res, const char *de
     }
 }
 
+/* The process ran out of file descriptors for an upstream socket: a 503 server_overloaded,
+ * counted, and a warning at most once a second (with how many since the last one). */
+static void out_of_fds(sg_pipeline_t *p, sg_error_t *e)
+{
+    static uint64_t last_warn_ms, unwarned;
+    struct rlimit rl = {0};
+    getrlimit(RLIMIT_NOFILE, &rl);
+    p->gw->fd_exhausted++;
+    unwarned++;
+    sg_error_set(e, 503, "api_error", "server_overloaded",
+                 "the gateway is out of file descriptors (open file limit %llu) and cannot open "
+                 "an upstream connection now; retry shortly",
+                 (unsigned long long)rl.rlim_cur);
+    uint64_t now = sg_now_ms();
+    if (now - last_warn_ms < 1000) return;
+    last_warn_ms = now;
+    sg_logline_t l;
+    sg_logline_begin(&l, SG_LOG_WARN, "out of file descriptors: requests refused with 503");
+    sg_logline_int(&l, "open_file_limit", (long long)rl.rlim_cur);
+    sg_logline_int(&l, "refused", (long long)unwarned);
+    sg_logline_int(&l, "connections", (long long)sg_http_server_conn_count(p->gw->http));
+    sg_logline_int(&l, "upstream_active", (long long)sg_curlm_active(p->gw->curlm));
+    sg_logline_emit(&l);
+    unwarned = 0;
+}
+
 static void stream_done(sg_pipeline_t *p)
 {
     int r = p->dec ? p->wire->decode_finish(p->dec) : -1;
@@ -654,6 +681,13 @@ static void on_up_done(sg_exchange_t *x, sg_ex_result_t res, const char *detail,
     sg_error_t e;
     if (p->released) {
         endpoint_done(p, 1);
+    } else if (res == SG_EX_NO_FDS) {
+        /* Local exhaustion, not the upstream's fault: no breaker, no fallback (it would fail
+         * the same way); the client may retry shortly. */
+        endpoint_done(p, 1);
+        out_of_fds(p, &e);
+        p->finished = 1;
+        p->sink.fail(p->sink.ud, &e, "Retry-After: 1\r\n");
     } else if (res != SG_EX_OK && res != SG_EX_ABORTED) {
         transport_error(p, res, detail, &e);
         endpoint_done(p, 0);

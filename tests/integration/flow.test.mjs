@@ -539,3 +539,24 @@ test('a stderr nobody reads never blocks the loop: log lines are dropped, counte
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('out of file descriptors: 503 server_overloaded with a warning and a metric, never "upstream unreachable"', async () => {
+  const mock = await mockP(['--ttft-ms', '1500', '--itl-ms', '0']);
+  // 64 descriptors: 32 kept for the process, 16 connections with their upstream sockets.
+  const gw = await gatewayP({ mock, wrap: ['prlimit', '--nofile=64:64'] });
+  assert.match(gw.err, /"msg":"file descriptors","open_file_limit":64,"max_connections":16/);
+  assert.match(gw.err, /the open file limit \(64\) holds only 16 connections/);
+  const one = () => fetch(`${gw.url}/v1/chat/completions`, {
+    method: 'POST', headers: { 'content-type': 'application/json' }, body: chatBody(),
+  }).then(async (r) => ({ status: r.status, body: await r.json() }), (e) => ({ status: 'failed', e: String(e) }));
+  const rs = await Promise.all(Array.from({ length: 60 }, one));
+  const by = (s) => rs.filter((r) => r.status === s);
+  const seen = JSON.stringify(rs.map((r) => r.status));
+  assert.ok(by(503).length > 0, seen);
+  for (const r of by(503)) assert.equal(r.body.error.code, 'server_overloaded');
+  assert.equal(by(200).length + by(503).length, 60, `only 200 and 503: ${seen}`);
+  assert.ok(by(200).length >= 8, `the connections the limit allows were served: ${seen}`);
+  // Once the load is gone, everything works again.
+  assert.equal((await one()).status, 200);
+  await stopBoth(gw, mock);
+});

@@ -88,7 +88,9 @@ export async function startGateway(opts = {}) {
     fs.writeFileSync(f, JSON.stringify(opts.config));
     args.push('--config', f);
   }
-  const p = new Proc(GATEWAY_BIN, [...args, ...(opts.args || [])], env,
+  // opts.wrap: a command the gateway runs under, e.g. ['prlimit', '--nofile=40:40'].
+  const argv = [...args, ...(opts.args || [])];
+  const p = new Proc(opts.wrap ? opts.wrap[0] : GATEWAY_BIN, opts.wrap ? [...opts.wrap.slice(1), GATEWAY_BIN, ...argv] : argv, env,
     /"msg":"sophia-gateway listening".*?"port":(\d+)/, dir);
   p.dir = dir;
   p.port = await p.ready;

@@ -1001,7 +1001,7 @@ static void test_http_max_connections_503(void **state)
     assert_int_equal(p[0].status, 503);
     assert_true(closed(&h->res[0]));
     assert_non_null(strstr(h->res[0].data, "Connection: close\r\n"));
-    assert_non_null(strstr(h->res[0].data, "too_many_connections"));
+    assert_non_null(strstr(h->res[0].data, "server_overloaded"));
     assert_int_equal(p[0].head_len + p[0].body_len, h->res[0].len);
     assert_int_equal(parse_responses(h->res[1].data, h->res[1].len, p, 2), 1);
     assert_ok_body(&p[0], "ok /a 0");
