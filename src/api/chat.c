@@ -449,8 +449,7 @@ void sg_chat_handle(sg_gateway_t *gw, sg_http_req_t *req)
         sink_chunk, sink_raw_chunk, sg_api_sink_usage, sink_done, sink_fail, sink_congested, c};
     c->a.pipe = sg_pipeline_start(gw, c->a.gen, plan, SG_OP_CHAT, c->a.body, c->stream, &c->a.rec,
                                   &sink, &e);
-    free(plan);
-    plan = NULL;
+    plan = NULL; /* the pipeline took it over */
     if (!c->a.pipe) goto fail;
     sg_api_watch(&c->a);
     if (c->stream && c->a.gen->cfg.sse_heartbeat_ms) {

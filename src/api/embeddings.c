@@ -160,8 +160,7 @@ void sg_embeddings_handle(sg_gateway_t *gw, sg_http_req_t *req)
     sg_pipeline_sink_t sink = {sink_chunk, NULL, sg_api_sink_usage, sink_done, sg_api_sink_fail,
                                NULL,       m};
     a->pipe = sg_pipeline_start(gw, a->gen, plan, SG_OP_EMBED, a->body, 0, &a->rec, &sink, &e);
-    free(plan);
-    plan = NULL;
+    plan = NULL; /* the pipeline took it over */
     if (!a->pipe) goto fail;
     sg_api_watch(a);
     return;

@@ -772,8 +772,7 @@ void sg_messages_handle(sg_gateway_t *gw, sg_http_req_t *req)
     if (!m->native) sink.raw_chunk = NULL;
     a->pipe = sg_pipeline_start(gw, a->gen, plan, m->native ? SG_OP_MESSAGES : SG_OP_CHAT, a->body,
                                 m->stream, &a->rec, &sink, &e);
-    free(plan);
-    plan = NULL;
+    plan = NULL; /* the pipeline took it over */
     if (!a->pipe) goto fail;
     sg_api_watch(a);
     return;

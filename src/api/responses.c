@@ -841,8 +841,7 @@ void sg_responses_handle(sg_gateway_t *gw, sg_http_req_t *req)
         sink_chunk, NULL, sg_api_sink_usage, sink_done, sg_api_sink_fail, sg_api_sink_congested, r};
     a->pipe =
         sg_pipeline_start(gw, a->gen, plan, SG_OP_CHAT, a->body, r->stream, &a->rec, &sink, &e);
-    free(plan);
-    plan = NULL;
+    plan = NULL; /* the pipeline took it over */
     if (!a->pipe) goto fail;
     sg_api_watch(a);
     return;

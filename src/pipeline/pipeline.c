@@ -33,8 +33,8 @@ struct sg_pipeline {
     int finished; /* done or fail was delivered */
     sg_gateway_t *gw;
     sg_gen_t *gen;
-    sg_plan_t plan;
-    size_t ci; /* the candidate being tried */
+    sg_plan_t *plan; /* the handler's, taken over */
+    size_t ci;       /* the candidate being tried */
     unsigned char tried[SG_PLAN_MAX][MAX_ENDPOINTS];
     const cJSON *body;
     sg_op_t op;
@@ -89,6 +89,7 @@ static void p_unref(sg_pipeline_t *p)
     drop_held(p);
     sg_buf_dispose(&p->body_buf);
     sg_gen_unref(p->gen);
+    free(p->plan);
     free(p);
 }
 
@@ -197,8 +198,8 @@ static int build(sg_pipeline_t *p, const sg_provider_vt_t *vt, const sg_route_t 
 static int attempt_start(sg_pipeline_t *p, sg_error_t *e)
 {
     const sg_config_t *cfg = &p->gen->cfg;
-    for (; p->ci < p->plan.n; p->ci++) {
-        sg_route_t *r = &p->plan.routes[p->ci];
+    for (; p->ci < p->plan->n; p->ci++) {
+        sg_route_t *r = &p->plan->routes[p->ci];
         const sg_provider_vt_t *vt = sg_provider_find(r->provider->kind);
         if (!vt) continue;
         int idx = sg_gen_pick_endpoint(p->gen, r, p->tried[p->ci], sg_now_ms());
@@ -312,7 +313,7 @@ static int admit(sg_pipeline_t *p, sg_error_t *e)
 {
     uint64_t wait = 0, now = sg_now_ms();
     sg_admit_t a =
-        sg_admit(p->gen, &p->plan, p->body, (int)p->op, p->rec, now - p->start_ms, &wait, e);
+        sg_admit(p->gen, p->plan, p->body, (int)p->op, p->rec, now - p->start_ms, &wait, e);
     p->admitting = a == SG_ADMIT_WAIT;
     if (a == SG_ADMIT_WAIT) retry_in(p, wait);
     return a == SG_ADMIT_OK ? 0 : a == SG_ADMIT_WAIT ? 1 : -1;
@@ -737,7 +738,7 @@ static const sg_exchange_cbs_t upstream_cbs = {on_up_head, on_up_data, on_up_don
 
 /* ---- public ------------------------------------------------------------------------------- */
 
-sg_pipeline_t *sg_pipeline_start(sg_gateway_t *gw, sg_gen_t *gen, const sg_plan_t *plan, sg_op_t op,
+sg_pipeline_t *sg_pipeline_start(sg_gateway_t *gw, sg_gen_t *gen, sg_plan_t *plan, sg_op_t op,
                                  const cJSON *body, int stream, sg_record_t *rec,
                                  const sg_pipeline_sink_t *sink, sg_error_t *err)
 {
@@ -745,17 +746,14 @@ sg_pipeline_t *sg_pipeline_start(sg_gateway_t *gw, sg_gen_t *gen, const sg_plan_
     p->refs = 1;
     p->gw = gw;
     p->gen = sg_gen_ref(gen);
-    p->plan.n = plan->n;
-    for (size_t i = 0; i < plan->n; i++) sg_route_copy(&p->plan.routes[i], &plan->routes[i]);
-    snprintf(p->plan.rule, sizeof(p->plan.rule), "%s", plan->rule);
-    snprintf(p->plan.why, sizeof(p->plan.why), "%s", plan->why);
+    p->plan = plan; /* taken over: no copy of its routes */
     p->body = body;
     p->op = op;
     p->stream = op != SG_OP_EMBED && stream;
     p->rec = rec;
     p->sink = *sink;
     p->deadline_ms = sg_now_ms() + gen->cfg.deadline_ms;
-    p->route = &p->plan.routes[0];
+    p->route = &p->plan->routes[0];
     sg_buf_init(&p->body_buf, stream ? UPSTREAM_ERROR_MAX : UPSTREAM_BODY_MAX);
     snprintf(rec->rule, sizeof(rec->rule), "%.31s", plan->rule);
     snprintf(rec->why, sizeof(rec->why), "%s", plan->why);
