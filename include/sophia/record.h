@@ -67,7 +67,7 @@ typedef struct sg_record {
 struct sg_gateway;
 typedef void (*sg_observer_fn)(const sg_record_t *r, void *ud);
 
-/* Starts a record for req (id, method, path, start time). */
+/* Starts a record for req (id, method, path, start time) in zeroed memory. */
 void sg_record_init(sg_record_t *r, const sg_http_req_t *req, const char *method, const char *path);
 /* Notes the route that serves the request: public name, provider, whether it is unlisted. */
 void sg_record_route(sg_record_t *r, const sg_route_t *route);
