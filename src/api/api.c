@@ -2,6 +2,7 @@
 #include "sophia/api.h"
 
 #include "sophia/access.h"
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -97,32 +98,82 @@ int sg_api_io(sg_api_t *a, int r)
     return r;
 }
 
-/* Copies s into a header value: printable ASCII only. */
-static void header_value(char *dst, size_t cap, const char *s)
+/* Header lines built in place (no printf: this runs for every answer). Output that does not
+ * fit is cut at a line's end; out stays NUL-terminated. */
+typedef struct hdr {
+    char *p;
+    size_t n, cap;
+    int cut; /* something did not fit */
+} hdr_t;
+
+static void h_put(hdr_t *h, const char *s, size_t len)
 {
-    size_t n = 0;
-    for (; *s && n + 1 < cap; s++) dst[n++] = (*s >= 0x20 && *s < 0x7f) ? *s : '?';
-    dst[n] = '\0';
+    if (h->cut) return; /* after a cut nothing more: the cut line goes */
+    if (h->n + len >= h->cap) {
+        h->cut = 1;
+        return;
+    }
+    memcpy(h->p + h->n, s, len);
+    h->n += len;
+}
+
+#define H_LIT(h, lit) h_put(h, lit, sizeof(lit) - 1)
+
+/* A header value: printable ASCII only (anything else becomes '?'), at most max bytes. */
+static void h_value(hdr_t *h, const char *s, size_t max)
+{
+    size_t i = 0;
+    if (h->cut) return;
+    for (; s[i] && i < max && h->n + 1 < h->cap; i++)
+        h->p[h->n++] = (s[i] >= 0x20 && s[i] < 0x7f) ? s[i] : '?';
+    if (s[i] && i < max) h->cut = 1;
+}
+
+/* A USD amount with 8 decimals ("0.00012300"). */
+static void h_usd(hdr_t *h, double usd)
+{
+    char buf[48];
+    if (!(usd >= 0 && usd < 1e9)) {
+        int n = snprintf(buf, sizeof(buf), "%.8f", usd);
+        if (n > 0) h_put(h, buf, (size_t)n < sizeof(buf) ? (size_t)n : sizeof(buf) - 1);
+        return;
+    }
+    uint64_t v = (uint64_t)llround(usd * 1e8), ip = v / 100000000u, fp = v % 100000000u;
+    size_t n = sizeof(buf);
+    for (int i = 0; i < 8; i++, fp /= 10) buf[--n] = (char)('0' + fp % 10);
+    buf[--n] = '.';
+    do buf[--n] = (char)('0' + ip % 10);
+    while ((ip /= 10) != 0);
+    h_put(h, buf + n, sizeof(buf) - n);
 }
 
 void sg_api_headers(const sg_api_t *a, char *out, size_t cap, const char *extra)
 {
-    char prov[80], model[300], why[600], acct[640];
     const sg_record_t *r = &a->rec;
-    header_value(prov, sizeof(prov), r->provider);
-    header_value(model, sizeof(model), r->route);
-    header_value(why, sizeof(why), r->why);
+    hdr_t h = {out, 0, cap, 0};
+    if (r->provider[0]) {
+        H_LIT(&h, "X-Sophia-Provider: ");
+        h_value(&h, r->provider, 79);
+        H_LIT(&h, "\r\nX-Sophia-Model: ");
+        h_value(&h, r->route, 299);
+        H_LIT(&h, "\r\nX-Sophia-Route: ");
+        h_value(&h, r->why, 599);
+        H_LIT(&h, "\r\n");
+    }
     /* The admission's Retry-After and x-ratelimit-* lines, and a whole answer's cost. */
+    char acct[640];
     size_t n = sg_admit_headers(r, acct, sizeof(acct));
-    if (r->status == 200 && !a->streaming && prov[0] && n + 40 < sizeof(acct))
-        snprintf(acct + n, sizeof(acct) - n, "X-Sophia-Cost-USD: %.8f\r\n",
-                 sg_usage_cost(&r->usage, r->price_in, r->price_out, NULL, NULL));
-    if (prov[0])
-        snprintf(out, cap,
-                 "X-Sophia-Provider: %s\r\nX-Sophia-Model: %s\r\nX-Sophia-Route: %s\r\n%s%s", prov,
-                 model, why, acct, extra ? extra : "");
-    else
-        snprintf(out, cap, "%s%s", acct, extra ? extra : "");
+    h_put(&h, acct, n);
+    if (r->status == 200 && !a->streaming && r->provider[0]) {
+        H_LIT(&h, "X-Sophia-Cost-USD: ");
+        h_usd(&h, sg_usage_cost(&r->usage, r->price_in, r->price_out, NULL, NULL));
+        H_LIT(&h, "\r\n");
+    }
+    if (extra) h_put(&h, extra, strlen(extra));
+    if (h.cut) /* only whole lines go out */
+        while (h.n >= 2 && !(out[h.n - 2] == '\r' && out[h.n - 1] == '\n')) h.n--;
+    if (h.cut && h.n < 2) h.n = 0;
+    if (cap) out[h.n < cap ? h.n : cap - 1] = '\0';
 }
 
 void sg_api_usage_cost(sg_api_t *a, cJSON *usage)

@@ -13,6 +13,7 @@
 #include <cmocka.h>
 
 #include "sophia/access.h"
+#include "sophia/api.h"
 #include "sophia/core.h"
 #include "sophia/log.h"
 #include "sophia/pipeline.h"
@@ -408,6 +409,38 @@ static void test_budget_rollover_and_seed(void **state)
     assert_int_equal(sg_budget_check(s, 0.1, &period, (int64_t)(s->day) * 86400 + 5, &reset), 0);
 }
 
+static void test_response_headers(void **state)
+{
+    SG_UNUSED(state);
+    static sg_api_t a;
+    memset(&a, 0, sizeof(a));
+    snprintf(a.rec.provider, sizeof(a.rec.provider), "lambda");
+    snprintf(a.rec.route, sizeof(a.rec.route), "lambda/m\x01");
+    snprintf(a.rec.why, sizeof(a.rec.why), "explicit");
+    a.rec.status = 200;
+    a.rec.usage = (sg_usage_t){.prompt_tokens = 12, .completion_tokens = 34, .known = 1};
+    a.rec.price_in = 1;
+    a.rec.price_out = 2;
+    char h[2048];
+    sg_api_headers(&a, h, sizeof(h), "X-Extra: 1\r\n");
+    assert_string_equal(h, "X-Sophia-Provider: lambda\r\nX-Sophia-Model: lambda/m?\r\n"
+                           "X-Sophia-Route: explicit\r\nX-Sophia-Cost-USD: 0.00008000\r\n"
+                           "X-Extra: 1\r\n");
+    /* Costs of every size, rounded to 8 decimals. */
+    a.rec.usage = (sg_usage_t){.prompt_tokens = 1234567, .completion_tokens = 0, .known = 1};
+    a.rec.price_in = 3.25;
+    sg_api_headers(&a, h, sizeof(h), NULL);
+    assert_non_null(strstr(h, "X-Sophia-Cost-USD: 4.01234275\r\n"));
+    /* Streaming (the head went out before the cost is known): no cost line. */
+    a.streaming = 1;
+    sg_api_headers(&a, h, sizeof(h), NULL);
+    assert_null(strstr(h, "Cost"));
+    /* What does not fit is left out whole: never half a line. */
+    char small[64];
+    sg_api_headers(&a, small, sizeof(small), NULL);
+    assert_string_equal(small, "X-Sophia-Provider: lambda\r\n");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -423,6 +456,7 @@ int main(void)
         cmocka_unit_test_setup(test_stream_cut_and_extension, fresh),
         cmocka_unit_test_setup(test_models_allowed, fresh),
         cmocka_unit_test_setup(test_budget_rollover_and_seed, fresh),
+        cmocka_unit_test_setup(test_response_headers, fresh),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
