@@ -522,3 +522,36 @@ test('README: its configuration example is valid, it documents what the issue as
     assert.match(flat, must);
   fs.rmSync(dir, { recursive: true, force: true });
 });
+
+// ---- the proxy environment is honoured (read once at start) --------------------------------
+
+test('http_proxy: upstream requests go through the proxy; no_proxy bypasses it', async () => {
+  const completion = JSON.stringify({
+    id: 'chatcmpl-p', object: 'chat.completion', created: 1, model: 'm',
+    choices: [{ index: 0, message: { role: 'assistant', content: 'via proxy' }, finish_reason: 'stop' }],
+    usage: { prompt_tokens: 3, completion_tokens: 2, total_tokens: 5 },
+  });
+  const proxy = await startScripted((req, res) => {
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(completion);
+  });
+  const env = {
+    LAMBDA_BASE_URL: 'http://upstream.invalid:9/v1', LAMBDA_API_KEY: 'k-123456', SNOWFLAKE_ACCOUNT: '',
+    http_proxy: proxy.url, no_proxy: '', NO_PROXY: '',
+  };
+  const gw = await startGateway({ env });
+  const r = await postChat(gw, { model: 'lambda/m', messages: [{ role: 'user', content: 'hi' }] });
+  assert.equal(r.status, 200);
+  assert.equal((await r.json()).choices[0].message.content, 'via proxy');
+  // An HTTP proxy gets the absolute URL of the upstream.
+  assert.equal(proxy.requests.at(-1).url, 'http://upstream.invalid:9/v1/chat/completions');
+  await gw.stopClean();
+  // The upstream's host in no_proxy: straight to it (which does not exist here).
+  const gw2 = await startGateway({ env: { ...env, no_proxy: 'upstream.invalid' } });
+  const seen = proxy.requests.length;
+  const r2 = await postChat(gw2, { model: 'lambda/m', messages: [{ role: 'user', content: 'hi' }] });
+  assert.equal(r2.status, 502);
+  assert.equal(proxy.requests.length, seen);
+  await gw2.stopClean();
+  await proxy.close();
+});
