@@ -92,6 +92,16 @@ int sg_api_sink_congested(void *ud);
 void sg_api_finish(sg_api_t *a, const char *outcome);
 /* The client's body, strict JSON (sophia/json.h), or NULL with a 400 in e. */
 cJSON *sg_api_parse(const sg_http_req_t *req, sg_error_t *e);
+/* What a protocol that translates chat chunks does with their parts. */
+typedef struct sg_chunk_visitor {
+    int (*text)(void *ud, const char *text);       /* a non-empty content delta */
+    int (*tool)(void *ud, const cJSON *tool_call); /* a tool_calls[] delta */
+} sg_chunk_visitor_t;
+/* Walks a chat.completion.chunk's choices: content and tool-call deltas go to v (the first one
+ * sets the record's time to first token; content counts in *content_chunks), a finish_reason
+ * is copied into finish. Returns 0, or 1 once a callback returned non-zero. */
+int sg_api_chunk_each(sg_api_t *a, const cJSON *chunk, const sg_chunk_visitor_t *v, void *ud,
+                      char *finish, size_t cap, long *content_chunks);
 /* Estimated tokens of a text: about 4 characters each. */
 long sg_api_estimate_tokens(size_t chars);
 /* Estimated prompt tokens of chat messages: their text (string or parts) plus framing. */

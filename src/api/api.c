@@ -350,6 +350,31 @@ cJSON *sg_api_parse(const sg_http_req_t *req, sg_error_t *e)
     return NULL;
 }
 
+int sg_api_chunk_each(sg_api_t *a, const cJSON *chunk, const sg_chunk_visitor_t *v, void *ud,
+                      char *finish, size_t cap, long *content_chunks)
+{
+    const cJSON *ch;
+    cJSON_ArrayForEach(ch, cJSON_GetObjectItemCaseSensitive(chunk, "choices"))
+    {
+        const cJSON *delta = cJSON_GetObjectItemCaseSensitive(ch, "delta");
+        const cJSON *content = cJSON_GetObjectItemCaseSensitive(delta, "content");
+        if (cJSON_IsString(content) && content->valuestring[0]) {
+            (*content_chunks)++;
+            if (!a->rec.ttft_ns) a->rec.ttft_ns = sg_now_ns();
+            if (v->text(ud, content->valuestring) != 0) return 1;
+        }
+        const cJSON *tc;
+        cJSON_ArrayForEach(tc, cJSON_GetObjectItemCaseSensitive(delta, "tool_calls"))
+        {
+            if (!a->rec.ttft_ns) a->rec.ttft_ns = sg_now_ns();
+            if (v->tool(ud, tc) != 0) return 1;
+        }
+        const cJSON *fr = cJSON_GetObjectItemCaseSensitive(ch, "finish_reason");
+        if (cJSON_IsString(fr)) snprintf(finish, cap, "%s", fr->valuestring);
+    }
+    return 0;
+}
+
 long sg_api_estimate_tokens(size_t chars)
 {
     return (long)((chars + 3) / 4);

@@ -568,6 +568,16 @@ static int tool_delta(msgs_t *m, const cJSON *tc)
     return delta(m, "input_json_delta", "partial_json", args->valuestring);
 }
 
+static int on_text(void *ud, const char *text)
+{
+    return text_delta(ud, text);
+}
+
+static int on_tool(void *ud, const cJSON *tc)
+{
+    return tool_delta(ud, tc);
+}
+
 /* Translated streaming: chat chunks → Messages events. */
 static int sink_chunk(void *ud, cJSON *chunk, const char *raw, size_t len)
 {
@@ -575,26 +585,8 @@ static int sink_chunk(void *ud, cJSON *chunk, const char *raw, size_t len)
     SG_UNUSED(len);
     msgs_t *m = ud;
     if (!m->a.req || start_message(m) != 0) return 1;
-    const cJSON *ch;
-    cJSON_ArrayForEach(ch, GET(chunk, "choices"))
-    {
-        const cJSON *d = GET(ch, "delta");
-        const cJSON *content = GET(d, "content");
-        if (cJSON_IsString(content) && content->valuestring[0]) {
-            m->content_chunks++;
-            if (!m->a.rec.ttft_ns) m->a.rec.ttft_ns = sg_now_ns();
-            if (text_delta(m, content->valuestring) != 0) return 1;
-        }
-        const cJSON *tc;
-        cJSON_ArrayForEach(tc, GET(d, "tool_calls"))
-        {
-            if (!m->a.rec.ttft_ns) m->a.rec.ttft_ns = sg_now_ns();
-            if (tool_delta(m, tc) != 0) return 1;
-        }
-        const cJSON *fr = GET(ch, "finish_reason");
-        if (cJSON_IsString(fr)) snprintf(m->finish, sizeof(m->finish), "%s", fr->valuestring);
-    }
-    return 0;
+    static const sg_chunk_visitor_t v = {on_text, on_tool};
+    return sg_api_chunk_each(&m->a, chunk, &v, m, m->finish, sizeof(m->finish), &m->content_chunks);
 }
 
 /* Forwarded streaming: each event as the upstream sent it; message_start names the model as

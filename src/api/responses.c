@@ -692,6 +692,16 @@ static int tool_delta(resp_t *r, const cJSON *tc)
     return emit(r, "response.function_call_arguments.delta", d);
 }
 
+static int on_text(void *ud, const char *text)
+{
+    return text_delta(ud, text);
+}
+
+static int on_tool(void *ud, const cJSON *tc)
+{
+    return tool_delta(ud, tc);
+}
+
 static int sink_chunk(void *ud, cJSON *chunk, const char *raw, size_t len)
 {
     SG_UNUSED(raw);
@@ -699,26 +709,8 @@ static int sink_chunk(void *ud, cJSON *chunk, const char *raw, size_t len)
     resp_t *r = ud;
     if (!r->a.req) return 1;
     if (start_events(r) != 0) return 1;
-    const cJSON *ch;
-    cJSON_ArrayForEach(ch, GET(chunk, "choices"))
-    {
-        const cJSON *delta = GET(ch, "delta");
-        const cJSON *content = GET(delta, "content");
-        if (cJSON_IsString(content) && content->valuestring[0]) {
-            r->content_chunks++;
-            if (!r->a.rec.ttft_ns) r->a.rec.ttft_ns = sg_now_ns();
-            if (text_delta(r, content->valuestring) != 0) return 1;
-        }
-        const cJSON *tc;
-        cJSON_ArrayForEach(tc, GET(delta, "tool_calls"))
-        {
-            if (!r->a.rec.ttft_ns) r->a.rec.ttft_ns = sg_now_ns();
-            if (tool_delta(r, tc) != 0) return 1;
-        }
-        const cJSON *fr = GET(ch, "finish_reason");
-        if (cJSON_IsString(fr)) snprintf(r->finish, sizeof(r->finish), "%s", fr->valuestring);
-    }
-    return 0;
+    static const sg_chunk_visitor_t v = {on_text, on_tool};
+    return sg_api_chunk_each(&r->a, chunk, &v, r, r->finish, sizeof(r->finish), &r->content_chunks);
 }
 
 /* ---- the end ------------------------------------------------------------------------------ */
