@@ -7,7 +7,7 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import OpenAI from 'openai';
-import { startMock, startGateway, sseData, sleep, promtool } from './lib.mjs';
+import { startMock, startGateway, sseData, sleep, promtool, waitFor } from './lib.mjs';
 
 const noEnv = { LAMBDA_BASE_URL: '', LAMBDA_API_KEY: '', SNOWFLAKE_ACCOUNT: '' };
 const hash = (k) => `sha256:${crypto.createHash('sha256').update(k).digest('hex')}`;
@@ -74,8 +74,7 @@ test('the cost of every request: X-Sophia-Cost-USD, usage.cost_usd at the end of
   const u = JSON.parse(ev.at(-2)).usage;
   assert.equal(u.completion_tokens, 12); // one token per content chunk
   near(u.cost_usd, (u.prompt_tokens + 24) / 1e6, 'estimated');
-  await sleep(50);
-  const line = gw.logLines().filter((l) => l.msg === 'request').at(-1);
+  const line = await waitFor(() => gw.logLines().filter((l) => l.msg === 'request' && l.completion_tokens === 12).at(-1));
   assert.equal(line.usage_source, 'estimated');
 });
 
@@ -195,7 +194,7 @@ test('a stream whose running cost passes the budget ends with a budget_exceeded 
   const s = await chat(soft, 'sk-s', body);
   const sev = sseData(await s.text());
   assert.equal(sev.at(-1), '[DONE]');
-  await sleep(50);
+  await waitFor(() => soft.logLines().some((l) => /exceeded \(soft mode/.test(l.msg)));
   const warns = soft.logLines().filter((l) => /budget/.test(l.msg));
   // One request crossed both the 50 % threshold and the budget: one warning, the higher one.
   assert.ok(warns.some((l) => /exceeded \(soft mode/.test(l.msg) && l.scope === 'key' && l.name === 's'), JSON.stringify(warns));

@@ -479,8 +479,10 @@ test('the gateway holds 2,000 concurrent streams', async (t) => {
   assert.equal(ok, N, 'every stream ended with [DONE]');
   assert.ok(st.max_active >= N, `all ${N} were open upstream at once (max_active ${st.max_active})`);
   assert.equal(st.streams_completed, N);
-  const logged = gw.logLines().filter((l) => l.msg === 'request' && l.outcome === 'ok').length;
-  assert.equal(logged, N);
+  // Log lines come from the log writer thread: wait for all of them.
+  const okLines = () => gw.logLines().filter((l) => l.msg === 'request' && l.outcome === 'ok').length;
+  await waitFor(() => okLines() >= N, 5000);
+  assert.equal(okLines(), N);
   await stopBoth(gw, mock);
 });
 

@@ -295,8 +295,8 @@ test('circuit breaker: open after failures (the endpoint is skipped at once), ha
   await sleep(1600);
   await timed();
   assert.deepEqual(await state(), ['closed', 'closed']);
-  assert.ok(gw.logLines().some((l) => l.msg === 'circuit breaker opened'));
-  assert.ok(gw.logLines().some((l) => l.msg === 'circuit breaker closed'));
+  assert.ok(await waitFor(() => gw.logLines().some((l) => l.msg === 'circuit breaker opened')));
+  assert.ok(await waitFor(() => gw.logLines().some((l) => l.msg === 'circuit breaker closed')));
   const m = await (await fetch(`${gw.url}/metrics`)).text();
   assert.match(m, /sophia_endpoint_breaker_state\{provider="lambda",endpoint="0"\} 0/);
 });
@@ -332,8 +332,8 @@ test('health checks: a failing endpoint is skipped; /readyz says whether any rou
   await control(a, { reset: true });
   await control(b, { reset: true });
   assert.ok(await waitFor(async () => (await fetch(`${gw.url}/readyz`)).status === 200, 3000));
-  assert.ok(gw.logLines().some((l) => l.msg === 'endpoint failed its health check'));
-  assert.ok(gw.logLines().some((l) => l.msg === 'endpoint healthy again'));
+  assert.ok(await waitFor(() => gw.logLines().some((l) => l.msg === 'endpoint failed its health check')));
+  assert.ok(await waitFor(() => gw.logLines().some((l) => l.msg === 'endpoint healthy again')));
 });
 
 // ---- 6. throttling -----------------------------------------------------------------------------
