@@ -541,8 +541,9 @@ static int delta(msgs_t *m, const char *dtype, const char *key, const char *valu
     return emit(m, "content_block_delta", d);
 }
 
-static int text_delta(msgs_t *m, const char *text)
+static int text_delta(void *ud, const char *text)
 {
+    msgs_t *m = ud;
     if (m->block != BLOCK_TEXT) {
         cJSON *b = cJSON_CreateObject();
         cJSON_AddStringToObject(b, "type", "text");
@@ -552,8 +553,9 @@ static int text_delta(msgs_t *m, const char *text)
     return delta(m, "text_delta", "text", text);
 }
 
-static int tool_delta(msgs_t *m, const cJSON *tc)
+static int tool_delta(void *ud, const cJSON *tc)
 {
+    msgs_t *m = ud;
     const cJSON *id = GET(tc, "id"), *fn = GET(tc, "function");
     const cJSON *name = GET(fn, "name"), *args = GET(fn, "arguments");
     if (cJSON_IsString(id) && id->valuestring[0]) {
@@ -568,16 +570,6 @@ static int tool_delta(msgs_t *m, const cJSON *tc)
     return delta(m, "input_json_delta", "partial_json", args->valuestring);
 }
 
-static int on_text(void *ud, const char *text)
-{
-    return text_delta(ud, text);
-}
-
-static int on_tool(void *ud, const cJSON *tc)
-{
-    return tool_delta(ud, tc);
-}
-
 /* Translated streaming: chat chunks → Messages events. */
 static int sink_chunk(void *ud, cJSON *chunk, const char *raw, size_t len)
 {
@@ -585,7 +577,7 @@ static int sink_chunk(void *ud, cJSON *chunk, const char *raw, size_t len)
     SG_UNUSED(len);
     msgs_t *m = ud;
     if (!m->a.req || start_message(m) != 0) return 1;
-    static const sg_chunk_visitor_t v = {on_text, on_tool};
+    static const sg_chunk_visitor_t v = {text_delta, tool_delta};
     return sg_api_chunk_each(&m->a, chunk, &v, m, m->finish, sizeof(m->finish), &m->content_chunks);
 }
 

@@ -631,8 +631,9 @@ static int close_call(resp_t *r)
     return emit(r, "response.output_item.done", d);
 }
 
-static int text_delta(resp_t *r, const char *delta)
+static int text_delta(void *ud, const char *delta)
 {
+    resp_t *r = ud;
     if (!r->msg_open) {
         if (close_call(r) != 0) return -1;
         r->msg_open = 1;
@@ -659,8 +660,9 @@ static int text_delta(resp_t *r, const char *delta)
     return emit(r, "response.output_text.delta", d);
 }
 
-static int tool_delta(resp_t *r, const cJSON *tc)
+static int tool_delta(void *ud, const cJSON *tc)
 {
+    resp_t *r = ud;
     const cJSON *id = GET(tc, "id");
     const cJSON *fn = GET(tc, "function");
     const cJSON *name = GET(fn, "name");
@@ -692,16 +694,6 @@ static int tool_delta(resp_t *r, const cJSON *tc)
     return emit(r, "response.function_call_arguments.delta", d);
 }
 
-static int on_text(void *ud, const char *text)
-{
-    return text_delta(ud, text);
-}
-
-static int on_tool(void *ud, const cJSON *tc)
-{
-    return tool_delta(ud, tc);
-}
-
 static int sink_chunk(void *ud, cJSON *chunk, const char *raw, size_t len)
 {
     SG_UNUSED(raw);
@@ -709,7 +701,7 @@ static int sink_chunk(void *ud, cJSON *chunk, const char *raw, size_t len)
     resp_t *r = ud;
     if (!r->a.req) return 1;
     if (start_events(r) != 0) return 1;
-    static const sg_chunk_visitor_t v = {on_text, on_tool};
+    static const sg_chunk_visitor_t v = {text_delta, tool_delta};
     return sg_api_chunk_each(&r->a, chunk, &v, r, r->finish, sizeof(r->finish), &r->content_chunks);
 }
 
