@@ -29,8 +29,7 @@ typedef struct heartbeat {
 typedef struct chat {
     sg_api_t a; /* first */
     int stream, include_usage;
-    int head_sent;  /* the SSE response head went out */
-    int usage_sent; /* a usage chunk went to the client */
+    int head_sent; /* the SSE response head went out */
     long est_prompt_tokens;
     long content_chunks;
     int created;
@@ -197,7 +196,6 @@ static void send_usage_chunk(chat_t *c)
     cJSON_AddItemToObject(j, "usage", u);
     send_event_obj(c, j);
     cJSON_Delete(j);
-    c->usage_sent = 1;
 }
 
 static void first_token(chat_t *c)
@@ -295,7 +293,7 @@ static void sink_done(void *ud, cJSON *resp, const char *body, size_t len)
         return;
     }
     settle_usage(c);
-    if (c->include_usage && !c->usage_sent) send_usage_chunk(c);
+    if (c->include_usage) send_usage_chunk(c);
     send_event_json(c, "[DONE]", 6);
     stream_end(c);
     chat_finish(c, "ok");
