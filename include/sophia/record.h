@@ -26,6 +26,8 @@ typedef struct sg_ticket {
     double est_usd;      /* taken from the USD/min buckets (the worst case) */
     double reserved_usd; /* held against the budgets (worst case; grows as a stream runs) */
     long out_tokens;     /* a stream's output so far (estimated as it is relayed) */
+    int hard_budget;     /* some scope has a hard budget: a stream's output is charged as it
+                            goes (sg_admit_stream); otherwise nothing can end it early */
     long retry_after_s;  /* a refusal's Retry-After, 0 when none */
 } sg_ticket_t;
 

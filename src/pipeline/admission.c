@@ -221,6 +221,8 @@ sg_admit_t sg_admit(const sg_gen_t *g, sg_plan_t *plan, const cJSON *body, int o
     for (int i = 0; i < n; i++) {
         sg_limits_take(sc[i], t->est_tokens, worst);
         sc[i]->reserved += worst;
+        const sg_budget_cfg_t *b = &sc[i]->budget;
+        if (!b->soft && (b->daily_usd > 0 || b->monthly_usd > 0)) t->hard_budget = 1;
     }
     t->est_usd = worst;
     t->reserved_usd = worst;
@@ -231,7 +233,7 @@ sg_admit_t sg_admit(const sg_gen_t *g, sg_plan_t *plan, const cJSON *body, int o
 int sg_admit_stream(sg_record_t *rec, long tokens, sg_error_t *e)
 {
     sg_ticket_t *t = &rec->ticket;
-    if (!t->admitted || t->settled) return 0;
+    if (!t->admitted || t->settled || !t->hard_budget) return 0;
     t->out_tokens += tokens;
     double running =
         ((double)t->prompt_est * rec->price_in + (double)t->out_tokens * rec->price_out) / 1e6;

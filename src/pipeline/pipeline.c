@@ -446,7 +446,7 @@ static int commit(sg_pipeline_t *p)
  * would pass what the hard budgets have left stops here, and ends with the error. */
 static int charge(sg_pipeline_t *p, long tokens)
 {
-    if (!tokens || !p->rec->ticket.admitted) return 0;
+    if (!tokens) return 0;
     sg_error_t e;
     if (sg_admit_stream(p->rec, tokens, &e) == 0) return 0;
     p->err = e;
@@ -483,7 +483,8 @@ static int w_chunk(void *ud, cJSON *chunk, const char *raw, size_t raw_len)
         if (!chunk_matters(chunk) && hold(p, chunk, raw, raw_len)) return 0;
         if (commit(p)) return 1;
     }
-    if (charge(p, chunk_tokens(chunk))) return 1;
+    /* Counting a chunk's tokens is only needed when a hard budget could end the stream. */
+    if (p->rec->ticket.hard_budget && charge(p, chunk_tokens(chunk))) return 1;
     note_finish(p, chunk);
     if (p->sink.chunk(p->sink.ud, chunk, raw, raw_len) != 0) p->sink_stopped = 1;
     return p->sink_stopped || p->released;
@@ -498,7 +499,8 @@ static int w_raw_chunk(void *ud, const char *raw, size_t len, int has_content, i
         if (!has_content && !has_finish && hold(p, NULL, raw, len)) return 0;
         if (commit(p)) return 1;
     }
-    if (has_content && charge(p, 1)) return 1; /* one token per chunk, as the upstream sends */
+    /* one token per chunk, as the upstream sends */
+    if (has_content && p->rec->ticket.hard_budget && charge(p, 1)) return 1;
     if (has_finish) p->finish_seen = 1;
     if (p->sink.raw_chunk(p->sink.ud, raw, len, has_content, has_finish) != 0) p->sink_stopped = 1;
     return p->sink_stopped || p->released;
