@@ -112,22 +112,30 @@ static struct curl_slist *auth_headers(const sg_provider_cfg_t *p, int stream)
     return sg_header_bearer(h, sg_openai_cfg(p)->api_key);
 }
 
+/* The client's request as the upstream gets it: a copy naming the upstream model id. NULL
+ * with a 503 in err when the provider has no base URL. */
+static cJSON *upstream_body(const sg_route_t *route, const cJSON *client, sg_error_t *err)
+{
+    if (!route->base_url || !route->base_url[0]) {
+        sg_error_set(err, 503, "api_error", "provider_not_configured",
+                     "provider '%s' has no base URL configured", route->provider->name);
+        return NULL;
+    }
+    cJSON *body = cJSON_Duplicate(client, 1);
+    SG_ASSERT(body != NULL);
+    cJSON_DeleteItemFromObjectCaseSensitive(body, "model");
+    cJSON_AddStringToObject(
+        body, "model", route->model->upstream_id ? route->model->upstream_id : route->model->id);
+    return body;
+}
+
 static int oa_build_chat(const sg_route_t *route, const cJSON *client, int stream,
                          const sg_upstream_opts_t *uo, sg_exchange_req_t *out, char *url_buf,
                          size_t url_cap, sg_error_t *err)
 {
     const sg_provider_cfg_t *p = route->provider;
-    if (!route->base_url || !route->base_url[0]) {
-        sg_error_set(err, 503, "api_error", "provider_not_configured",
-                     "provider '%s' has no base URL configured", p->name);
-        return -1;
-    }
-    cJSON *body = cJSON_Duplicate(client, 1);
-    SG_ASSERT(body != NULL);
-    const char *upstream_model =
-        route->model->upstream_id ? route->model->upstream_id : route->model->id;
-    cJSON_DeleteItemFromObjectCaseSensitive(body, "model");
-    cJSON_AddStringToObject(body, "model", upstream_model);
+    cJSON *body = upstream_body(route, client, err);
+    if (!body) return -1;
     if (stream) {
         /* Always ask for usage so every token is accounted; the gateway drops the usage chunk
          * when the client did not ask for it. */
@@ -361,16 +369,8 @@ static int oa_build_embed(const sg_route_t *route, const cJSON *client,
                           size_t url_cap, sg_error_t *err)
 {
     const sg_provider_cfg_t *p = route->provider;
-    if (!route->base_url || !route->base_url[0]) {
-        sg_error_set(err, 503, "api_error", "provider_not_configured",
-                     "provider '%s' has no base URL configured", p->name);
-        return -1;
-    }
-    cJSON *body = cJSON_Duplicate(client, 1);
-    SG_ASSERT(body != NULL);
-    cJSON_DeleteItemFromObjectCaseSensitive(body, "model");
-    cJSON_AddStringToObject(
-        body, "model", route->model->upstream_id ? route->model->upstream_id : route->model->id);
+    cJSON *body = upstream_body(route, client, err);
+    if (!body) return -1;
     snprintf(url_buf, url_cap, "%s/embeddings", route->base_url);
     sg_upstream_post_json(out, url_buf, auth_headers(p, 0), body, uo);
     return 0;
