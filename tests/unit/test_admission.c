@@ -12,6 +12,8 @@
 
 #include <cmocka.h>
 
+#include "test_gen.h"
+
 #include "sophia/access.h"
 #include "sophia/api.h"
 #include "sophia/core.h"
@@ -36,20 +38,7 @@ static sg_key_cfg_t key;
 static int setup(void **state)
 {
     SG_UNUSED(state);
-    sg_log_set_level(SG_LOG_ERROR);
-    unsetenv("LAMBDA_BASE_URL");
-    unsetenv("SNOWFLAKE_ACCOUNT");
-    char path[] = "/tmp/sg_test_admission_XXXXXX";
-    int fd = mkstemp(path);
-    assert_true(fd >= 0);
-    assert_int_equal(write(fd, CONFIG, strlen(CONFIG)), (ssize_t)strlen(CONFIG));
-    close(fd);
-    sg_config_errors_t errs = {0};
-    gen = sg_gen_load(path, NULL, 1, &errs);
-    for (size_t i = 0; i < errs.n; i++)
-        fprintf(stderr, "# %s: %s\n", errs.items[i].path, errs.items[i].message);
-    unlink(path);
-    sg_config_errors_free(&errs);
+    gen = test_gen_load(CONFIG);
     if (!gen) return -1;
     saved = gen->cfg.access;
     gen->cfg.access = &acc;

@@ -12,6 +12,8 @@
 
 #include <cmocka.h>
 
+#include "test_gen.h"
+
 #include "sophia/catalog.h"
 #include "sophia/core.h"
 #include "sophia/endpoint.h"
@@ -39,20 +41,7 @@ static sg_gen_t *gen;
 static int setup(void **state)
 {
     SG_UNUSED(state);
-    sg_log_set_level(SG_LOG_ERROR);
-    unsetenv("LAMBDA_BASE_URL");
-    unsetenv("SNOWFLAKE_ACCOUNT");
-    char path[] = "/tmp/sg_test_route_XXXXXX";
-    int fd = mkstemp(path);
-    assert_true(fd >= 0);
-    assert_int_equal(write(fd, CONFIG, strlen(CONFIG)), (ssize_t)strlen(CONFIG));
-    close(fd);
-    sg_config_errors_t errs = {0};
-    gen = sg_gen_load(path, NULL, 1, &errs);
-    for (size_t i = 0; i < errs.n; i++)
-        fprintf(stderr, "# %s: %s\n", errs.items[i].path, errs.items[i].message);
-    unlink(path);
-    sg_config_errors_free(&errs);
+    gen = test_gen_load(CONFIG);
     return gen ? 0 : -1;
 }
 
