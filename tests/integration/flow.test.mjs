@@ -548,17 +548,24 @@ test('out of file descriptors: 503 server_overloaded with a warning and a metric
   const gw = await gatewayP({ mock, wrap: ['prlimit', '--nofile=64:64'] });
   assert.match(gw.err, /"msg":"file descriptors","open_file_limit":64,"max_connections":16/);
   assert.match(gw.err, /the open file limit \(64\) holds only 16 connections/);
-  const one = () => fetch(`${gw.url}/v1/chat/completions`, {
-    method: 'POST', headers: { 'content-type': 'application/json' }, body: chatBody(),
+  // The load's keep-alive connections belong to an agent of their own, closed afterwards: idle
+  // client connections count against max_connections until they close.
+  const { Agent } = await import('undici');
+  const load = new Agent();
+  const one = (dispatcher) => fetch(`${gw.url}/v1/chat/completions`, {
+    method: 'POST', headers: { 'content-type': 'application/json' }, body: chatBody(), dispatcher,
   }).then(async (r) => ({ status: r.status, body: await r.json() }), (e) => ({ status: 'failed', e: String(e) }));
-  const rs = await Promise.all(Array.from({ length: 60 }, one));
+  const rs = await Promise.all(Array.from({ length: 60 }, () => one(load)));
   const by = (s) => rs.filter((r) => r.status === s);
   const seen = JSON.stringify(rs.map((r) => r.status));
   assert.ok(by(503).length > 0, seen);
   for (const r of by(503)) assert.equal(r.body.error.code, 'server_overloaded');
   assert.equal(by(200).length + by(503).length, 60, `only 200 and 503: ${seen}`);
   assert.ok(by(200).length >= 8, `the connections the limit allows were served: ${seen}`);
-  // Once the load is gone, everything works again.
-  assert.equal((await one()).status, 200);
+  // Once the load is gone (its connections closed, which the gateway sees a moment later),
+  // everything works again.
+  await load.close();
+  const after = await waitFor(async () => (await one()).status === 200, 3000, 50);
+  assert.ok(after, 'a request after the load is served');
   await stopBoth(gw, mock);
 });
