@@ -43,6 +43,7 @@ typedef struct sg_exchange_req {
     struct curl_slist *headers; /* taken over by the exchange */
     char *body;                 /* taken over by the exchange (free()d); may be NULL */
     size_t body_len;
+    int stream; /* the answer is an event stream, held open: a smaller receive buffer */
     uint64_t connect_timeout_ms;
     uint64_t first_byte_timeout_ms; /* from start to the first response byte */
     uint64_t idle_timeout_ms;       /* between body bytes, not counting time paused by us */
@@ -55,6 +56,11 @@ sg_curlm_t *sg_curlm_new(uv_loop_t *loop);
  * close through the loop, so run the loop afterwards until it is empty. */
 void sg_curlm_free(sg_curlm_t *m);
 size_t sg_curlm_active(const sg_curlm_t *m);
+/* Multi handles open now (transfers are spread over several; see exchange.c). */
+size_t sg_curlm_shards_open(const sg_curlm_t *m);
+/* How long an extra multi handle may sit with nothing running before it is closed, with its
+ * idle connections (default 5 s). */
+void sg_curlm_set_shard_idle_ms(sg_curlm_t *m, uint64_t ms);
 
 /* Starts an exchange. Returns it, or NULL (callbacks never fire then) when curl refuses the
  * request. Callbacks fire from the loop, never from inside this call. */

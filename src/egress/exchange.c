@@ -3,6 +3,7 @@
 #include "sophia/egress.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -15,18 +16,42 @@
 #define RESP_HEADERS_MAX 16384
 /* Easy handles kept for reuse: curl_easy_reset is cheaper than cleanup + init. */
 #define EASY_POOL_MAX 256
+/* Transfers are spread over several multi handles ("shards"): libcurl 7.88 walks every
+ * connection of a multi handle's cache to the same host when a transfer starts and ends, so
+ * with one multi handle the cost of a new stream grows with the number of open streams. A
+ * new exchange goes to the first shard with fewer than SHARD_TRANSFERS running, which keeps
+ * light traffic on shard 0 (and its warm connections) and bounds each walk. */
+#define SHARD_TRANSFERS 128
+#define SHARD_MAX 128
+/* Each shard's cache: its running transfers plus as many idle connections. */
+#define SHARD_MAXCONNECTS (2 * SHARD_TRANSFERS)
+/* A shard other than the first with nothing running for this long is cleaned up: its idle
+ * connections close and their memory goes back to the system. */
+#define SHARD_IDLE_MS 5000
+#define STREAM_RECV_BUFFER 4096L
+
+typedef struct shard {
+    sg_curlm_t *m;
+    CURLM *multi; /* NULL until first used, and again once reaped */
+    uv_timer_t timer;
+    uv_timer_t reap;
+    size_t n_active;
+} shard_t;
 
 typedef struct poll_ctx {
     uv_poll_t poll;
     curl_socket_t fd;
     sg_curlm_t *m;
+    shard_t *s; /* the multi handle the socket's connection belongs to */
     struct poll_ctx *prev, *next;
 } poll_ctx_t;
 
 struct sg_curlm {
     uv_loop_t *loop;
-    CURLM *multi;
-    uv_timer_t timer;
+    shard_t shards[SHARD_MAX];
+    size_t n_shards; /* shards initialised (their timers exist) */
+    size_t closing;  /* timers still closing in sg_curlm_free */
+    uint64_t shard_idle_ms;
     poll_ctx_t *polls;
     /* Poll handles by socket, kept while curl keeps the connection (also idle in its pool),
      * so reusing a connection costs no handle setup; destroyed when curl closes the socket. */
@@ -34,13 +59,16 @@ struct sg_curlm {
     size_t n_by_fd;
     sg_exchange_t *exchanges;
     size_t n_active;
-    int in_action;                  /* inside curl_multi_socket_action */
-    CURL *idle_easy[EASY_POOL_MAX]; /* reset easy handles, reused by the next exchanges */
-    size_t n_idle_easy;
+    int in_action; /* inside curl_multi_socket_action of any shard */
+    /* Reset easy handles, reused by the next exchanges: [1] for event streams (small receive
+     * buffer), [0] for the rest (curl's default), so a handle's buffer size never changes. */
+    CURL *idle_easy[2][EASY_POOL_MAX];
+    size_t n_idle_easy[2];
 };
 
 struct sg_exchange {
     sg_curlm_t *m;
+    shard_t *s;
     CURL *easy;
     sg_exchange_t *prev, *next;
     struct curl_slist *headers;
@@ -56,12 +84,13 @@ struct sg_exchange {
     int cancelled;    /* owner cancelled from inside a callback */
     int socket_errno; /* why the last socket() for this exchange failed, 0 when none */
     int finished;
+    int stream; /* which easy pool the handle goes back to */
     uint64_t start_ms, first_byte_ms, last_byte_ms;
     uint64_t connect_timeout_ms, first_byte_timeout_ms, idle_timeout_ms, total_timeout_ms;
     char errbuf[CURL_ERROR_SIZE];
 };
 
-static void check_multi_info(sg_curlm_t *m);
+static void check_multi_info(shard_t *s);
 static void exchange_free(sg_exchange_t *x);
 static void exchange_arm_timer(sg_exchange_t *x);
 
@@ -88,29 +117,30 @@ static void poll_destroy(poll_ctx_t *p)
 static void on_poll(uv_poll_t *h, int status, int events)
 {
     poll_ctx_t *p = h->data;
-    sg_curlm_t *m = p->m;
+    shard_t *s = p->s;
     int flags = 0;
     if (status < 0) flags = CURL_CSELECT_ERR;
     if (events & UV_READABLE) flags |= CURL_CSELECT_IN;
     if (events & UV_WRITABLE) flags |= CURL_CSELECT_OUT;
     int running;
-    m->in_action = 1;
-    curl_multi_socket_action(m->multi, p->fd, flags, &running);
-    m->in_action = 0;
-    check_multi_info(m);
+    s->m->in_action = 1;
+    curl_multi_socket_action(s->multi, p->fd, flags, &running);
+    s->m->in_action = 0;
+    check_multi_info(s);
 }
 
 static int on_socket(CURL *easy, curl_socket_t s, int action, void *userp, void *socketp)
 {
     SG_UNUSED(easy);
-    sg_curlm_t *m = userp;
+    shard_t *sh = userp;
+    sg_curlm_t *m = sh->m;
     poll_ctx_t *p = socketp;
     if (action == CURL_POLL_REMOVE) {
         /* The connection is idle or going away: stop watching, keep the handle until
          * curl closes the socket (on_close_socket). */
         if (p) {
             uv_poll_stop(&p->poll);
-            curl_multi_assign(m->multi, s, NULL);
+            curl_multi_assign(sh->multi, s, NULL);
         }
         return 0;
     }
@@ -127,6 +157,7 @@ static int on_socket(CURL *easy, curl_socket_t s, int action, void *userp, void 
         p = sg_xcalloc(1, sizeof(*p));
         p->fd = s;
         p->m = m;
+        p->s = sh;
         if (uv_poll_init_socket(m->loop, &p->poll, s) != 0) {
             free(p);
             return -1;
@@ -137,7 +168,8 @@ static int on_socket(CURL *easy, curl_socket_t s, int action, void *userp, void 
         m->polls = p;
         m->by_fd[s] = p;
     }
-    curl_multi_assign(m->multi, s, p);
+    p->s = sh;
+    curl_multi_assign(sh->multi, s, p);
     int events = 0;
     if (action == CURL_POLL_IN || action == CURL_POLL_INOUT) events |= UV_READABLE;
     if (action == CURL_POLL_OUT || action == CURL_POLL_INOUT) events |= UV_WRITABLE;
@@ -156,12 +188,12 @@ static int on_close_socket(void *clientp, curl_socket_t s)
 
 static void on_multi_timer(uv_timer_t *t)
 {
-    sg_curlm_t *m = t->data;
+    shard_t *s = t->data;
     int running;
-    m->in_action = 1;
-    curl_multi_socket_action(m->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-    m->in_action = 0;
-    check_multi_info(m);
+    s->m->in_action = 1;
+    curl_multi_socket_action(s->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    s->m->in_action = 0;
+    check_multi_info(s);
 }
 
 /* CURLMOPT_TIMERFUNCTION: never calls curl from here; a 0 timeout runs on the next loop
@@ -169,12 +201,75 @@ static void on_multi_timer(uv_timer_t *t)
 static int on_timer_change(CURLM *multi, long timeout_ms, void *userp)
 {
     SG_UNUSED(multi);
-    sg_curlm_t *m = userp;
+    shard_t *s = userp;
     if (timeout_ms < 0)
-        uv_timer_stop(&m->timer);
+        uv_timer_stop(&s->timer);
     else
-        uv_timer_start(&m->timer, on_multi_timer, (uint64_t)timeout_ms, 0);
+        uv_timer_start(&s->timer, on_multi_timer, (uint64_t)timeout_ms, 0);
     return 0;
+}
+
+static void shard_open(shard_t *s)
+{
+    s->multi = curl_multi_init();
+    SG_ASSERT(s->multi != NULL);
+    curl_multi_setopt(s->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+    curl_multi_setopt(s->multi, CURLMOPT_SOCKETDATA, s);
+    curl_multi_setopt(s->multi, CURLMOPT_TIMERFUNCTION, on_timer_change);
+    curl_multi_setopt(s->multi, CURLMOPT_TIMERDATA, s);
+    /* Keep idle upstream connections for reuse under load. */
+    curl_multi_setopt(s->multi, CURLMOPT_MAXCONNECTS, (long)SHARD_MAXCONNECTS);
+}
+
+/* Closes a shard's multi handle and with it its idle connections (each through
+ * on_close_socket). Only with nothing running on it and outside curl's callbacks. */
+static void shard_close(shard_t *s)
+{
+    if (!s->multi) return;
+    curl_multi_cleanup(s->multi);
+    s->multi = NULL;
+    uv_timer_stop(&s->timer);
+    uv_timer_stop(&s->reap);
+}
+
+static void on_shard_idle(uv_timer_t *t)
+{
+    shard_t *s = t->data;
+    if (s->n_active || s->m->in_action) return;
+    shard_close(s);
+    /* A burst of streams leaves freed memory scattered over the heap; hand it back. */
+    int any = 0;
+    for (size_t i = 1; i < s->m->n_shards; i++) any |= s->m->shards[i].multi != NULL;
+    if (!any) malloc_trim(0);
+}
+
+/* The shard for a new exchange: the first with room, opened (or reopened) on demand. */
+static shard_t *shard_pick(sg_curlm_t *m)
+{
+    shard_t *best = NULL;
+    for (size_t i = 0; i < m->n_shards; i++) {
+        shard_t *s = &m->shards[i];
+        if (s->n_active < SHARD_TRANSFERS) {
+            best = s;
+            break;
+        }
+    }
+    if (!best && m->n_shards < SHARD_MAX) {
+        best = &m->shards[m->n_shards++];
+        best->m = m;
+        uv_timer_init(m->loop, &best->timer);
+        best->timer.data = best;
+        uv_timer_init(m->loop, &best->reap);
+        best->reap.data = best;
+    }
+    if (!best) { /* every shard is full: the least loaded */
+        best = &m->shards[0];
+        for (size_t i = 1; i < m->n_shards; i++)
+            if (m->shards[i].n_active < best->n_active) best = &m->shards[i];
+    }
+    if (!best->multi) shard_open(best);
+    uv_timer_stop(&best->reap);
+    return best;
 }
 
 sg_curlm_t *sg_curlm_new(uv_loop_t *loop)
@@ -186,37 +281,51 @@ sg_curlm_t *sg_curlm_new(uv_loop_t *loop)
     }
     sg_curlm_t *m = sg_xcalloc(1, sizeof(*m));
     m->loop = loop;
-    m->multi = curl_multi_init();
-    SG_ASSERT(m->multi != NULL);
-    uv_timer_init(loop, &m->timer);
-    m->timer.data = m;
-    curl_multi_setopt(m->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
-    curl_multi_setopt(m->multi, CURLMOPT_SOCKETDATA, m);
-    curl_multi_setopt(m->multi, CURLMOPT_TIMERFUNCTION, on_timer_change);
-    curl_multi_setopt(m->multi, CURLMOPT_TIMERDATA, m);
-    /* Keep plenty of idle upstream connections for reuse under load. */
-    curl_multi_setopt(m->multi, CURLMOPT_MAXCONNECTS, 2048L);
+    m->shard_idle_ms = SHARD_IDLE_MS;
     return m;
 }
 
-static void on_multi_timer_closed(uv_handle_t *h)
+static void on_shard_timer_closed(uv_handle_t *h)
 {
-    free(h->data);
+    shard_t *s = h->data;
+    sg_curlm_t *m = s->m;
+    if (--m->closing == 0) free(m);
 }
 
 void sg_curlm_free(sg_curlm_t *m)
 {
     while (m->exchanges) sg_exchange_cancel(m->exchanges);
-    while (m->n_idle_easy) curl_easy_cleanup(m->idle_easy[--m->n_idle_easy]);
-    curl_multi_cleanup(m->multi);
+    for (int k = 0; k < 2; k++)
+        while (m->n_idle_easy[k]) curl_easy_cleanup(m->idle_easy[k][--m->n_idle_easy[k]]);
+    for (size_t i = 0; i < m->n_shards; i++) shard_close(&m->shards[i]);
     while (m->polls) poll_destroy(m->polls);
     free(m->by_fd);
-    uv_close((uv_handle_t *)&m->timer, on_multi_timer_closed);
+    if (m->n_shards == 0) {
+        free(m);
+        return;
+    }
+    m->closing = 2 * m->n_shards;
+    for (size_t i = 0; i < m->n_shards; i++) {
+        uv_close((uv_handle_t *)&m->shards[i].timer, on_shard_timer_closed);
+        uv_close((uv_handle_t *)&m->shards[i].reap, on_shard_timer_closed);
+    }
 }
 
 size_t sg_curlm_active(const sg_curlm_t *m)
 {
     return m->n_active;
+}
+
+size_t sg_curlm_shards_open(const sg_curlm_t *m)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < m->n_shards; i++) n += m->shards[i].multi != NULL;
+    return n;
+}
+
+void sg_curlm_set_shard_idle_ms(sg_curlm_t *m, uint64_t ms)
+{
+    m->shard_idle_ms = ms;
 }
 
 /* ---- exchanges -------------------------------------------------------------------------- */
@@ -345,6 +454,8 @@ static void exchange_unlink(sg_exchange_t *x)
         m->exchanges = x->next;
     if (x->next) x->next->prev = x->prev;
     m->n_active--;
+    if (--x->s->n_active == 0 && x->s != &m->shards[0])
+        uv_timer_start(&x->s->reap, on_shard_idle, m->shard_idle_ms, 0);
 }
 
 /* Removes the easy handle and notifies the owner (unless cancelled), then frees. */
@@ -352,7 +463,7 @@ static void exchange_finish(sg_exchange_t *x, sg_ex_result_t res, const char *de
 {
     x->finished = 1;
     exchange_unlink(x);
-    curl_multi_remove_handle(x->m->multi, x->easy);
+    curl_multi_remove_handle(x->s->multi, x->easy);
     uv_timer_stop(&x->timer);
     if (!x->cancelled && x->cbs.on_done) x->cbs.on_done(x, res, detail, x->ud);
     exchange_free(x);
@@ -400,9 +511,9 @@ static void on_x_timer_closed(uv_handle_t *h)
 static void exchange_free(sg_exchange_t *x)
 {
     sg_curlm_t *m = x->m;
-    if (m->n_idle_easy < EASY_POOL_MAX) {
+    if (m->n_idle_easy[x->stream] < EASY_POOL_MAX) {
         curl_easy_reset(x->easy);
-        m->idle_easy[m->n_idle_easy++] = x->easy;
+        m->idle_easy[x->stream][m->n_idle_easy[x->stream]++] = x->easy;
     } else {
         curl_easy_cleanup(x->easy);
     }
@@ -411,11 +522,13 @@ static void exchange_free(sg_exchange_t *x)
     uv_close((uv_handle_t *)&x->timer, on_x_timer_closed);
 }
 
-static void check_multi_info(sg_curlm_t *m)
+static void check_multi_info(shard_t *s)
 {
     CURLMsg *msg;
     int left;
-    while ((msg = curl_multi_info_read(m->multi, &left))) {
+    /* A finished exchange may be the shard's last; the shard is reaped from its own timer
+     * only, so s->multi stays valid through this loop. */
+    while ((msg = curl_multi_info_read(s->multi, &left))) {
         if (msg->msg != CURLMSG_DONE) continue;
         CURL *easy = msg->easy_handle;
         CURLcode rc = msg->data.result;
@@ -454,6 +567,7 @@ sg_exchange_t *sg_exchange_start(sg_curlm_t *m, sg_exchange_req_t *req,
 {
     sg_exchange_t *x = sg_xcalloc(1, sizeof(*x));
     x->m = m;
+    x->s = shard_pick(m);
     x->cbs = *cbs;
     x->ud = ud;
     x->headers = req->headers;
@@ -461,7 +575,9 @@ sg_exchange_t *sg_exchange_start(sg_curlm_t *m, sg_exchange_req_t *req,
     req->headers = NULL;
     req->body = NULL;
     sg_buf_init(&x->resp_headers, RESP_HEADERS_MAX);
-    x->easy = m->n_idle_easy ? m->idle_easy[--m->n_idle_easy] : curl_easy_init();
+    x->stream = req->stream ? 1 : 0;
+    size_t *n_idle = &m->n_idle_easy[x->stream];
+    x->easy = *n_idle ? m->idle_easy[x->stream][--*n_idle] : curl_easy_init();
     SG_ASSERT(x->easy != NULL);
     x->start_ms = sg_now_ms();
     x->connect_timeout_ms = req->connect_timeout_ms ? req->connect_timeout_ms : 5000;
@@ -493,6 +609,9 @@ sg_exchange_t *sg_exchange_start(sg_curlm_t *m, sg_exchange_req_t *req,
     curl_easy_setopt(e, CURLOPT_HTTP_VERSION, CURL_HTTP_VERSION_1_1);
     /* Bytes are forwarded as they are; no decompression surprises. */
     curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, NULL);
+    /* Events are small and a stream is held open for long: 4 KiB instead of curl's 16 KiB
+     * per open stream (the buffer lives as long as the handle). */
+    if (x->stream) curl_easy_setopt(e, CURLOPT_BUFFERSIZE, STREAM_RECV_BUFFER);
     if (strcmp(req->method, "POST") == 0) {
         curl_easy_setopt(e, CURLOPT_POST, 1L);
         curl_easy_setopt(e, CURLOPT_POSTFIELDS, x->body ? x->body : "");
@@ -502,7 +621,9 @@ sg_exchange_t *sg_exchange_start(sg_curlm_t *m, sg_exchange_req_t *req,
     }
     uv_timer_init(m->loop, &x->timer);
     x->timer.data = x;
-    if (curl_multi_add_handle(m->multi, e) != CURLM_OK) {
+    if (curl_multi_add_handle(x->s->multi, e) != CURLM_OK) {
+        if (x->s->n_active == 0 && x->s != &m->shards[0])
+            uv_timer_start(&x->s->reap, on_shard_idle, m->shard_idle_ms, 0);
         curl_easy_cleanup(x->easy);
         curl_slist_free_all(x->headers);
         free(x->body);
@@ -516,6 +637,7 @@ sg_exchange_t *sg_exchange_start(sg_curlm_t *m, sg_exchange_req_t *req,
     if (m->exchanges) m->exchanges->prev = x;
     m->exchanges = x;
     m->n_active++;
+    x->s->n_active++;
     exchange_arm_timer(x);
     return x;
 }

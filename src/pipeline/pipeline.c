@@ -222,6 +222,7 @@ static int attempt_start(sg_pipeline_t *p, sg_error_t *e)
             char rid[SG_HTTP_REQUEST_ID_MAX + 16];
             snprintf(rid, sizeof(rid), "X-Request-Id: %s", p->rec->request_id);
             xr.headers = curl_slist_append(xr.headers, rid);
+            xr.stream = p->stream;
         } else {
             *e = be;
             if (be.status < 500) return -2; /* the request cannot be translated */
