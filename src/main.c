@@ -16,6 +16,10 @@
 #include "sophia/log.h"
 #include "sophia/metrics.h"
 #include "sophia/record.h"
+#include "sophia/workers.h"
+
+/* Scopes (keys, teams, global, model limits) the workers' shared region holds. */
+#define SHARED_SCOPES_MAX 16384
 
 typedef struct app {
     sg_gateway_t gw;
@@ -31,13 +35,17 @@ typedef struct app {
 static void usage(FILE *f)
 {
     fprintf(
-        f, "usage: sophia-gateway [--listen HOST:PORT] [--config PATH] [--check-config]\n"
+        f, "usage: sophia-gateway [--listen HOST:PORT] [--config PATH] [--workers N]\n"
+           "                      [--check-config]\n"
            "       sophia-gateway usage [--db PATH] [--since 24h] [--by model] [--json]\n"
            "                      (usage from the ledger; sophia-gateway usage --help)\n"
            "       sophia-gateway hash-key < key-file\n"
            "\n"
            "  --listen HOST:PORT  address to listen on (overrides the config's \"listen\")\n"
            "  --config PATH       JSON configuration file (${ENV} and ${file:PATH} interpolated)\n"
+           "  --workers N         run N worker processes on the port (SO_REUSEPORT) under a\n"
+           "                      master that restarts them; limits and budgets are shared\n"
+           "                      (docs/workers.md). Default 1: one process, no master.\n"
            "  --check-config      validate the configuration (syntax, values, secret and key\n"
            "                      files, token formats and expiry), print every problem and\n"
            "                      warning, exit (0 when valid, 2 when not). This does not contact\n"
@@ -167,6 +175,7 @@ static void on_ready(void *ud)
     sg_logline_begin(&l, SG_LOG_INFO, "sophia-gateway listening");
     sg_logline_str(&l, "host", cfg->listen_host);
     sg_logline_int(&l, "port", sg_http_server_port(gw->http));
+    if (sg_worker_count > 1) sg_logline_int(&l, "worker", sg_worker_index);
     sg_logline_int(&l, "providers", (long long)cfg->n_providers);
     sg_logline_int(&l, "models", (long long)gw->gen->catalog.n);
     sg_logline_emit(&l);
@@ -240,9 +249,9 @@ static void on_spend(const char *key, const char *team, double day_usd, double m
     s->month += month_usd;
 }
 
-/* Opens the ledger (unless "ledger": null) and rebuilds the budgets' spend of the day and month
- * from it. Returns 0, or -1 after logging why. */
-static int open_ledger(sg_gateway_t *gw, const sg_config_t *cfg)
+/* Opens the ledger (unless "ledger": null) and, with seed, rebuilds the budgets' spend of the
+ * day and month from it. Returns 0, or -1 after logging why. */
+static int open_ledger(sg_gateway_t *gw, const sg_config_t *cfg, int seed)
 {
     if (!cfg->ledger.enabled) {
         sg_log(SG_LOG_INFO, "ledger off (\"ledger\": null): no usage is recorded");
@@ -251,12 +260,13 @@ static int open_ledger(sg_gateway_t *gw, const sg_config_t *cfg)
     char err[512];
     sg_ledger_t *l = sg_ledger_open(&cfg->ledger, err, sizeof(err));
     spend_sum_t s = {0};
-    if (!l || sg_ledger_spend(l, sg_unix_time(), on_spend, &s, err, sizeof(err)) != 0) {
+    if (!l || (seed && sg_ledger_spend(l, sg_unix_time(), on_spend, &s, err, sizeof(err)) != 0)) {
         sg_log(SG_LOG_ERROR, "cannot use the ledger: %s", err);
         sg_ledger_close(l);
         return -1;
     }
     gw->ledger = l;
+    if (!seed) return 0;
     sg_logline_t line;
     sg_logline_begin(&line, SG_LOG_INFO, "budgets rebuilt from the ledger");
     sg_logline_str(&line, "path", sg_ledger_path(l));
@@ -289,6 +299,55 @@ static void log_capacity(const sg_config_t *cfg)
                lim, sg_gateway_max_connections(cfg->max_connections), cfg->max_connections);
 }
 
+/* --workers: the budgets are rebuilt once, by the master, into the shared scopes; then the
+ * workers are forked. Returns the master's exit code once they have all stopped, or -1 in a
+ * worker (after re-reading the configuration if it replaces one that died, so that it starts
+ * with what the others reloaded). */
+static int start_workers(app_t *a, int n)
+{
+    sg_gateway_t *gw = &a->gw;
+    if (gw->gen->cfg.listen_port == 0) {
+        fprintf(stderr, "sophia-gateway: --workers needs a fixed port (not 0)\n");
+        sg_gen_unref(gw->gen);
+        return 2;
+    }
+    if (sg_scopes_share(SHARED_SCOPES_MAX) != 0) {
+        sg_log(SG_LOG_ERROR, "cannot map the memory the workers share");
+        sg_gen_unref(gw->gen);
+        return 1;
+    }
+    if (open_ledger(gw, &gw->gen->cfg, 1) != 0) {
+        sg_gen_unref(gw->gen);
+        return 1;
+    }
+    sg_ledger_close(gw->ledger); /* its thread must be gone before fork; workers reopen it */
+    gw->ledger = NULL;
+    sg_log(SG_LOG_INFO, "starting %d workers on %s:%d", n, gw->gen->cfg.listen_host,
+           gw->gen->cfg.listen_port);
+    int restarted = 0;
+    int w = sg_workers_run(n, &restarted);
+    if (w < 0) {
+        sg_gen_unref(gw->gen);
+        free(a->bound_host);
+        sg_log(SG_LOG_INFO, "stopped");
+        return -1 - w;
+    }
+    if (restarted) {
+        sg_config_errors_t errs = {0};
+        sg_gen_t *g = sg_gen_load(a->config_path, a->listen_arg, gw->gen->id + 1, &errs);
+        if (g) {
+            sg_gen_unref(gw->gen);
+            gw->gen = g;
+        } else {
+            print_errors(&errs, 1);
+            sg_log(SG_LOG_WARN, "worker %d restarts on the configuration the gateway started with",
+                   w);
+        }
+        sg_config_errors_free(&errs);
+    }
+    return -1;
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1 && strcmp(argv[1], "usage") == 0) return sg_usage_cli(argc - 1, argv + 1);
@@ -301,14 +360,13 @@ int main(int argc, char **argv)
         return sg_keys_hash_cli();
     }
     const char *config_path = NULL, *listen_arg = NULL;
-    int check_only = 0;
-    static const struct option opts[] = {{"listen", required_argument, 0, 'l'},
-                                         {"config", required_argument, 0, 'c'},
-                                         {"check-config", no_argument, 0, 'k'},
-                                         {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
+    int check_only = 0, workers = 1;
+    static const struct option opts[] = {
+        {"listen", required_argument, 0, 'l'}, {"config", required_argument, 0, 'c'},
+        {"check-config", no_argument, 0, 'k'}, {"workers", required_argument, 0, 'w'},
+        {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
     int ch;
-    while ((ch = getopt_long(argc, argv, "l:c:kh", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "l:c:kw:h", opts, NULL)) != -1) {
         switch (ch) {
         case 'l':
             listen_arg = optarg;
@@ -319,6 +377,17 @@ int main(int argc, char **argv)
         case 'k':
             check_only = 1;
             break;
+        case 'w': {
+            char *end;
+            long v = strtol(optarg, &end, 10);
+            if (*end || v < 1 || v > SG_WORKERS_MAX) {
+                fprintf(stderr, "sophia-gateway: --workers takes a number from 1 to %d\n",
+                        SG_WORKERS_MAX);
+                return 2;
+            }
+            workers = (int)v;
+            break;
+        }
         case 'h':
             usage(stdout);
             return 0;
@@ -367,8 +436,13 @@ int main(int argc, char **argv)
     if (sg_log_level_parse(cfg->log_level, &lvl) == 0) sg_log_set_level(lvl);
     signal(SIGPIPE, SIG_IGN);
     sg_raise_nofile_limit();
+    if (workers > 1) {
+        int rc = start_workers(&app, workers);
+        if (rc >= 0) return rc; /* the master, when every worker has stopped */
+        cfg = &gw->gen->cfg;    /* a restarted worker has re-read the configuration */
+    }
     log_capacity(cfg);
-    if (open_ledger(gw, cfg) != 0) {
+    if (open_ledger(gw, cfg, workers == 1) != 0) {
         sg_gen_unref(gw->gen);
         return 1;
     }
@@ -378,6 +452,7 @@ int main(int argc, char **argv)
     gw->curlm = sg_curlm_new(loop);
     sg_http_opts_t ho;
     sg_gateway_http_opts(cfg, &ho);
+    ho.reuseport = workers > 1;
     gw->http =
         sg_http_server_new(loop, cfg->listen_host, cfg->listen_port, &ho, sg_router_on_request, gw);
     if (!gw->http) {

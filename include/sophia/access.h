@@ -120,6 +120,10 @@ extern const struct sg_config_section sg_keys_section, sg_teams_section, sg_glob
 
 typedef enum { SG_SCOPE_KEY, SG_SCOPE_TEAM, SG_SCOPE_GLOBAL, SG_SCOPE_MODEL } sg_scope_kind_t;
 
+/* Worker processes (--workers N) at most, and this process's index (0 without workers). */
+#define SG_WORKERS_MAX 64
+extern int sg_worker_index, sg_worker_count;
+
 typedef struct sg_scope {
     sg_scope_kind_t kind;
     char name[128]; /* the key's, team's or match's name; "" for global */
@@ -134,16 +138,29 @@ typedef struct sg_scope {
     sg_budget_cfg_t budget; /* as last configured */
     long day, month;        /* the UTC day (days since 1970) and month (year*12+month) */
     double day_spent, month_spent, reserved;
+    /* each worker's share of reserved and inflight, given back if that worker dies */
+    double reserved_by[SG_WORKERS_MAX];
+    uint64_t inflight_by[SG_WORKERS_MAX];
     int warned_day, warned_month;
     /* counts, for the metrics */
     uint64_t throttled, budget_denied, soft_warnings;
     struct sg_scope *next;
 } sg_scope_t;
 
-/* The scope of kind and name, created on first use (never freed before sg_scopes_clear). */
+/* The scope of kind and name, created on first use (never freed before sg_scopes_clear); NULL
+ * only when the shared region is full. With workers, call it (and change scopes) between
+ * sg_scopes_lock and sg_scopes_unlock. */
 sg_scope_t *sg_scope_get(sg_scope_kind_t kind, const char *name);
-/* Visits every scope. */
+/* Visits every scope (under the lock). */
 void sg_scopes_each(void (*fn)(const sg_scope_t *s, void *ud), void *ud);
+/* Puts the scopes in memory shared with processes forked afterwards (--workers), room for
+ * max_scopes. Returns 0, or -1 when the region cannot be mapped. */
+int sg_scopes_share(size_t max_scopes);
+/* The lock of shared scopes (no-ops in a single process). */
+void sg_scopes_lock(void);
+void sg_scopes_unlock(void);
+/* Gives back what a dead worker had reserved and in flight (its requests died with it). */
+void sg_scopes_release_worker(int worker);
 /* Frees every scope (at exit). */
 void sg_scopes_clear(void);
 const char *sg_scope_kind_name(sg_scope_kind_t k);

@@ -80,6 +80,7 @@ typedef struct sg_http_opts {
     char *const *cors_origins; /* borrowed; must outlive the server */
     size_t n_cors_origins;
     int log_requests_errors; /* log protocol-level errors (400/408/413/414/431/503) */
+    int reuseport;           /* one of several processes on the port (SO_REUSEPORT) */
 } sg_http_opts_t;
 
 /* Fills opts with the defaults documented in sophia/config.h. */

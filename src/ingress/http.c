@@ -5,10 +5,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "sophia/buf.h"
 #include "sophia/core.h"
 #include "sophia/log.h"
+#include "sophia/workers.h"
 
 /* Bytes of pipelined input kept while a request is being handled; past it reading stops. */
 #define PENDING_INPUT_MAX (64 * 1024)
@@ -1125,7 +1127,15 @@ sg_http_server_t *sg_http_server_new(uv_loop_t *loop, const char *host, int port
     }
     uv_tcp_init(loop, &srv->listener);
     srv->listener.data = srv;
-    r = uv_tcp_bind(&srv->listener, (const struct sockaddr *)&ss, 0);
+    if (opts->reuseport) {
+        /* --workers: each worker has its own socket on the port; the kernel spreads new
+         * connections over them (libuv before 1.49 cannot ask for SO_REUSEPORT itself). */
+        int fd = sg_reuseport_socket((const struct sockaddr *)&ss);
+        r = fd < 0 ? fd : uv_tcp_open(&srv->listener, fd);
+        if (r != 0 && fd >= 0) close(fd);
+    } else {
+        r = uv_tcp_bind(&srv->listener, (const struct sockaddr *)&ss, 0);
+    }
     if (r == 0) r = uv_listen((uv_stream_t *)&srv->listener, 4096, on_connection);
     if (r != 0) {
         sg_log(SG_LOG_ERROR, "cannot listen on %s:%d: %s", host, port, uv_strerror(r));

@@ -85,25 +85,36 @@ static int scopes_for(const sg_access_cfg_t *ac, const sg_key_cfg_t *key, const 
     int n = 0;
     if (key) {
         out[n] = sg_scope_get(SG_SCOPE_KEY, key->name);
+        if (!out[n]) return -1;
         out[n]->budget = key->budget;
         lim[n++] = &key->limits;
         if (key->team) {
             const sg_team_cfg_t *t = sg_access_team(ac, key->team);
             out[n] = sg_scope_get(SG_SCOPE_TEAM, key->team);
+            if (!out[n]) return -1;
             out[n]->budget = t ? t->budget : no_budget;
             lim[n++] = t ? &t->limits : &no_limits;
         }
     }
     out[n] = sg_scope_get(SG_SCOPE_GLOBAL, "");
+    if (!out[n]) return -1;
     out[n]->budget = ac->global_budget;
     lim[n++] = &ac->global_limits;
     const sg_model_limits_cfg_t *ml = model_limits(ac, r);
     if (ml) {
         out[n] = sg_scope_get(SG_SCOPE_MODEL, ml->match);
+        if (!out[n]) return -1;
         out[n]->budget = no_budget;
         lim[n++] = &ml->limits;
     }
     return n;
+}
+
+/* Adds to what this process has reserved on s (also kept per worker, see limits.c). */
+static void reserve(sg_scope_t *s, double usd)
+{
+    s->reserved += usd;
+    s->reserved_by[sg_worker_index] += usd;
 }
 
 static const char *scope_label(const sg_scope_t *s, char *buf, size_t cap)
@@ -166,8 +177,8 @@ static void deny_budget(sg_record_t *rec, sg_scope_t *s, const char *period, lon
                  limit, "is exhausted", when, reset_s);
 }
 
-sg_admit_t sg_admit(const sg_gen_t *g, sg_plan_t *plan, const cJSON *body, int op, sg_record_t *rec,
-                    uint64_t waited_ms, uint64_t *wait_ms, sg_error_t *e)
+static sg_admit_t admit(const sg_gen_t *g, sg_plan_t *plan, const cJSON *body, int op,
+                        sg_record_t *rec, uint64_t waited_ms, uint64_t *wait_ms, sg_error_t *e)
 {
     static const sg_access_cfg_t open_access = {.default_max_tokens = 4096};
     const sg_access_cfg_t *ac = g->cfg.access ? g->cfg.access : &open_access;
@@ -189,6 +200,12 @@ sg_admit_t sg_admit(const sg_gen_t *g, sg_plan_t *plan, const cJSON *body, int o
     sg_scope_t *sc[4];
     const sg_limits_cfg_t *lim[4];
     int n = scopes_for(ac, t->key, &plan->routes[0], sc, lim);
+    if (n < 0) {
+        sg_error_set(e, 503, "api_error", "server_overloaded",
+                     "the table of rate limit and budget scopes shared by the workers is full");
+        rec->denied = "scopes_full";
+        return SG_ADMIT_DENY;
+    }
     for (int i = 0; i < n; i++) t->scopes[i] = sc[i]; /* for the x-ratelimit-* headers */
     t->n = n;
     uint64_t now_ns = sg_now_ns(), wait = 0;
@@ -220,7 +237,7 @@ sg_admit_t sg_admit(const sg_gen_t *g, sg_plan_t *plan, const cJSON *body, int o
     }
     for (int i = 0; i < n; i++) {
         sg_limits_take(sc[i], t->est_tokens, worst);
-        sc[i]->reserved += worst;
+        reserve(sc[i], worst);
         const sg_budget_cfg_t *b = &sc[i]->budget;
         if (!b->soft && (b->daily_usd > 0 || b->monthly_usd > 0)) t->hard_budget = 1;
     }
@@ -230,7 +247,16 @@ sg_admit_t sg_admit(const sg_gen_t *g, sg_plan_t *plan, const cJSON *body, int o
     return SG_ADMIT_OK;
 }
 
-int sg_admit_stream(sg_record_t *rec, long tokens, sg_error_t *e)
+sg_admit_t sg_admit(const sg_gen_t *g, sg_plan_t *plan, const cJSON *body, int op, sg_record_t *rec,
+                    uint64_t waited_ms, uint64_t *wait_ms, sg_error_t *e)
+{
+    sg_scopes_lock();
+    sg_admit_t r = admit(g, plan, body, op, rec, waited_ms, wait_ms, e);
+    sg_scopes_unlock();
+    return r;
+}
+
+static int admit_stream(sg_record_t *rec, long tokens, sg_error_t *e)
 {
     sg_ticket_t *t = &rec->ticket;
     if (!t->admitted || t->settled || !t->hard_budget) return 0;
@@ -250,9 +276,19 @@ int sg_admit_stream(sg_record_t *rec, long tokens, sg_error_t *e)
             return -1;
         }
     }
-    for (int i = 0; i < t->n; i++) t->scopes[i]->reserved += need;
+    for (int i = 0; i < t->n; i++) reserve(t->scopes[i], need);
     t->reserved_usd += need;
     return 0;
+}
+
+int sg_admit_stream(sg_record_t *rec, long tokens, sg_error_t *e)
+{
+    const sg_ticket_t *t = &rec->ticket;
+    if (!t->admitted || t->settled || !t->hard_budget) return 0;
+    sg_scopes_lock();
+    int r = admit_stream(rec, tokens, e);
+    sg_scopes_unlock();
+    return r;
 }
 
 void sg_admit_settle(sg_record_t *rec)
@@ -262,10 +298,12 @@ void sg_admit_settle(sg_record_t *rec)
     t->settled = 1;
     long tokens = rec->usage.prompt_tokens + rec->usage.completion_tokens;
     int64_t now = sg_unix_time();
+    sg_scopes_lock();
     for (int i = 0; i < t->n; i++) {
         sg_limits_settle(t->scopes[i], t->est_tokens, tokens, t->est_usd, rec->cost_usd);
         sg_budget_settle(t->scopes[i], t->reserved_usd, rec->cost_usd, now);
     }
+    sg_scopes_unlock();
 }
 
 size_t sg_admit_headers(const sg_record_t *rec, char *out, size_t cap)
@@ -279,10 +317,14 @@ size_t sg_admit_headers(const sg_record_t *rec, char *out, size_t cap)
     }
     /* Per limit, the scope with the least left (as a share of its limit). */
     const sg_scope_t *rs = NULL, *ts = NULL;
+    if (t->n == 0) return n;
+    sg_scopes_lock();
     for (int i = 0; i < t->n; i++) {
         const sg_scope_t *s = t->scopes[i];
         if (s->limits.rpm > 0 && (!rs || s->req / s->limits.rpm < rs->req / rs->limits.rpm)) rs = s;
         if (s->limits.tpm > 0 && (!ts || s->tok / s->limits.tpm < ts->tok / ts->limits.tpm)) ts = s;
     }
-    return n + sg_limits_headers(rs, ts, out + n, cap - n);
+    n += sg_limits_headers(rs, ts, out + n, cap - n);
+    sg_scopes_unlock();
+    return n;
 }

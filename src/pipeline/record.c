@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "sophia/access.h"
 #include "sophia/core.h"
 #include "sophia/gateway.h"
 #include "sophia/log.h"
@@ -71,6 +72,7 @@ void sg_log_observer(const sg_record_t *r, void *ud)
     sg_logline_str(&l, "request_id", r->request_id);
     sg_logline_str(&l, "method", r->method);
     sg_logline_str(&l, "path", r->path);
+    if (sg_worker_count > 1) sg_logline_int(&l, "worker", sg_worker_index);
     if (r->key[0]) sg_logline_str(&l, "key", r->key);
     if (r->team[0]) sg_logline_str(&l, "team", r->team);
     sg_logline_str(&l, "route", r->route[0] ? r->route : NULL);

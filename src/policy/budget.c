@@ -106,6 +106,8 @@ void sg_budget_settle(sg_scope_t *s, double reserved, double cost, int64_t unix_
     sg_budget_roll(s, unix_now);
     s->reserved -= reserved;
     if (s->reserved < EPS) s->reserved = 0;
+    s->reserved_by[sg_worker_index] -= reserved;
+    if (s->reserved_by[sg_worker_index] < EPS) s->reserved_by[sg_worker_index] = 0;
     s->day_spent += cost;
     s->month_spent += cost;
     warn(s, "daily", s->day_spent, s->budget.daily_usd, &s->warned_day);
@@ -114,6 +116,7 @@ void sg_budget_settle(sg_scope_t *s, double reserved, double cost, int64_t unix_
 
 static void seed(sg_scope_t *s, double day_usd, double month_usd, int64_t now)
 {
+    if (!s) return;
     sg_budget_roll(s, now);
     s->day_spent += day_usd;
     s->month_spent += month_usd;
@@ -122,7 +125,9 @@ static void seed(sg_scope_t *s, double day_usd, double month_usd, int64_t now)
 void sg_budget_seed(const char *key, const char *team, double day_usd, double month_usd)
 {
     int64_t now = sg_unix_time();
+    sg_scopes_lock();
     if (key && key[0]) seed(sg_scope_get(SG_SCOPE_KEY, key), day_usd, month_usd, now);
     if (team && team[0]) seed(sg_scope_get(SG_SCOPE_TEAM, team), day_usd, month_usd, now);
     seed(sg_scope_get(SG_SCOPE_GLOBAL, ""), day_usd, month_usd, now);
+    sg_scopes_unlock();
 }

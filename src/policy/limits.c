@@ -3,14 +3,22 @@
  * reload never refills a bucket or forgets what was spent; its limits are the ones the current
  * configuration gives it, copied in at each admission.
  *
+ * With --workers N the scopes live in one shared memory region mapped before the workers are
+ * forked (the same address in each), guarded by a process-shared robust mutex: every worker
+ * charges the same buckets and budgets. Each scope also keeps what each worker has reserved
+ * and has in flight, so that a crashed worker's share can be given back when it restarts.
+ *
  * Each limit per minute is a bucket holding up to that limit and refilling continuously at
  * limit/60 per second. Admission takes the request's estimate (1 request, its tokens, its
  * worst-case cost); the end of the request gives back or takes the difference with the real
  * figures, so a bucket may go below zero (debt) after an underestimate. */
+#include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "sophia/access.h"
 #include "sophia/core.h"
@@ -18,7 +26,71 @@
 #define SCOPE_BUCKETS 256
 #define NS_PER_MIN 60e9
 
-static sg_scope_t *table[SCOPE_BUCKETS];
+/* The table and, when shared, the scopes themselves. */
+typedef struct space {
+    pthread_mutex_t mu;
+    sg_scope_t *table[SCOPE_BUCKETS];
+    size_t used, cap; /* slots handed out, of cap (shared only) */
+    sg_scope_t slots[];
+} space_t;
+
+static space_t local;
+static space_t *sp = &local;
+static int shared;
+
+int sg_scopes_share(size_t max_scopes)
+{
+    size_t bytes = sizeof(space_t) + max_scopes * sizeof(sg_scope_t);
+    void *mem = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (mem == MAP_FAILED) return -1;
+    space_t *s = mem; /* zero-filled; pages are touched only as scopes are made */
+    pthread_mutexattr_t a;
+    pthread_mutexattr_init(&a);
+    pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
+    pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
+    pthread_mutex_init(&s->mu, &a);
+    pthread_mutexattr_destroy(&a);
+    s->cap = max_scopes;
+    sp = s;
+    shared = 1;
+    return 0;
+}
+
+void sg_scopes_lock(void)
+{
+    if (!shared) return;
+    /* A worker that died holding the lock left the scopes as they were between two updates of
+     * one request: usable. */
+    if (pthread_mutex_lock(&sp->mu) == EOWNERDEAD) pthread_mutex_consistent(&sp->mu);
+}
+
+void sg_scopes_unlock(void)
+{
+    if (shared) pthread_mutex_unlock(&sp->mu);
+}
+
+void sg_scopes_release_worker(int worker)
+{
+    if (worker < 0 || worker >= SG_WORKERS_MAX) return;
+    sg_scopes_lock();
+    for (size_t i = 0; i < SCOPE_BUCKETS; i++)
+        for (sg_scope_t *s = sp->table[i]; s; s = s->next) {
+            s->reserved -= s->reserved_by[worker];
+            if (s->reserved < 0) s->reserved = 0;
+            s->inflight -=
+                s->inflight_by[worker] < s->inflight ? s->inflight_by[worker] : s->inflight;
+            s->reserved_by[worker] = 0;
+            s->inflight_by[worker] = 0;
+        }
+    sg_scopes_unlock();
+}
+
+static sg_scope_t *scope_alloc(void)
+{
+    if (!shared) return sg_xcalloc(1, sizeof(sg_scope_t));
+    if (sp->used == sp->cap) return NULL;
+    return &sp->slots[sp->used++];
+}
 
 static unsigned scope_hash(sg_scope_kind_t kind, const char *name)
 {
@@ -31,32 +103,36 @@ sg_scope_t *sg_scope_get(sg_scope_kind_t kind, const char *name)
 {
     if (!name) name = "";
     unsigned h = scope_hash(kind, name);
-    for (sg_scope_t *s = table[h]; s; s = s->next)
+    for (sg_scope_t *s = sp->table[h]; s; s = s->next)
         if (s->kind == kind && strcmp(s->name, name) == 0) return s;
-    sg_scope_t *s = sg_xcalloc(1, sizeof(*s));
+    sg_scope_t *s = scope_alloc();
+    if (!s) return NULL;
     s->kind = kind;
     snprintf(s->name, sizeof(s->name), "%s", name);
-    s->next = table[h];
-    table[h] = s;
+    s->next = sp->table[h];
+    sp->table[h] = s;
     return s;
 }
 
 void sg_scopes_each(void (*fn)(const sg_scope_t *s, void *ud), void *ud)
 {
+    sg_scopes_lock();
     for (size_t i = 0; i < SCOPE_BUCKETS; i++)
-        for (const sg_scope_t *s = table[i]; s; s = s->next) fn(s, ud);
+        for (const sg_scope_t *s = sp->table[i]; s; s = s->next) fn(s, ud);
+    sg_scopes_unlock();
 }
 
 void sg_scopes_clear(void)
 {
+    if (shared) return; /* the region goes with the last process */
     for (size_t i = 0; i < SCOPE_BUCKETS; i++) {
-        sg_scope_t *s = table[i];
+        sg_scope_t *s = sp->table[i];
         while (s) {
             sg_scope_t *next = s->next;
             free(s);
             s = next;
         }
-        table[i] = NULL;
+        sp->table[i] = NULL;
     }
 }
 
@@ -132,11 +208,13 @@ void sg_limits_take(sg_scope_t *s, long tokens, double usd)
     if (s->limits.tpm > 0) s->tok -= (double)tokens;
     if (s->limits.usd_per_min > 0) s->usd -= usd;
     s->inflight++;
+    s->inflight_by[sg_worker_index]++;
 }
 
 void sg_limits_settle(sg_scope_t *s, long est_tokens, long tokens, double est_usd, double usd)
 {
     if (s->inflight) s->inflight--;
+    if (s->inflight_by[sg_worker_index]) s->inflight_by[sg_worker_index]--;
     if (s->limits.tpm > 0) {
         s->tok += (double)(est_tokens - tokens);
         if (s->tok > s->limits.tpm) s->tok = s->limits.tpm;
