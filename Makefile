@@ -32,7 +32,7 @@ MOCK_OBJ := $(MOCK_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps run test test-one test-asan unit-bins bench bench-ledger fuzz clean format check-format
+.PHONY: all deps run test test-one test-asan unit-bins bench bench-tools bench-ledger fuzz clean format check-format
 
 all: $(BUILD)/sophia-gateway $(BUILD)/mockllm
 
@@ -81,8 +81,12 @@ test-asan:
 
 unit-bins: $(UNIT_BIN)
 
-bench: all
-	@bench/run.sh $(BUILD)
+# Every performance figure next to nginx (bench/run.sh, bench/RESULTS.md), on a release build.
+bench:
+	@$(MAKE) --no-print-directory BUILD=build-release EXTRA_CFLAGS=-DNDEBUG all bench-tools
+	@bench/run.sh build-release
+
+bench-tools: $(BUILD)/bench/streams $(BUILD)/bench/reqs
 
 # The usage ledger's sustained write rate and its observer's cost (bench/ledger_rate.c).
 bench-ledger: $(BUILD)/bench/ledger_rate

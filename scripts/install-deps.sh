@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 PKGS=(build-essential pkg-config libuv1-dev libcurl4-openssl-dev libcjson-dev libmbedtls-dev
       libsqlite3-dev libhiredis-dev node-llhttp libcmocka-dev curl wrk openssl nginx-light clang
-      prometheus)
+      prometheus valgrind strace)
 
 missing=()
 for p in "${PKGS[@]}"; do

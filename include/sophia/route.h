@@ -30,10 +30,12 @@ typedef struct sg_hints {
 } sg_hints_t;
 
 typedef struct sg_plan {
-    sg_route_t routes[SG_PLAN_MAX]; /* candidates, in order */
     size_t n;
     char rule[64]; /* "explicit", "alias", "hint", "auto" */
     char why[384]; /* the decision in words (X-Sophia-Route) */
+    /* candidates, in order; last, so that a plan kept for a request's lifetime can be cut to
+     * its n routes (sg_plan_shrink) */
+    sg_route_t routes[SG_PLAN_MAX];
 } sg_plan_t;
 
 /* Reads the hints: the X-Sophia-Provider header value (may be NULL) and the request's

@@ -2,6 +2,7 @@
  * sophia/pipeline.h). */
 #include "sophia/pipeline.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -749,7 +750,10 @@ sg_pipeline_t *sg_pipeline_start(sg_gateway_t *gw, sg_gen_t *gen, sg_plan_t *pla
     p->refs = 1;
     p->gw = gw;
     p->gen = sg_gen_ref(gen);
-    p->plan = plan; /* taken over: no copy of its routes */
+    /* Taken over, not copied, and cut to the routes it has: a stream holds it for its whole
+     * life (routes past n are never read). */
+    p->plan = sg_xrealloc(plan, offsetof(sg_plan_t, routes) + plan->n * sizeof(sg_route_t));
+    plan = p->plan;
     p->body = body;
     p->op = op;
     p->stream = op != SG_OP_EMBED && stream;
