@@ -53,6 +53,12 @@ struct sg_buf;
 int sg_json_splice_string(const char *s, size_t n, const char *key, const char *value,
                           struct sg_buf *out);
 
+/* The raw text of the top-level member key of the JSON object s[0..n), which must be valid
+ * JSON (sg_json_validate): *val points at the value's first byte, *vlen is its length. Keys are
+ * compared byte for byte as written (a key spelled with escapes does not match). Returns 0, or
+ * -1 when s is not an object or has no such member. */
+int sg_json_member(const char *s, size_t n, const char *key, const char **val, size_t *vlen);
+
 /* Reads a count (tokens and the like) that must be a whole number in [0, max]. Returns 0 with
  * *out set, or -1 when v is absent, not a number, not finite, fractional or out of range. */
 int sg_json_count(const cJSON *v, double max, long long *out);

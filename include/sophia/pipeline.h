@@ -55,6 +55,9 @@ typedef struct sg_pipeline_sink {
      * sg_pipeline_resume). */
     int (*congested)(void *ud);
     void *ud;
+    /* 1: done may get resp NULL with the upstream's body (a chat completion the adapter has
+     * checked and taken the usage from); the sink parses it only if it needs the object. */
+    int lazy_response;
 } sg_pipeline_sink_t;
 
 /* Starts the first attempt of plan (allocated with malloc and taken over: freed with the

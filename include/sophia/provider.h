@@ -101,6 +101,11 @@ typedef struct sg_provider_vt {
      * (returned, caller frees), filling usage. NULL with err set when the body is unusable. */
     cJSON *(*convert_response)(const sg_route_t *route, const char *body, size_t len,
                                sg_usage_t *usage, sg_error_t *err);
+    /* Optional, with passthrough_response: checks a 2xx non-streaming body (strictly valid
+     * JSON, a chat completion) and fills usage without building the object; 0, or -1 with err.
+     * The pipeline uses it instead of convert_response when the sink parses lazily. */
+    int (*scan_response)(const sg_route_t *route, const char *body, size_t len, sg_usage_t *usage,
+                         sg_error_t *err);
     /* Embeddings (NULL when the kind has none): builds the upstream request for the client's
      * OpenAI embeddings request (validated: model, input, encoding_format, dimensions), as
      * build_chat does; and turns a 2xx answer into an OpenAI embeddings list honouring the

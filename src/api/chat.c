@@ -253,6 +253,10 @@ static void sink_done(void *ud, cJSON *resp, const char *body, size_t len)
 {
     chat_t *c = ud;
     if (!c->stream) {
+        /* resp is NULL when the adapter only checked the body (lazy_response): it is parsed
+         * here only when the gateway has to change more than the model name. */
+        cJSON *parsed = NULL;
+        if (!resp && !c->a.rec.usage.known) resp = parsed = cJSON_ParseWithLength(body, len);
         const cJSON *ch;
         cJSON_ArrayForEach(ch, cJSON_GetObjectItemCaseSensitive(resp, "choices"))
         {
@@ -281,6 +285,8 @@ static void sink_done(void *ud, cJSON *resp, const char *body, size_t len)
                 /* Already an OpenAI chat.completion: forwarded without re-printing. */
                 client_io(c, sg_http_respond(req, 200, "application/json", b.data, b.len, h));
             } else {
+                if (!resp) resp = parsed = cJSON_ParseWithLength(body, len);
+                SG_ASSERT(resp != NULL); /* the adapter checked it is valid JSON */
                 set_model(c, resp);
                 char *s = cJSON_PrintUnformatted(resp);
                 SG_ASSERT(s != NULL);
@@ -289,6 +295,7 @@ static void sink_done(void *ud, cJSON *resp, const char *body, size_t len)
             }
             sg_buf_dispose(&b);
         }
+        cJSON_Delete(parsed);
         chat_finish(c, "ok");
         return;
     }
@@ -444,7 +451,7 @@ void sg_chat_handle(sg_gateway_t *gw, sg_http_req_t *req)
     }
     sg_record_route(&c->a.rec, &plan->routes[0]);
     sg_pipeline_sink_t sink = {
-        sink_chunk, sink_raw_chunk, sg_api_sink_usage, sink_done, sink_fail, sink_congested, c};
+        sink_chunk, sink_raw_chunk, sg_api_sink_usage, sink_done, sink_fail, sink_congested, c, 1};
     c->a.pipe = sg_pipeline_start(gw, c->a.gen, plan, SG_OP_CHAT, c->a.body, c->stream, &c->a.rec,
                                   &sink, &e);
     plan = NULL; /* the pipeline took it over */

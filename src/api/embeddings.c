@@ -157,8 +157,8 @@ void sg_embeddings_handle(sg_gateway_t *gw, sg_http_req_t *req)
         goto fail;
     }
     sg_record_route(&a->rec, r);
-    sg_pipeline_sink_t sink = {sink_chunk, NULL, sg_api_sink_usage, sink_done, sg_api_sink_fail,
-                               NULL,       m};
+    sg_pipeline_sink_t sink = {
+        sink_chunk, NULL, sg_api_sink_usage, sink_done, sg_api_sink_fail, NULL, m, 0};
     a->pipe = sg_pipeline_start(gw, a->gen, plan, SG_OP_EMBED, a->body, 0, &a->rec, &sink, &e);
     plan = NULL; /* the pipeline took it over */
     if (!a->pipe) goto fail;

@@ -750,9 +750,9 @@ void sg_messages_handle(sg_gateway_t *gw, sg_http_req_t *req)
     }
     chat = NULL;
     sg_record_route(&a->rec, &plan->routes[0]);
-    sg_pipeline_sink_t sink = {sink_chunk, sink_raw,         sg_api_sink_usage,
-                               sink_done,  sg_api_sink_fail, sg_api_sink_congested,
-                               m};
+    sg_pipeline_sink_t sink = {
+        sink_chunk, sink_raw, sg_api_sink_usage, sink_done, sg_api_sink_fail, sg_api_sink_congested,
+        m,          0};
     if (!m->native) sink.raw_chunk = NULL;
     a->pipe = sg_pipeline_start(gw, a->gen, plan, m->native ? SG_OP_MESSAGES : SG_OP_CHAT, a->body,
                                 m->stream, &a->rec, &sink, &e);

@@ -822,7 +822,8 @@ void sg_responses_handle(sg_gateway_t *gw, sg_http_req_t *req)
     }
     sg_record_route(&a->rec, &plan->routes[0]);
     sg_pipeline_sink_t sink = {
-        sink_chunk, NULL, sg_api_sink_usage, sink_done, sg_api_sink_fail, sg_api_sink_congested, r};
+        sink_chunk, NULL, sg_api_sink_usage, sink_done, sg_api_sink_fail, sg_api_sink_congested,
+        r,          0};
     a->pipe =
         sg_pipeline_start(gw, a->gen, plan, SG_OP_CHAT, a->body, r->stream, &a->rec, &sink, &e);
     plan = NULL; /* the pipeline took it over */

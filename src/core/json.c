@@ -369,6 +369,71 @@ int sg_json_count(const cJSON *v, double max, long long *out)
     return sg_json_int_in(v, 0, max, out);
 }
 
+/* ---- members of valid JSON text, found without building a tree ---------------------------- */
+
+static const char *raw_ws(const char *p, const char *e)
+{
+    while (p < e && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')) p++;
+    return p;
+}
+
+/* p at the opening quote; returns past the closing one. */
+static const char *skip_string(const char *p, const char *e)
+{
+    for (p++; p < e && *p != '"'; p += *p == '\\' ? 2 : 1) {
+    }
+    return p < e ? p + 1 : e;
+}
+
+static const char *skip_value(const char *p, const char *e)
+{
+    if (p >= e) return e;
+    if (*p == '"') return skip_string(p, e);
+    if (*p != '{' && *p != '[') {
+        while (p < e && *p != ',' && *p != '}' && *p != ']' && *p != ' ' && *p != '\t' &&
+               *p != '\n' && *p != '\r')
+            p++;
+        return p;
+    }
+    int depth = 0;
+    while (p < e) {
+        if (*p == '"') {
+            p = skip_string(p, e);
+            continue;
+        }
+        if (*p == '{' || *p == '[') depth++;
+        if ((*p == '}' || *p == ']') && --depth == 0) return p + 1;
+        p++;
+    }
+    return e;
+}
+
+int sg_json_member(const char *s, size_t n, const char *key, const char **val, size_t *vlen)
+{
+    const char *e = s + n, *p = raw_ws(s, e);
+    size_t kl = strlen(key);
+    if (p >= e || *p != '{') return -1;
+    p = raw_ws(p + 1, e);
+    while (p < e && *p == '"') {
+        const char *k = p + 1, *ke = skip_string(p, e);
+        int match = (size_t)(ke - k) == kl + 1 && memcmp(k, key, kl) == 0;
+        p = raw_ws(ke, e);
+        if (p >= e || *p != ':') return -1;
+        p = raw_ws(p + 1, e);
+        const char *v = p;
+        p = skip_value(p, e);
+        if (match) {
+            *val = v;
+            *vlen = (size_t)(p - v);
+            return 0;
+        }
+        p = raw_ws(p, e);
+        if (p >= e || *p != ',') return -1;
+        p = raw_ws(p + 1, e);
+    }
+    return -1;
+}
+
 int sg_json_splice_string(const char *s, size_t n, const char *key, const char *value,
                           sg_buf_t *out)
 {

@@ -717,10 +717,20 @@ static void on_up_done(sg_exchange_t *x, sg_ex_result_t res, const char *detail,
     } else {
         sg_usage_t u = {0};
         const char *bd = p->body_buf.data ? p->body_buf.data : "";
-        cJSON *resp = p->op == SG_OP_EMBED
-                          ? p->vt->convert_embed(p->route, p->body, bd, p->body_buf.len, &u, &e)
-                          : p->wire->convert_response(p->route, bd, p->body_buf.len, &u, &e);
-        if (!resp) {
+        /* A chat completion the client takes as it is need not become a tree here. */
+        int lazy = p->op == SG_OP_CHAT && p->sink.lazy_response && p->wire->scan_response &&
+                   p->wire->passthrough_response;
+        cJSON *resp = NULL;
+        int ok;
+        if (lazy) {
+            ok = p->wire->scan_response(p->route, bd, p->body_buf.len, &u, &e) == 0;
+        } else {
+            resp = p->op == SG_OP_EMBED
+                       ? p->vt->convert_embed(p->route, p->body, bd, p->body_buf.len, &u, &e)
+                       : p->wire->convert_response(p->route, bd, p->body_buf.len, &u, &e);
+            ok = resp != NULL;
+        }
+        if (!ok) {
             endpoint_done(p, 0);
             next_or_fail(p, &e, 0, 0);
         } else {

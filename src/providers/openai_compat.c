@@ -305,6 +305,29 @@ static cJSON *oa_convert_response(const sg_route_t *route, const char *body, siz
     return j;
 }
 
+/* convert_response without the tree: the body must be strictly valid JSON, an object with a
+ * "choices" array; its "usage" object alone is parsed. */
+static int oa_scan_response(const sg_route_t *route, const char *body, size_t len,
+                            sg_usage_t *usage, sg_error_t *err)
+{
+    SG_UNUSED(route);
+    const char *v;
+    size_t vl;
+    sg_json_problem_t prob;
+    if (sg_json_validate(body, len, &prob) != 0 ||
+        sg_json_member(body, len, "choices", &v, &vl) != 0 || *v != '[') {
+        sg_error_set(err, 502, "api_error", "upstream_bad_response",
+                     "upstream response is not a chat completion");
+        return -1;
+    }
+    if (sg_json_member(body, len, "usage", &v, &vl) == 0 && *v == '{') {
+        cJSON *u = cJSON_ParseWithLength(v, vl);
+        sg_usage_from_json(u, usage);
+        cJSON_Delete(u);
+    }
+    return 0;
+}
+
 static const char *status_type(long status)
 {
     switch (status) {
@@ -403,6 +426,7 @@ const sg_provider_vt_t sg_provider_openai = {
     .decode_finish = oa_decode_finish,
     .decoder_free = oa_decoder_free,
     .convert_response = oa_convert_response,
+    .scan_response = oa_scan_response,
     .build_embed = oa_build_embed,
     .convert_embed = oa_convert_embed,
     .map_error = oa_map_error,

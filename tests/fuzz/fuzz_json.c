@@ -32,6 +32,33 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         check(out != NULL);
         check(sg_json_validate(out, strlen(out), &p) == 0);
         free(out);
+        /* Top-level members found without a tree: each is a whole valid value, and (with no
+         * escapes anywhere) the same value as the tree's first member of that name. */
+        const cJSON *m;
+        int escapes = memchr(s, '\\', size) != NULL;
+        const cJSON *obj = cJSON_IsObject(j) ? j : NULL;
+        cJSON_ArrayForEach(m, obj)
+        {
+            const char *v;
+            size_t vl;
+            if (sg_json_member(s, size, m->string, &v, &vl) != 0) {
+                check(escapes);
+                continue;
+            }
+            check(v >= s && v + vl <= s + size);
+            check(sg_json_validate(v, vl, &p) == 0);
+            if (!escapes) {
+                cJSON *mv = cJSON_ParseWithLength(v, vl);
+                check(mv != NULL);
+                /* Printed, not cJSON_Compare: that one misreads objects with repeated keys. */
+                char *a = cJSON_PrintUnformatted(mv);
+                char *b = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(j, m->string));
+                check(a && b && strcmp(a, b) == 0);
+                free(a);
+                free(b);
+                cJSON_Delete(mv);
+            }
+        }
         cJSON_Delete(j);
     } else {
         check(p.what != NULL);

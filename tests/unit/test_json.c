@@ -161,6 +161,29 @@ static void test_checked_numbers(void **state)
     cJSON_Delete(j);
 }
 
+/* Top-level members of valid JSON, found without cJSON (the non-streamed chat answer's usage). */
+static void test_members_without_a_tree(void **state)
+{
+    SG_UNUSED(state);
+    const char *doc =
+        " { \"id\" : \"x\\\"usage\\\":1\", \"choices\": [{\"message\": {\"usage\": 7}}],"
+        "\"n\":-1.5e3 ,\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4}} ";
+    const char *v;
+    size_t vl;
+    assert_int_equal(sg_json_validate(doc, strlen(doc), &(sg_json_problem_t){0}), 0);
+    assert_int_equal(sg_json_member(doc, strlen(doc), "usage", &v, &vl), 0);
+    assert_int_equal(vl, strlen("{\"prompt_tokens\":3,\"completion_tokens\":4}"));
+    assert_memory_equal(v, "{\"prompt_tokens\":3", 17);
+    assert_int_equal(sg_json_member(doc, strlen(doc), "n", &v, &vl), 0);
+    assert_int_equal(vl, 6);
+    assert_memory_equal(v, "-1.5e3", 6);
+    assert_int_equal(sg_json_member(doc, strlen(doc), "choices", &v, &vl), 0);
+    assert_true(v[0] == '[' && v[vl - 1] == ']');
+    assert_int_equal(sg_json_member(doc, strlen(doc), "message", &v, &vl), -1); /* nested only */
+    assert_int_equal(sg_json_member("[1,2]", 5, "usage", &v, &vl), -1);
+    assert_int_equal(sg_json_member("{}", 2, "usage", &v, &vl), -1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -170,6 +193,7 @@ int main(void)
         cmocka_unit_test(test_duplicate_keys),
         cmocka_unit_test(test_utf8_helpers),
         cmocka_unit_test(test_checked_numbers),
+        cmocka_unit_test(test_members_without_a_tree),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
