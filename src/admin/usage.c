@@ -420,11 +420,11 @@ static int parse_params(const char *query, int64_t now, usage_job_t *job, char *
             return -1;
         }
         if (strcmp(name, "from") == 0)
-            snprintf(from, sizeof(from), "%s", val);
+            sg_strlcpy(from, sizeof(from), val);
         else if (strcmp(name, "to") == 0)
-            snprintf(to, sizeof(to), "%s", val);
+            sg_strlcpy(to, sizeof(to), val);
         else if (strcmp(name, "group_by") == 0)
-            snprintf(job->group_by, sizeof(job->group_by), "%s", val);
+            sg_strlcpy(job->group_by, sizeof(job->group_by), val);
         else if (nlen) {
             snprintf(msg, cap, "unknown parameter \"%.31s\" (known: from, to, group_by)", name);
             return -1;
@@ -615,7 +615,7 @@ static void pct_cell(char *cell, const cJSON *o, const char *k, const char *p)
 /* The cells of one line of the table. */
 static void cells_of(const cJSON *o, const char *label, char cells[NCOL][CELL])
 {
-    snprintf(cells[0], CELL, "%s", label);
+    sg_strlcpy(cells[0], CELL, label);
     snprintf(cells[1], CELL, "%.0f", num(o, "requests"));
     snprintf(cells[2], CELL, "%.0f", num(o, "prompt_tokens"));
     snprintf(cells[3], CELL, "%.0f", num(o, "completion_tokens"));
@@ -663,7 +663,7 @@ static void print_table(const cJSON *res, const char *by)
     size_t k = 0;
     for (cJSON *g = groups ? groups->child : NULL; g && k < n; g = g->next) items[k++] = g;
     if (by && strcmp(by, "day") == 0) qsort(items, n, sizeof(*items), by_name);
-    for (int c = 0; c < NCOL; c++) snprintf(cells[0][c], CELL, "%s", col_names[c]);
+    for (int c = 0; c < NCOL; c++) sg_strlcpy(cells[0][c], CELL, col_names[c]);
     for (size_t i = 0; i < n; i++) {
         const cJSON *gv = cJSON_GetObjectItemCaseSensitive(items[i], "group");
         cells_of(items[i], cJSON_IsString(gv) ? gv->valuestring : "(none)", cells[i + 1]);

@@ -44,8 +44,8 @@ void sg_api_init(sg_api_t *a, const sg_api_ops_t *ops, sg_gateway_t *gw, sg_http
     a->rec.ticket.key = req->client_key;
     const sg_key_cfg_t *key = req->client_key; /* set by the router, from this generation */
     if (key) {
-        snprintf(a->rec.key, sizeof(a->rec.key), "%s", key->name);
-        if (key->team) snprintf(a->rec.team, sizeof(a->rec.team), "%s", key->team);
+        sg_strlcpy(a->rec.key, sizeof(a->rec.key), key->name);
+        if (key->team) sg_strlcpy(a->rec.team, sizeof(a->rec.team), key->team);
     }
 }
 
@@ -183,7 +183,7 @@ void sg_api_usage_cost(sg_api_t *a, cJSON *usage)
 
 void sg_api_respond_error(sg_api_t *a, const sg_error_t *e, const char *extra)
 {
-    snprintf(a->rec.error, sizeof(a->rec.error), "%s", e->message);
+    sg_strlcpy(a->rec.error, sizeof(a->rec.error), e->message);
     a->rec.status = e->status;
     if (!a->req) return;
     sg_http_req_t *req = a->req;
@@ -270,7 +270,7 @@ void sg_api_fail(sg_api_t *a, const sg_error_t *e, const char *headers, const ch
             outcome = "upstream_error";
     }
     if (a->streaming && a->ops->stream_error) {
-        snprintf(a->rec.error, sizeof(a->rec.error), "%s", e->message);
+        sg_strlcpy(a->rec.error, sizeof(a->rec.error), e->message);
         a->ops->stream_error(a, e);
     } else {
         sg_api_respond_error(a, e, headers);
@@ -370,7 +370,7 @@ int sg_api_chunk_each(sg_api_t *a, const cJSON *chunk, const sg_chunk_visitor_t 
             if (v->tool(ud, tc) != 0) return 1;
         }
         const cJSON *fr = cJSON_GetObjectItemCaseSensitive(ch, "finish_reason");
-        if (cJSON_IsString(fr)) snprintf(finish, cap, "%s", fr->valuestring);
+        if (cJSON_IsString(fr)) sg_strlcpy(finish, cap, fr->valuestring);
     }
     return 0;
 }

@@ -152,7 +152,7 @@ static void stream_end(chat_t *c)
  * OpenAI SDKs raise an APIError on it, so the truncation is never silent. */
 static void stream_fail(chat_t *c, const sg_error_t *e)
 {
-    snprintf(c->a.rec.error, sizeof(c->a.rec.error), "%s", e->message);
+    sg_strlcpy(c->a.rec.error, sizeof(c->a.rec.error), e->message);
     cJSON *j = cJSON_CreateObject();
     cJSON *err = cJSON_AddObjectToObject(j, "error");
     cJSON_AddStringToObject(err, "message", e->message);
@@ -213,7 +213,7 @@ static int sink_chunk(void *ud, cJSON *chunk, const char *raw, size_t raw_len)
     const cJSON *choices = cJSON_GetObjectItemCaseSensitive(chunk, "choices");
     const cJSON *id = cJSON_GetObjectItemCaseSensitive(chunk, "id");
     if (!c->chunk_id[0] && cJSON_IsString(id))
-        snprintf(c->chunk_id, sizeof(c->chunk_id), "%s", id->valuestring);
+        sg_strlcpy(c->chunk_id, sizeof(c->chunk_id), id->valuestring);
     if (cJSON_GetArraySize(choices) == 0) {
         /* The usage-only chunk: never forwarded as it is; when the client asked for usage, the
          * end sends the gateway's own, with the cost (send_usage_chunk). */
@@ -431,7 +431,7 @@ void sg_chat_handle(sg_gateway_t *gw, sg_http_req_t *req)
     if (sg_hints_read(sg_http_req_header(req, "x-sophia-provider"), c->a.body, &hints, &e) != 0)
         goto fail;
     const char *model = cJSON_GetObjectItemCaseSensitive(c->a.body, "model")->valuestring;
-    snprintf(c->a.rec.model, sizeof(c->a.rec.model), "%s", model);
+    sg_strlcpy(c->a.rec.model, sizeof(c->a.rec.model), model);
     c->stream = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(c->a.body, "stream"));
     c->a.rec.stream = c->stream;
     const cJSON *so = cJSON_GetObjectItemCaseSensitive(c->a.body, "stream_options");

@@ -140,7 +140,7 @@ void sg_embeddings_handle(sg_gateway_t *gw, sg_http_req_t *req)
     if (sg_hints_read(sg_http_req_header(req, "x-sophia-provider"), a->body, &hints, &e) != 0)
         goto fail;
     const char *model = cJSON_GetObjectItemCaseSensitive(a->body, "model")->valuestring;
-    snprintf(a->rec.model, sizeof(a->rec.model), "%s", model);
+    sg_strlcpy(a->rec.model, sizeof(a->rec.model), model);
     if (strcmp(model, "auto") == 0) {
         sg_error_set(&e, 400, "invalid_request_error", "invalid_value",
                      "embeddings need a named model (GET /v1/models lists them); \"auto\" "

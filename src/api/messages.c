@@ -617,7 +617,7 @@ static cJSON *message_from_completion(msgs_t *m, const cJSON *completion)
     const cJSON *ch = cJSON_GetArrayItem(GET(completion, "choices"), 0);
     const cJSON *msg = GET(ch, "message");
     const cJSON *content = GET(msg, "content"), *fr = GET(ch, "finish_reason");
-    if (cJSON_IsString(fr)) snprintf(m->finish, sizeof(m->finish), "%s", fr->valuestring);
+    if (cJSON_IsString(fr)) sg_strlcpy(m->finish, sizeof(m->finish), fr->valuestring);
     cJSON *blocks = cJSON_CreateArray();
     if (cJSON_IsString(content) && content->valuestring[0]) {
         cJSON *b = cJSON_CreateObject();
@@ -714,7 +714,7 @@ void sg_messages_handle(sg_gateway_t *gw, sg_http_req_t *req)
     m->stream = cJSON_IsTrue(GET(m->req, "stream"));
     a->rec.stream = m->stream;
     const char *model = GET(m->req, "model")->valuestring;
-    snprintf(a->rec.model, sizeof(a->rec.model), "%s", model);
+    sg_strlcpy(a->rec.model, sizeof(a->rec.model), model);
     m->est_prompt_tokens = sg_api_estimate_messages(GET(m->req, "messages"));
     m->a.rec.ticket.prompt_est = m->est_prompt_tokens;
     /* Routing reads a chat request; when the translation fails, the model alone decides

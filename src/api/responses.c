@@ -674,8 +674,8 @@ static int tool_delta(void *ud, const cJSON *tc)
         call_t *c = &r->calls[r->n_calls];
         r->open_call = r->n_calls++;
         new_id(c->item_id, sizeof(c->item_id), "fc");
-        snprintf(c->call_id, sizeof(c->call_id), "%s", id->valuestring);
-        snprintf(c->name, sizeof(c->name), "%s", cJSON_IsString(name) ? name->valuestring : "");
+        sg_strlcpy(c->call_id, sizeof(c->call_id), id->valuestring);
+        sg_strlcpy(c->name, sizeof(c->name), cJSON_IsString(name) ? name->valuestring : "");
         sg_buf_init(&c->args, TEXT_MAX);
         c->output_index = r->n_out++;
         cJSON *d = cJSON_CreateObject();
@@ -714,7 +714,7 @@ static void done_whole(resp_t *r, cJSON *completion)
     const cJSON *msg = GET(ch, "message");
     const cJSON *content = GET(msg, "content");
     const cJSON *fr = GET(ch, "finish_reason");
-    if (cJSON_IsString(fr)) snprintf(r->finish, sizeof(r->finish), "%s", fr->valuestring);
+    if (cJSON_IsString(fr)) sg_strlcpy(r->finish, sizeof(r->finish), fr->valuestring);
     if (cJSON_IsString(content) && content->valuestring[0]) {
         char id[48];
         new_id(id, sizeof(id), "msg");
@@ -809,7 +809,7 @@ void sg_responses_handle(sg_gateway_t *gw, sg_http_req_t *req)
     if (sg_hints_read(sg_http_req_header(req, "x-sophia-provider"), a->body, &hints, &e) != 0)
         goto fail;
     const char *model = GET(a->body, "model")->valuestring;
-    snprintf(a->rec.model, sizeof(a->rec.model), "%s", model);
+    sg_strlcpy(a->rec.model, sizeof(a->rec.model), model);
     r->est_prompt_tokens = sg_api_estimate_messages(GET(a->body, "messages"));
     a->rec.ticket.prompt_est = r->est_prompt_tokens;
     plan = sg_xmalloc(sizeof(*plan));

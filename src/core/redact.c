@@ -153,11 +153,11 @@ void sg_url_redact(const char *url, char *out, size_t cap)
 {
     const char *a, *b;
     if (!url) {
-        snprintf(out, cap, "%s", "");
+        sg_strlcpy(out, cap, "");
         return;
     }
     if (!url_userinfo(url, &a, &b)) {
-        snprintf(out, cap, "%s", url);
+        sg_strlcpy(out, cap, url);
         return;
     }
     snprintf(out, cap, "%.*s%s%s", (int)(a - url), url, SG_REDACTED, b);

@@ -830,7 +830,7 @@ static int on_headers_complete(llhttp_t *p)
     r->method_str = llhttp_method_name((llhttp_method_t)p->method);
     const char *rid = sg_http_req_header(r, "x-request-id");
     if (rid && valid_request_id(rid)) {
-        snprintf(r->request_id, sizeof(r->request_id), "%s", rid);
+        sg_strlcpy(r->request_id, sizeof(r->request_id), rid);
     } else {
         sg_request_id_new(r->request_id);
     }
@@ -975,7 +975,7 @@ static void handle_parse_error(sg_http_conn_t *c)
     if (c->parse_error == 400)
         snprintf(msg, sizeof(msg), "malformed HTTP request: %s", c->parse_reason);
     else
-        snprintf(msg, sizeof(msg), "%s", c->parse_reason ? c->parse_reason : "bad request");
+        sg_strlcpy(msg, sizeof(msg), c->parse_reason ? c->parse_reason : "bad request");
     reject(c, c->parse_error, "invalid_request_error", msg);
 }
 

@@ -115,7 +115,7 @@ int mock_sf_authorize(mock_app_t *app, sg_http_req_t *req, const mock_wire_t *wi
         while (*tok == ' ') tok++;
     }
     const char *type = sg_http_req_header(req, "x-snowflake-authorization-token-type");
-    snprintf(s->last_token_type, sizeof(s->last_token_type), "%s", type ? type : "");
+    sg_strlcpy(s->last_token_type, sizeof(s->last_token_type), type ? type : "");
     size_t tn = tok ? strlen(tok) : 0;
     snprintf(s->last_sf_token_suffix, sizeof(s->last_sf_token_suffix), "%s",
              tok ? tok + (tn > 4 ? tn - 4 : 0) : "");

@@ -1329,7 +1329,7 @@ void mock_handle_chat(mock_app_t *app, sg_http_req_t *req, const mock_wire_t *wi
     mock_directives_init(&c.d);
     char err[MOCK_ERR_MAX] = "";
     int r = parse(app, root, &c, err, sizeof(err));
-    if (r == 0) snprintf(s->last_model, sizeof(s->last_model), "%s", c.model);
+    if (r == 0) sg_strlcpy(s->last_model, sizeof(s->last_model), c.model);
     const char *hdr = sg_http_req_header(req, "x-mock");
     if (r == 0 && hdr) r = mock_directives_header(&c.d, hdr, err, sizeof(err));
     if (r == 0 && strlen(c.model) > MOCK_MODEL_MAX) {
@@ -1996,7 +1996,7 @@ static int parse_name(mock_app_t *app, const char *s)
                  c == '_' || c == '.' || c == '-';
         if (!ok) return -1;
     }
-    snprintf(app->name, sizeof(app->name), "%s", s);
+    sg_strlcpy(app->name, sizeof(app->name), s);
     snprintf(app->name_hdr, sizeof(app->name_hdr), "X-Mock-Instance: %s\r\n", s);
     return 0;
 }
@@ -2012,7 +2012,7 @@ static int parse_listen(const char *s, char *host, size_t hostlen, int *port)
     char *h = NULL;
     if (sg_config_parse_listen(s, &h, port) != NULL) return -1;
     int ok = strlen(h) < hostlen;
-    if (ok) snprintf(host, hostlen, "%s", h);
+    if (ok) sg_strlcpy(host, hostlen, h);
     free(h);
     return ok ? 0 : -1;
 }

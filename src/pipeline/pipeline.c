@@ -331,7 +331,7 @@ static void next_or_fail(sg_pipeline_t *p, const sg_error_t *e, long status, int
     if (status)
         snprintf(reason, sizeof(reason), "HTTP %ld", status);
     else
-        snprintf(reason, sizeof(reason), "%s", e->code[0] ? e->code : "failed");
+        sg_strlcpy(reason, sizeof(reason), e->code[0] ? e->code : "failed");
     uint64_t now = sg_now_ms();
     if ((size_t)p->attempts > cfg->max_retries || now >= p->deadline_ms) {
         finish_fail(p, e, status);
@@ -773,7 +773,7 @@ sg_pipeline_t *sg_pipeline_start(sg_gateway_t *gw, sg_gen_t *gen, sg_plan_t *pla
     p->route = &p->plan->routes[0];
     sg_buf_init(&p->body_buf, stream ? UPSTREAM_ERROR_MAX : UPSTREAM_BODY_MAX);
     snprintf(rec->rule, sizeof(rec->rule), "%.31s", plan->rule);
-    snprintf(rec->why, sizeof(rec->why), "%s", plan->why);
+    sg_strlcpy(rec->why, sizeof(rec->why), plan->why);
     p->start_ms = sg_now_ms();
     sg_error_t e;
     int r = admit(p, &e);

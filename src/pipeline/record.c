@@ -12,7 +12,7 @@
 void sg_record_init(sg_record_t *r, const sg_http_req_t *req, const char *method, const char *path)
 {
     /* r is zeroed memory already (the handler's object comes from calloc): not cleared twice. */
-    snprintf(r->request_id, sizeof(r->request_id), "%s", req->request_id);
+    sg_strlcpy(r->request_id, sizeof(r->request_id), req->request_id);
     r->method = method;
     r->path = path;
     r->start_ns = req->start_ns ? req->start_ns : sg_now_ns();
@@ -20,8 +20,8 @@ void sg_record_init(sg_record_t *r, const sg_http_req_t *req, const char *method
 
 void sg_record_route(sg_record_t *r, const sg_route_t *route)
 {
-    snprintf(r->route, sizeof(r->route), "%s", route->public_name);
-    snprintf(r->provider, sizeof(r->provider), "%s", route->provider->name);
+    sg_strlcpy(r->route, sizeof(r->route), route->public_name);
+    sg_strlcpy(r->provider, sizeof(r->provider), route->provider->name);
     r->route_unlisted = route->unlisted;
 }
 

@@ -150,7 +150,7 @@ void sg_gen_model_for(const sg_provider_cfg_t *p, const char *id, sg_route_t *ro
 {
     sg_model_cfg_t *m = &route->passthrough;
     memset(m, 0, sizeof(*m));
-    snprintf(route->passthrough_id, sizeof(route->passthrough_id), "%s", id);
+    sg_strlcpy(route->passthrough_id, sizeof(route->passthrough_id), id);
     m->id = m->upstream_id = route->passthrough_id;
     const sg_builtin_model_t *b = sg_builtin_match(p->ops, id);
     if (b) {
@@ -220,14 +220,14 @@ static int match_served(const sg_gen_t *g, const sg_provider_cfg_t *p, const cha
          strcmp(f->name + pl + 1, id) == 0) ||
         (alias && strcmp(alias, f->name) == 0)) {
         f->provider = p;
-        snprintf(f->id, sizeof(f->id), "%s", id);
+        sg_strlcpy(f->id, sizeof(f->id), id);
         f->matches = 1;
         return 1;
     }
     if (strcmp(f->name, id) == 0) {
         if (f->matches++ == 0) {
             f->provider = p;
-            snprintf(f->id, sizeof(f->id), "%s", id);
+            sg_strlcpy(f->id, sizeof(f->id), id);
         }
     }
     return 0;

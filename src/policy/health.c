@@ -65,7 +65,7 @@ static void set_health(sg_endpoint_t *ep, int up, const char *why)
     int was = ep->health;
     ep->health = up ? 1 : -1;
     ep->checked_ms = now;
-    snprintf(ep->check_error, sizeof(ep->check_error), "%s", up ? "" : why);
+    sg_strlcpy(ep->check_error, sizeof(ep->check_error), up ? "" : why);
     if (was == ep->health) return;
     if (!up || was < 0) {
         sg_logline_t l;
@@ -126,7 +126,7 @@ static void on_probe_done(sg_exchange_t *x, sg_ex_result_t res, const char *deta
     sg_endpoint_t *ep = pr->ep;
     char why[200];
     if (res != SG_EX_OK && !(res == SG_EX_ABORTED && pr->status >= 200 && pr->status < 300)) {
-        snprintf(why, sizeof(why), "%s", detail ? detail : "no answer");
+        sg_strlcpy(why, sizeof(why), detail ? detail : "no answer");
         sg_gen_redact(pr->gen, NULL, why, sizeof(why));
         set_health(ep, 0, why);
     } else if (pr->status >= 500) {

@@ -108,7 +108,7 @@ sg_scope_t *sg_scope_get(sg_scope_kind_t kind, const char *name)
     sg_scope_t *s = scope_alloc();
     if (!s) return NULL;
     s->kind = kind;
-    snprintf(s->name, sizeof(s->name), "%s", name);
+    sg_strlcpy(s->name, sizeof(s->name), name);
     s->next = sp->table[h];
     sp->table[h] = s;
     return s;

@@ -43,7 +43,7 @@ int sg_hints_read(const char *header, cJSON *req, sg_hints_t *h, sg_error_t *err
 {
     memset(h, 0, sizeof(*h));
     h->complexity = -1;
-    if (header && header[0]) snprintf(h->provider, sizeof(h->provider), "%s", header);
+    if (header && header[0]) sg_strlcpy(h->provider, sizeof(h->provider), header);
     cJSON *s = cJSON_DetachItemFromObjectCaseSensitive(req, "sophia");
     if (!s || cJSON_IsNull(s)) {
         cJSON_Delete(s);
@@ -65,7 +65,7 @@ int sg_hints_read(const char *header, cJSON *req, sg_hints_t *h, sg_error_t *err
                              "'sophia.provider' must be a provider name or \"auto\"");
                 goto out;
             }
-            if (!h->provider[0]) snprintf(h->provider, sizeof(h->provider), "%s", it->valuestring);
+            if (!h->provider[0]) sg_strlcpy(h->provider, sizeof(h->provider), it->valuestring);
         } else if (strcmp(it->string, "complexity") == 0) {
             if (level(it, &h->complexity) != 0) {
                 sg_error_set(err, 400, "invalid_request_error", "invalid_value",
@@ -439,7 +439,7 @@ int sg_route_plan(const sg_gen_t *g, const char *model, const sg_hints_t *h, con
             strchr(model, '/') == NULL)
             rule = "alias";
         plan->n = 1;
-        snprintf(plan->rule, sizeof(plan->rule), "%s", rule);
+        sg_strlcpy(plan->rule, sizeof(plan->rule), rule);
         snprintf(plan->why, sizeof(plan->why), "%s: %.100s -> %.200s", rule, model, r->public_name);
     }
     plan_fallbacks(g, model, plan);

@@ -63,7 +63,7 @@ static void error_from_json(const cJSON *j, sg_error_t *e)
     const char *t = cJSON_IsString(type) ? type->valuestring : "api_error";
     int status = sg_anthropic_error_status(t);
     char m[400];
-    snprintf(m, sizeof(m), "%s", cJSON_IsString(msg) ? msg->valuestring : "no message");
+    sg_strlcpy(m, sizeof(m), cJSON_IsString(msg) ? msg->valuestring : "no message");
     sg_utf8_sanitize(m, strlen(m));
     sg_error_set(e, status, status < 500 ? "invalid_request_error" : "api_error",
                  status == 429 ? "rate_limit_exceeded" : "upstream_error",

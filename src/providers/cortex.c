@@ -788,7 +788,7 @@ static void note_finish(char *dst, size_t cap, const cJSON *fr)
 {
     if (!cJSON_IsString(fr) || !fr->valuestring[0]) return;
     if (strcmp(dst, "prohibited_content") == 0) return; /* a Guard block stays the outcome */
-    snprintf(dst, cap, "%s", fr->valuestring);
+    sg_strlcpy(dst, cap, fr->valuestring);
 }
 
 /* The OpenAI finish_reason for what Cortex said and whether tool calls were produced. */
@@ -850,7 +850,7 @@ static int cx_on_event(void *ud, const sg_sse_event_t *ev)
     d->events++;
     const cJSON *id = GET(j, "id");
     if (!d->id[0] && cJSON_IsString(id) && id->valuestring[0])
-        snprintf(d->id, sizeof(d->id), "%s", id->valuestring);
+        sg_strlcpy(d->id, sizeof(d->id), id->valuestring);
     /* Usage: in every chunk counting up (shape 1), or {} until the last chunks (2, 3). The
      * last non-empty one is reported as given; guard_tokens (Cortex Guard, billed
      * separately) are not folded into completion_tokens. */
@@ -882,7 +882,7 @@ static void *cx_decoder_new(const sg_route_t *route, const sg_decode_sink_t *sin
         d->oa = sg_provider_openai.decoder_new(route, sink);
         return d;
     }
-    snprintf(d->model, sizeof(d->model), "%s", route->public_name);
+    sg_strlcpy(d->model, sizeof(d->model), route->public_name);
     d->created = sg_unix_time();
     sg_sse_parser_init(&d->sse, SSE_EVENT_MAX, cx_on_event, d);
     return d;
@@ -1006,7 +1006,7 @@ static int agg_chunk(void *ud, cJSON *chunk, const char *raw, size_t raw_len)
     SG_UNUSED(raw_len);
     cx_agg_t *a = ud;
     const cJSON *id = GET(chunk, "id");
-    if (!a->id[0] && cJSON_IsString(id)) snprintf(a->id, sizeof(a->id), "%s", id->valuestring);
+    if (!a->id[0] && cJSON_IsString(id)) sg_strlcpy(a->id, sizeof(a->id), id->valuestring);
     const cJSON *ch = cJSON_GetArrayItem(GET(chunk, "choices"), 0);
     const cJSON *delta = GET(ch, "delta");
     const cJSON *content = GET(delta, "content");
@@ -1034,7 +1034,7 @@ static int agg_chunk(void *ud, cJSON *chunk, const char *raw, size_t raw_len)
             agg_append_args(GET(slot, "function"), args->valuestring);
     }
     const cJSON *fr = GET(ch, "finish_reason");
-    if (cJSON_IsString(fr)) snprintf(a->finish, sizeof(a->finish), "%s", fr->valuestring);
+    if (cJSON_IsString(fr)) sg_strlcpy(a->finish, sizeof(a->finish), fr->valuestring);
     return 0;
 }
 
@@ -1236,7 +1236,7 @@ static void cx_map_error(const sg_route_t *route, long status, const char *body,
         const cJSON *c = GET(src, "code");
         long long num;
         if (cJSON_IsString(c))
-            snprintf(code, sizeof(code), "%s", c->valuestring);
+            sg_strlcpy(code, sizeof(code), c->valuestring);
         else if (sg_json_int_in(c, -1e15, 1e15, &num) == 0)
             snprintf(code, sizeof(code), "%lld", num);
         const cJSON *r = GET(j, "request_id");
@@ -1246,7 +1246,7 @@ static void cx_map_error(const sg_route_t *route, long status, const char *body,
     const char *type = st < 500 ? "invalid_request_error" : "api_error";
     char what[320];
     if (msg)
-        snprintf(what, sizeof(what), "%s", msg);
+        sg_strlcpy(what, sizeof(what), msg);
     else
         snprintf(what, sizeof(what), "HTTP %ld", status);
     const char *hint = "";

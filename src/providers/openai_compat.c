@@ -18,7 +18,7 @@ void sg_error_set(sg_error_t *e, int status, const char *type, const char *code,
 {
     e->status = status;
     e->type = type;
-    snprintf(e->code, sizeof(e->code), "%s", code ? code : "");
+    sg_strlcpy(e->code, sizeof(e->code), code ? code : "");
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(e->message, sizeof(e->message), fmt, ap);
@@ -364,7 +364,7 @@ static void oa_map_error(const sg_route_t *route, long status, const char *body,
     const sg_provider_cfg_t *p = route->provider;
     char what[320];
     if (msg)
-        snprintf(what, sizeof(what), "%s", msg);
+        sg_strlcpy(what, sizeof(what), msg);
     else
         snprintf(what, sizeof(what), "HTTP %ld", status);
     const char *base = route->base_url ? route->base_url : "";

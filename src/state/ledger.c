@@ -353,18 +353,18 @@ static int insert_row(sqlite3_stmt *st, const row_t *w)
 static int write_batch(sg_ledger_t *l, const row_t *w, char *why, size_t cap)
 {
     if (sqlite3_exec(l->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
-        snprintf(why, cap, "%s", sqlite3_errmsg(l->db));
+        sg_strlcpy(why, cap, sqlite3_errmsg(l->db));
         return -1;
     }
     for (; w; w = w->next) {
         if (insert_row(l->insert, w) != 0) {
-            snprintf(why, cap, "%s", sqlite3_errmsg(l->db));
+            sg_strlcpy(why, cap, sqlite3_errmsg(l->db));
             sqlite3_exec(l->db, "ROLLBACK", NULL, NULL, NULL);
             return -1;
         }
     }
     if (sqlite3_exec(l->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
-        snprintf(why, cap, "%s", sqlite3_errmsg(l->db));
+        sg_strlcpy(why, cap, sqlite3_errmsg(l->db));
         sqlite3_exec(l->db, "ROLLBACK", NULL, NULL, NULL);
         return -1;
     }

@@ -85,13 +85,34 @@ static void test_urls(void **state)
     sg_secrets_dispose(&s);
 }
 
+/* sg_strlcpy (which replaced snprintf(dst, cap, "%s", src) for copies of names and texts). */
+static void test_strlcpy_cuts_like_snprintf(void **state)
+{
+    SG_UNUSED(state);
+    char a[8], b[8];
+    const char *cases[] = {"", "short", "exactly", "longer than eight"};
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        memset(a, 'x', sizeof(a));
+        memset(b, 'x', sizeof(b));
+        sg_strlcpy(a, sizeof(a), cases[i]);
+        snprintf(b, sizeof(b), "%s", cases[i]);
+        assert_memory_equal(a, b, strlen(b) + 1);
+    }
+    sg_strlcpy(a, 1, "abc");
+    assert_string_equal(a, "");
+    a[0] = 'z';
+    sg_strlcpy(a, 0, "abc"); /* nothing written */
+    assert_int_equal(a[0], 'z');
+    sg_strlcpy(a, sizeof(a), NULL);
+    assert_string_equal(a, "");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_configured_values),
-        cmocka_unit_test(test_shapes),
-        cmocka_unit_test(test_growth_is_cut_to_cap),
-        cmocka_unit_test(test_urls),
+        cmocka_unit_test(test_configured_values),          cmocka_unit_test(test_shapes),
+        cmocka_unit_test(test_growth_is_cut_to_cap),       cmocka_unit_test(test_urls),
+        cmocka_unit_test(test_strlcpy_cuts_like_snprintf),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
