@@ -25,6 +25,17 @@ typedef struct sg_json_problem {
  * SG_JSON_MAX_DEPTH. Returns 0, or -1 with p filled. */
 int sg_json_validate(const char *s, size_t n, sg_json_problem_t *p);
 
+/* sg_json_validate that also locates top-level members of an object on the way: for each
+ * want[i].key, want[i].val/len are set to the raw text of its value (first occurrence; keys
+ * compared as written), or val NULL when absent or s is not an object. */
+typedef struct sg_json_member {
+    const char *key;
+    const char *val;
+    size_t len;
+} sg_json_member_t;
+int sg_json_validate_members(const char *s, size_t n, sg_json_member_t *want, size_t n_want,
+                             sg_json_problem_t *p);
+
 /* sg_json_validate, then cJSON, then a check that no object repeats a key (parsers disagree
  * on which one wins: the gateway could route on one model while the upstream bills another).
  * Returns the parsed value (caller deletes), or NULL with p. */
@@ -52,12 +63,6 @@ size_t sg_utf8_cut(const char *s, size_t n);
 struct sg_buf;
 int sg_json_splice_string(const char *s, size_t n, const char *key, const char *value,
                           struct sg_buf *out);
-
-/* The raw text of the top-level member key of the JSON object s[0..n), which must be valid
- * JSON (sg_json_validate): *val points at the value's first byte, *vlen is its length. Keys are
- * compared byte for byte as written (a key spelled with escapes does not match). Returns 0, or
- * -1 when s is not an object or has no such member. */
-int sg_json_member(const char *s, size_t n, const char *key, const char **val, size_t *vlen);
 
 /* Reads a count (tokens and the like) that must be a whole number in [0, max]. Returns 0 with
  * *out set, or -1 when v is absent, not a number, not finite, fractional or out of range. */

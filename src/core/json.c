@@ -12,6 +12,8 @@ typedef struct vctx {
     const unsigned char *start, *p, *end;
     const char *what;
     const unsigned char *at;
+    sg_json_member_t *want; /* top-level members to locate on the way (may be NULL) */
+    size_t n_want;
 } vctx_t;
 
 static int fail(vctx_t *v, const unsigned char *at, const char *what)
@@ -213,15 +215,29 @@ static int v_container(vctx_t *v, int depth, int object)
     }
     for (;;) {
         skip_ws(v);
+        sg_json_member_t *m = NULL;
         if (object) {
             if (v->p >= v->end || *v->p != '"')
                 return fail(v, v->p, "expected a string key in an object");
+            const unsigned char *key = v->p + 1;
             if (v_string(v) != 0) return -1;
+            /* A wanted top-level key (as written, first occurrence): remember its value. */
+            size_t kl = (size_t)(v->p - 1 - key);
+            for (size_t i = 0; depth == 0 && i < v->n_want; i++)
+                if (!v->want[i].val && strlen(v->want[i].key) == kl &&
+                    memcmp(v->want[i].key, key, kl) == 0)
+                    m = &v->want[i];
             skip_ws(v);
             if (v->p >= v->end || *v->p != ':') return fail(v, v->p, "expected ':' after a key");
             v->p++;
+            skip_ws(v);
         }
+        const unsigned char *vstart = v->p;
         if (v_value(v, depth + 1) != 0) return -1;
+        if (m) {
+            m->val = (const char *)vstart;
+            m->len = (size_t)(v->p - vstart);
+        }
         skip_ws(v);
         if (v->p >= v->end) break;
         if (*v->p == ',') {
@@ -277,8 +293,20 @@ static void locate(const char *s, size_t off, sg_json_problem_t *p)
 
 int sg_json_validate(const char *s, size_t n, sg_json_problem_t *p)
 {
-    vctx_t v = {(const unsigned char *)s, (const unsigned char *)s, (const unsigned char *)s + n,
-                NULL, NULL};
+    return sg_json_validate_members(s, n, NULL, 0, p);
+}
+
+int sg_json_validate_members(const char *s, size_t n, sg_json_member_t *want, size_t n_want,
+                             sg_json_problem_t *p)
+{
+    for (size_t i = 0; i < n_want; i++) want[i].val = NULL, want[i].len = 0;
+    vctx_t v = {(const unsigned char *)s,
+                (const unsigned char *)s,
+                (const unsigned char *)s + n,
+                NULL,
+                NULL,
+                want,
+                n_want};
     if (v_value(&v, 0) == 0) {
         skip_ws(&v);
         if (v.p == v.end) return 0;
@@ -367,71 +395,6 @@ int sg_json_int_in(const cJSON *v, double min, double max, long long *out)
 int sg_json_count(const cJSON *v, double max, long long *out)
 {
     return sg_json_int_in(v, 0, max, out);
-}
-
-/* ---- members of valid JSON text, found without building a tree ---------------------------- */
-
-static const char *raw_ws(const char *p, const char *e)
-{
-    while (p < e && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')) p++;
-    return p;
-}
-
-/* p at the opening quote; returns past the closing one. */
-static const char *skip_string(const char *p, const char *e)
-{
-    for (p++; p < e && *p != '"'; p += *p == '\\' ? 2 : 1) {
-    }
-    return p < e ? p + 1 : e;
-}
-
-static const char *skip_value(const char *p, const char *e)
-{
-    if (p >= e) return e;
-    if (*p == '"') return skip_string(p, e);
-    if (*p != '{' && *p != '[') {
-        while (p < e && *p != ',' && *p != '}' && *p != ']' && *p != ' ' && *p != '\t' &&
-               *p != '\n' && *p != '\r')
-            p++;
-        return p;
-    }
-    int depth = 0;
-    while (p < e) {
-        if (*p == '"') {
-            p = skip_string(p, e);
-            continue;
-        }
-        if (*p == '{' || *p == '[') depth++;
-        if ((*p == '}' || *p == ']') && --depth == 0) return p + 1;
-        p++;
-    }
-    return e;
-}
-
-int sg_json_member(const char *s, size_t n, const char *key, const char **val, size_t *vlen)
-{
-    const char *e = s + n, *p = raw_ws(s, e);
-    size_t kl = strlen(key);
-    if (p >= e || *p != '{') return -1;
-    p = raw_ws(p + 1, e);
-    while (p < e && *p == '"') {
-        const char *k = p + 1, *ke = skip_string(p, e);
-        int match = (size_t)(ke - k) == kl + 1 && memcmp(k, key, kl) == 0;
-        p = raw_ws(ke, e);
-        if (p >= e || *p != ':') return -1;
-        p = raw_ws(p + 1, e);
-        const char *v = p;
-        p = skip_value(p, e);
-        if (match) {
-            *val = v;
-            *vlen = (size_t)(p - v);
-            return 0;
-        }
-        p = raw_ws(p, e);
-        if (p >= e || *p != ',') return -1;
-        p = raw_ws(p + 1, e);
-    }
-    return -1;
 }
 
 int sg_json_splice_string(const char *s, size_t n, const char *key, const char *value,

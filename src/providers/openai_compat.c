@@ -311,17 +311,16 @@ static int oa_scan_response(const sg_route_t *route, const char *body, size_t le
                             sg_usage_t *usage, sg_error_t *err)
 {
     SG_UNUSED(route);
-    const char *v;
-    size_t vl;
     sg_json_problem_t prob;
-    if (sg_json_validate(body, len, &prob) != 0 ||
-        sg_json_member(body, len, "choices", &v, &vl) != 0 || *v != '[') {
+    sg_json_member_t m[2] = {{"choices", NULL, 0}, {"usage", NULL, 0}};
+    /* One pass: validated, and the two members found on the way. */
+    if (sg_json_validate_members(body, len, m, 2, &prob) != 0 || !m[0].val || *m[0].val != '[') {
         sg_error_set(err, 502, "api_error", "upstream_bad_response",
                      "upstream response is not a chat completion");
         return -1;
     }
-    if (sg_json_member(body, len, "usage", &v, &vl) == 0 && *v == '{') {
-        cJSON *u = cJSON_ParseWithLength(v, vl);
+    if (m[1].val && *m[1].val == '{') {
+        cJSON *u = cJSON_ParseWithLength(m[1].val, m[1].len);
         sg_usage_from_json(u, usage);
         cJSON_Delete(u);
     }

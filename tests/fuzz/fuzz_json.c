@@ -39,9 +39,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         const cJSON *obj = cJSON_IsObject(j) ? j : NULL;
         cJSON_ArrayForEach(m, obj)
         {
-            const char *v;
-            size_t vl;
-            if (sg_json_member(s, size, m->string, &v, &vl) != 0) {
+            sg_json_member_t want = {m->string, NULL, 0};
+            check(sg_json_validate_members(s, size, &want, 1, &p) == 0);
+            const char *v = want.val;
+            size_t vl = want.len;
+            if (!v) {
                 check(escapes);
                 continue;
             }

@@ -161,27 +161,32 @@ static void test_checked_numbers(void **state)
     cJSON_Delete(j);
 }
 
-/* Top-level members of valid JSON, found without cJSON (the non-streamed chat answer's usage). */
+/* Top-level members located while validating (the non-streamed chat answer's choices and usage). */
 static void test_members_without_a_tree(void **state)
 {
     SG_UNUSED(state);
     const char *doc =
         " { \"id\" : \"x\\\"usage\\\":1\", \"choices\": [{\"message\": {\"usage\": 7}}],"
         "\"n\":-1.5e3 ,\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4}} ";
-    const char *v;
-    size_t vl;
-    assert_int_equal(sg_json_validate(doc, strlen(doc), &(sg_json_problem_t){0}), 0);
-    assert_int_equal(sg_json_member(doc, strlen(doc), "usage", &v, &vl), 0);
-    assert_int_equal(vl, strlen("{\"prompt_tokens\":3,\"completion_tokens\":4}"));
-    assert_memory_equal(v, "{\"prompt_tokens\":3", 17);
-    assert_int_equal(sg_json_member(doc, strlen(doc), "n", &v, &vl), 0);
-    assert_int_equal(vl, 6);
-    assert_memory_equal(v, "-1.5e3", 6);
-    assert_int_equal(sg_json_member(doc, strlen(doc), "choices", &v, &vl), 0);
-    assert_true(v[0] == '[' && v[vl - 1] == ']');
-    assert_int_equal(sg_json_member(doc, strlen(doc), "message", &v, &vl), -1); /* nested only */
-    assert_int_equal(sg_json_member("[1,2]", 5, "usage", &v, &vl), -1);
-    assert_int_equal(sg_json_member("{}", 2, "usage", &v, &vl), -1);
+    sg_json_problem_t p;
+    sg_json_member_t m[4] = {
+        {"usage", NULL, 0}, {"n", NULL, 0}, {"choices", NULL, 0}, {"message", NULL, 0}};
+    assert_int_equal(sg_json_validate_members(doc, strlen(doc), m, 4, &p), 0);
+    assert_int_equal(m[0].len, strlen("{\"prompt_tokens\":3,\"completion_tokens\":4}"));
+    assert_memory_equal(m[0].val, "{\"prompt_tokens\":3", 17);
+    assert_int_equal(m[1].len, 6);
+    assert_memory_equal(m[1].val, "-1.5e3", 6);
+    assert_true(m[2].val[0] == '[' && m[2].val[m[2].len - 1] == ']');
+    assert_null(m[3].val); /* nested only */
+    assert_int_equal(sg_json_validate_members("[1,{\"usage\":2}]", 15, m, 1, &p), 0);
+    assert_null(m[0].val);
+    assert_int_equal(sg_json_validate_members("{}", 2, m, 1, &p), 0);
+    assert_null(m[0].val);
+    /* Invalid text: -1, whatever was found before the problem. */
+    assert_int_equal(sg_json_validate_members("{\"usage\":1,}", 12, m, 1, &p), -1);
+    /* The first of two members with the same name. */
+    assert_int_equal(sg_json_validate_members("{\"n\":1,\"n\":22}", 14, m + 1, 1, &p), 0);
+    assert_int_equal(m[1].len, 1);
 }
 
 int main(void)
