@@ -28,12 +28,9 @@ void sg_error_set(sg_error_t *e, int status, const char *type, const char *code,
     sg_utf8_sanitize(e->code, strlen(e->code));
 }
 
-void sg_upstream_post_json(sg_exchange_req_t *out, const char *url, struct curl_slist *headers,
-                           cJSON *body, const sg_upstream_opts_t *uo)
+static void post_text(sg_exchange_req_t *out, const char *url, struct curl_slist *headers,
+                      char *json, const sg_upstream_opts_t *uo)
 {
-    char *json = cJSON_PrintUnformatted(body);
-    cJSON_Delete(body);
-    SG_ASSERT(json != NULL);
     out->url = url;
     out->method = "POST";
     out->headers = headers;
@@ -43,6 +40,15 @@ void sg_upstream_post_json(sg_exchange_req_t *out, const char *url, struct curl_
     out->first_byte_timeout_ms = uo->first_byte_timeout_ms;
     out->idle_timeout_ms = uo->idle_timeout_ms;
     out->total_timeout_ms = uo->total_timeout_ms;
+}
+
+void sg_upstream_post_json(sg_exchange_req_t *out, const char *url, struct curl_slist *headers,
+                           cJSON *body, const sg_upstream_opts_t *uo)
+{
+    char *json = cJSON_PrintUnformatted(body);
+    cJSON_Delete(body);
+    SG_ASSERT(json != NULL);
+    post_text(out, url, headers, json, uo);
 }
 
 /* One count of a usage object: absent or null is 0; anything else must be valid. */
@@ -129,11 +135,46 @@ static cJSON *upstream_body(const sg_route_t *route, const cJSON *client, sg_err
     return body;
 }
 
+/* The usual chat request printed for the upstream without copying its tree: the client's
+ * object with the model's name swapped for the printing, and for a stream without
+ * stream_options, {"include_usage":true} added at the end. NULL when the request needs the
+ * general path (no base URL, or stream_options that must be changed). */
+static char *print_upstream_chat(const sg_route_t *route, const cJSON *client, int stream)
+{
+    if (!route->base_url || !route->base_url[0]) return NULL;
+    const cJSON *so = cJSON_GetObjectItemCaseSensitive(client, "stream_options");
+    if (stream && so && !cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(so, "include_usage")))
+        return NULL;
+    cJSON *m = cJSON_GetObjectItemCaseSensitive(client, "model");
+    if (!cJSON_IsString(m)) return NULL;
+    /* The tree is the handler's and nothing else runs meanwhile: borrow its model string. */
+    char *saved = m->valuestring;
+    m->valuestring =
+        (char *)(route->model->upstream_id ? route->model->upstream_id : route->model->id);
+    char *json = cJSON_PrintUnformatted(client);
+    m->valuestring = saved;
+    SG_ASSERT(json != NULL);
+    if (stream && !so) {
+        static const char add[] = ",\"stream_options\":{\"include_usage\":true}}";
+        size_t n = strlen(json);
+        SG_ASSERT(n > 2 && json[n - 1] == '}'); /* has at least model and messages */
+        json = sg_xrealloc(json, n + sizeof(add));
+        memcpy(json + n - 1, add, sizeof(add));
+    }
+    return json;
+}
+
 static int oa_build_chat(const sg_route_t *route, const cJSON *client, int stream,
                          const sg_upstream_opts_t *uo, sg_exchange_req_t *out, char *url_buf,
                          size_t url_cap, sg_error_t *err)
 {
     const sg_provider_cfg_t *p = route->provider;
+    char *text = print_upstream_chat(route, client, stream);
+    if (text) {
+        snprintf(url_buf, url_cap, "%s/chat/completions", route->base_url);
+        post_text(out, url_buf, auth_headers(p, stream), text, uo);
+        return 0;
+    }
     cJSON *body = upstream_body(route, client, err);
     if (!body) return -1;
     if (stream) {

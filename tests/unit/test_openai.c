@@ -1,6 +1,7 @@
 /* The OpenAI-compatible adapter's stream decoder: chunks are forwarded without parsing when
  * they can be (raw_chunk), and that fast path must judge content and finish_reason exactly as
- * the full parse does, for every JSON formatting. */
+ * the full parse does, for every JSON formatting. The upstream request body names the upstream
+ * model id and, for a stream, asks for usage, whichever way it is printed. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,7 +11,10 @@
 #include <cmocka.h>
 
 #include "sophia/core.h"
+#include "sophia/egress.h"
 #include "sophia/provider.h"
+#include "sophia/route.h"
+#include "test_gen.h"
 
 typedef struct rec {
     int raw, parsed, content, finish, usage, ends, errors;
@@ -162,11 +166,77 @@ static void test_errors_and_non_json_take_the_full_path(void **state)
     assert_int_equal(r.raw, 0);
 }
 
+/* The body oa_build_chat sends for a client request (stream or not), parsed. */
+static cJSON *upstream_request(const char *client_json, int stream)
+{
+    sg_gen_t *g = test_gen_load(
+        "{\"providers\":{\"lambda\":{\"base_url\":\"http://127.0.0.1:1/v1\",\"api_key\":null,"
+        "\"models\":[{\"id\":\"m\",\"upstream_id\":\"org/Model-8B\"}]}}}");
+    assert_non_null(g);
+    cJSON *client = cJSON_Parse(client_json);
+    sg_hints_t h;
+    sg_plan_t plan;
+    sg_error_t e = {0};
+    assert_int_equal(sg_hints_read(NULL, client, &h, &e), 0);
+    assert_int_equal(sg_route_plan(g, "lambda/m", &h, client, &plan, &e), 0);
+    assert_int_equal(sg_gen_pick_endpoint(g, &plan.routes[0], NULL, 0), 0);
+    sg_exchange_req_t xr = {0};
+    char url[256];
+    sg_upstream_opts_t uo = {1000, 1000, 1000, 1000};
+    assert_int_equal(sg_provider_openai.build_chat(&plan.routes[0], client, stream, &uo, &xr, url,
+                                                   sizeof(url), &e),
+                     0);
+    assert_string_equal(url, "http://127.0.0.1:1/v1/chat/completions");
+    cJSON *body = cJSON_ParseWithLength(xr.body, xr.body_len);
+    assert_non_null(body);
+    /* The client's tree is left as it was. */
+    assert_string_equal(cJSON_GetObjectItem(client, "model")->valuestring, "lambda/m");
+    free(xr.body);
+    curl_slist_free_all(xr.headers);
+    cJSON_Delete(client);
+    sg_gen_unref(g);
+    return body;
+}
+
+static void test_upstream_body(void **state)
+{
+    SG_UNUSED(state);
+    const char *msgs = "\"messages\":[{\"role\":\"user\",\"content\":\"hi \\\"there\\\"\"}]";
+    char req[512];
+    struct {
+        const char *extra;
+        int stream, want_usage;
+    } cases[] = {
+        {"", 0, -1},                /* plain */
+        {",\"stream\":true", 1, 1}, /* stream_options added */
+        {",\"stream\":true,\"stream_options\":{\"include_usage\":true}", 1, 1},  /* kept */
+        {",\"stream\":true,\"stream_options\":{\"include_usage\":false}", 1, 1}, /* changed */
+        {",\"stream\":true,\"stream_options\":{}", 1, 1},                        /* completed */
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        snprintf(req, sizeof(req), "{\"model\":\"lambda/m\",%s%s,\"temperature\":0.5}", msgs,
+                 cases[i].extra);
+        cJSON *b = upstream_request(req, cases[i].stream);
+        assert_string_equal(cJSON_GetObjectItem(b, "model")->valuestring, "org/Model-8B");
+        assert_string_equal(
+            cJSON_GetArrayItem(cJSON_GetObjectItem(b, "messages"), 0)->child->next->valuestring,
+            "hi \"there\"");
+        assert_true(cJSON_GetObjectItem(b, "temperature")->valuedouble == 0.5);
+        const cJSON *so = cJSON_GetObjectItem(b, "stream_options");
+        if (cases[i].want_usage < 0)
+            assert_null(so);
+        else
+            assert_true(cJSON_IsTrue(cJSON_GetObjectItem(so, "include_usage")));
+        cJSON_Delete(b);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fast_path_agrees_with_full_parse),
         cmocka_unit_test(test_errors_and_non_json_take_the_full_path),
+        cmocka_unit_test(test_upstream_body),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
