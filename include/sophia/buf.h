@@ -20,6 +20,13 @@ void sg_buf_dispose(sg_buf_t *b);
 int sg_buf_append(sg_buf_t *b, const void *p, size_t n);
 /* Appends a NUL-terminated string; same returns as sg_buf_append. */
 int sg_buf_append_str(sg_buf_t *b, const char *s);
+/* Appends each string up to the NULL that ends the list (no format: cheaper than
+ * sg_buf_printf for text made of pieces); same returns as sg_buf_append. */
+int sg_buf_cat(sg_buf_t *b, ...) __attribute__((sentinel));
+/* Appends v in decimal; same returns. */
+int sg_buf_append_int(sg_buf_t *b, long long v);
+/* Makes room for n bytes in all (one allocation instead of several while growing). */
+void sg_buf_reserve(sg_buf_t *b, size_t n);
 /* printf-style append; same returns as sg_buf_append. */
 int sg_buf_printf(sg_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int sg_buf_vprintf(sg_buf_t *b, const char *fmt, va_list ap);

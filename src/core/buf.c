@@ -47,6 +47,32 @@ int sg_buf_append_str(sg_buf_t *b, const char *s)
     return sg_buf_append(b, s, strlen(s));
 }
 
+int sg_buf_cat(sg_buf_t *b, ...)
+{
+    va_list ap;
+    va_start(ap, b);
+    int r = 0;
+    for (const char *s; r == 0 && (s = va_arg(ap, const char *)) != NULL;)
+        r = sg_buf_append(b, s, strlen(s));
+    va_end(ap);
+    return r;
+}
+
+int sg_buf_append_int(sg_buf_t *b, long long v)
+{
+    char tmp[24], *p = tmp + sizeof(tmp);
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+    do *--p = (char)('0' + u % 10);
+    while (u /= 10);
+    if (v < 0) *--p = '-';
+    return sg_buf_append(b, p, (size_t)(tmp + sizeof(tmp) - p));
+}
+
+void sg_buf_reserve(sg_buf_t *b, size_t n)
+{
+    if (n <= b->max) reserve(b, n);
+}
+
 int sg_buf_vprintf(sg_buf_t *b, const char *fmt, va_list ap)
 {
     va_list ap2;

@@ -264,7 +264,7 @@ static int cork_append(sg_http_conn_t *c, const uv_buf_t *bufs, unsigned nbufs)
 
 static void append_common_headers(sg_http_conn_t *c, sg_buf_t *h)
 {
-    sg_buf_printf(h, "X-Request-Id: %s\r\n", c->req.request_id);
+    sg_buf_cat(h, "X-Request-Id: ", c->req.request_id, "\r\n", NULL);
     if (c->origin_ok && c->origin) {
         sg_buf_printf(h,
                       "Access-Control-Allow-Origin: %s\r\nVary: Origin\r\n"
@@ -289,10 +289,13 @@ static int send_head(sg_http_req_t *req, int status, const char *ctype, const ch
     req->status = status;
     sg_buf_t h;
     sg_buf_init(&h, 16384);
-    sg_buf_printf(&h, "HTTP/1.1 %d %s\r\n", status, sg_http_reason(status));
-    if (ctype) sg_buf_printf(&h, "Content-Type: %s\r\n", ctype);
-    if (content_length >= 0)
-        sg_buf_printf(&h, "Content-Length: %lld\r\n", content_length);
+    sg_buf_reserve(&h, 512 + (extra ? strlen(extra) : 0));
+    char st[4] = {(char)('0' + status / 100 % 10), (char)('0' + status / 10 % 10),
+                  (char)('0' + status % 10), 0};
+    sg_buf_cat(&h, "HTTP/1.1 ", st, " ", sg_http_reason(status), "\r\n", NULL);
+    if (ctype) sg_buf_cat(&h, "Content-Type: ", ctype, "\r\n", NULL);
+    if (content_length >= 0 && sg_buf_append_str(&h, "Content-Length: ") == 0)
+        sg_buf_append_int(&h, content_length), sg_buf_append_str(&h, "\r\n");
     else if (chunked(req))
         sg_buf_append_str(&h, "Transfer-Encoding: chunked\r\n");
     else

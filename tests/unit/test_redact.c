@@ -8,6 +8,7 @@
 
 #include <cmocka.h>
 
+#include "sophia/buf.h"
 #include "sophia/core.h"
 #include "sophia/json.h"
 #include "sophia/redact.h"
@@ -107,12 +108,36 @@ static void test_strlcpy_cuts_like_snprintf(void **state)
     assert_string_equal(a, "");
 }
 
+/* sg_buf_cat and sg_buf_append_int (the response head is built with them), sg_buf_reserve. */
+static void test_buf_pieces(void **state)
+{
+    SG_UNUSED(state);
+    sg_buf_t b;
+    sg_buf_init(&b, 64);
+    sg_buf_reserve(&b, 40);
+    assert_true(b.cap >= 41);
+    assert_int_equal(sg_buf_cat(&b, "HTTP/1.1 ", "200", " OK", "\r\n", NULL), 0);
+    long long vs[] = {0, 7, -1, 1234567890123LL, -9223372036854775807LL - 1};
+    const char *want[] = {"0", "7", "-1", "1234567890123", "-9223372036854775808"};
+    for (size_t i = 0; i < 5; i++) {
+        sg_buf_reset(&b);
+        assert_int_equal(sg_buf_append_int(&b, vs[i]), 0);
+        assert_string_equal(b.data, want[i]);
+    }
+    sg_buf_reset(&b);
+    /* Past the cap: refused, the buffer holds what fitted before. */
+    assert_int_equal(sg_buf_cat(&b, "0123456789012345678901234567890123456789", "x", NULL), 0);
+    assert_int_equal(sg_buf_cat(&b, "0123456789012345678901234", NULL), SG_ERR_TOO_LARGE);
+    assert_int_equal(b.len, 41);
+    sg_buf_dispose(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_configured_values),          cmocka_unit_test(test_shapes),
         cmocka_unit_test(test_growth_is_cut_to_cap),       cmocka_unit_test(test_urls),
-        cmocka_unit_test(test_strlcpy_cuts_like_snprintf),
+        cmocka_unit_test(test_strlcpy_cuts_like_snprintf), cmocka_unit_test(test_buf_pieces),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
