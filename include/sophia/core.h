@@ -48,6 +48,21 @@ _Noreturn void sg_assert_fail(const char *expr, const char *file, int line);
  * owns the result and frees it with free(). */
 void *sg_xmalloc(size_t n);
 void *sg_xcalloc(size_t n, size_t size);
+
+/* A free list of objects of one size, for the loop thread's per-request objects that are too
+ * large for malloc's fast path (a chat, a pipeline: ~3 KiB): get hands out a zeroed object,
+ * put keeps up to max of them for reuse and frees the rest. Under AddressSanitizer it is plain
+ * calloc/free, so that a use after free is still caught. */
+typedef struct sg_pool {
+    size_t size, max, n;
+    void **free;
+} sg_pool_t;
+#define SG_POOL_INIT(size, max)                                                                    \
+    {                                                                                              \
+        (size), (max), 0, NULL                                                                     \
+    }
+void *sg_pool_get(sg_pool_t *p);
+void sg_pool_put(sg_pool_t *p, void *obj);
 void *sg_xrealloc(void *p, size_t n);
 char *sg_xstrdup(const char *s);
 char *sg_xstrndup(const char *s, size_t n);

@@ -43,11 +43,14 @@ static void on_hb_closed(uv_handle_t *h)
     free(h->data);
 }
 
+/* Chats come and go with requests; a few are kept for reuse (loop thread only). */
+static sg_pool_t chat_pool = SG_POOL_INIT(sizeof(chat_t), 64);
+
 static void chat_free(sg_api_t *a)
 {
     chat_t *c = (chat_t *)a;
     sg_buf_dispose(&c->out);
-    free(c);
+    sg_pool_put(&chat_pool, c);
 }
 
 /* Usage not reported by the upstream is estimated: ~4 characters per prompt token, one token
@@ -418,7 +421,7 @@ static int validate(const cJSON *j, sg_error_t *e)
 
 void sg_chat_handle(sg_gateway_t *gw, sg_http_req_t *req)
 {
-    chat_t *c = sg_xcalloc(1, sizeof(*c));
+    chat_t *c = sg_pool_get(&chat_pool);
     sg_api_init(&c->a, &chat_ops, gw, req, "/v1/chat/completions");
     c->created = (int)sg_unix_time();
     sg_buf_init(&c->out, SSE_OUT_MAX);

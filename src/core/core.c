@@ -38,6 +38,39 @@ void *sg_xcalloc(size_t n, size_t size)
     return p;
 }
 
+#if defined(__SANITIZE_ADDRESS__)
+#define POOL_OFF 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define POOL_OFF 1
+#endif
+#endif
+
+void *sg_pool_get(sg_pool_t *p)
+{
+#ifndef POOL_OFF
+    if (p->n) {
+        void *o = p->free[--p->n];
+        memset(o, 0, p->size);
+        return o;
+    }
+#endif
+    return sg_xcalloc(1, p->size);
+}
+
+void sg_pool_put(sg_pool_t *p, void *obj)
+{
+    if (!obj) return;
+#ifndef POOL_OFF
+    if (!p->free) p->free = sg_xmalloc(p->max * sizeof(*p->free));
+    if (p->n < p->max) {
+        p->free[p->n++] = obj;
+        return;
+    }
+#endif
+    free(obj);
+}
+
 void *sg_xrealloc(void *p, size_t n)
 {
     void *q = realloc(p, n ? n : 1);

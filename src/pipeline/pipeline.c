@@ -81,6 +81,9 @@ static void p_ref(sg_pipeline_t *p)
     p->refs++;
 }
 
+/* Pipelines come and go with requests; a few are kept for reuse (loop thread only). */
+static sg_pool_t pipe_pool = SG_POOL_INIT(sizeof(sg_pipeline_t), 64);
+
 static void p_unref(sg_pipeline_t *p)
 {
     SG_ASSERT(p->refs > 0);
@@ -91,7 +94,7 @@ static void p_unref(sg_pipeline_t *p)
     sg_buf_dispose(&p->body_buf);
     sg_gen_unref(p->gen);
     free(p->plan);
-    free(p);
+    sg_pool_put(&pipe_pool, p);
 }
 
 static void on_retry_closed(uv_handle_t *h)
@@ -756,7 +759,7 @@ sg_pipeline_t *sg_pipeline_start(sg_gateway_t *gw, sg_gen_t *gen, sg_plan_t *pla
                                  const cJSON *body, int stream, sg_record_t *rec,
                                  const sg_pipeline_sink_t *sink, sg_error_t *err)
 {
-    sg_pipeline_t *p = sg_xcalloc(1, sizeof(*p));
+    sg_pipeline_t *p = sg_pool_get(&pipe_pool);
     p->refs = 1;
     p->gw = gw;
     p->gen = sg_gen_ref(gen);
