@@ -60,6 +60,7 @@ void *sg_pool_get(sg_pool_t *p)
 
 void sg_pool_put(sg_pool_t *p, void *obj)
 {
+    SG_UNUSED(p);
     if (!obj) return;
 #ifndef POOL_OFF
     if (!p->free) p->free = sg_xmalloc(p->max * sizeof(*p->free));

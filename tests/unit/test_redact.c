@@ -4,6 +4,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -132,12 +133,37 @@ static void test_buf_pieces(void **state)
     sg_buf_dispose(&b);
 }
 
+/* sg_pool_t: objects come back zeroed whether new or reused; at most max are kept. */
+static void test_pool_hands_out_zeroed_objects(void **state)
+{
+    SG_UNUSED(state);
+    sg_pool_t pool = SG_POOL_INIT(3000, 2);
+    unsigned char *o[3];
+    for (int i = 0; i < 3; i++) {
+        o[i] = sg_pool_get(&pool);
+        memset(o[i], 0xAB, 3000);
+    }
+    for (int i = 0; i < 3; i++) sg_pool_put(&pool, o[i]);
+    assert_true(pool.n <= 2); /* the third was freed (0 under ASan: nothing kept) */
+    for (int i = 0; i < 3; i++) {
+        o[i] = sg_pool_get(&pool);
+        for (size_t k = 0; k < 3000; k++) assert_int_equal(o[i][k], 0);
+    }
+    for (int i = 0; i < 3; i++) sg_pool_put(&pool, o[i]);
+    while (pool.n) free(pool.free[--pool.n]);
+    free(pool.free);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_configured_values),          cmocka_unit_test(test_shapes),
-        cmocka_unit_test(test_growth_is_cut_to_cap),       cmocka_unit_test(test_urls),
-        cmocka_unit_test(test_strlcpy_cuts_like_snprintf), cmocka_unit_test(test_buf_pieces),
+        cmocka_unit_test(test_configured_values),
+        cmocka_unit_test(test_shapes),
+        cmocka_unit_test(test_growth_is_cut_to_cap),
+        cmocka_unit_test(test_urls),
+        cmocka_unit_test(test_strlcpy_cuts_like_snprintf),
+        cmocka_unit_test(test_buf_pieces),
+        cmocka_unit_test(test_pool_hands_out_zeroed_objects),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
