@@ -111,7 +111,7 @@ check-format:
 	clang-format --dry-run --Werror $$(git ls-files '*.c' '*.h')
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-release
 
 # Keep the unit tests' objects (they are intermediate files otherwise).
 .SECONDARY:

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Instructions per request, the figure that does not drift on a noisy machine: the gateway
-# runs under callgrind while wrk (one connection) sends requests to one endpoint; the run is
+# runs under callgrind while bench/reqs (one connection) sends requests to one endpoint; the run is
 # made twice (CALLGRIND_WARM then CALLGRIND_WARM + CALLGRIND_N requests) and the difference of
 # the two totals, divided by CALLGRIND_N, is what one request costs once the process is up.
 #   bench/callgrind.sh [BUILD] [chat|stream|responses|messages|embeddings]...
-# Needs valgrind and wrk. CALLGRIND_N (default 2000), CALLGRIND_WARM (default 200).
+# Needs valgrind and build/bench/reqs (make bench-tools). CALLGRIND_N (default 2000),
+# CALLGRIND_WARM (default 200).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${1:-build}
@@ -16,7 +17,7 @@ WARM=${CALLGRIND_WARM:-200}
 MOCK_PORT=${BENCH_MOCK_PORT:-19200}
 GW_PORT=${BENCH_GW_PORT:-19280}
 command -v valgrind >/dev/null || { echo "callgrind: valgrind is not installed" >&2; exit 1; }
-command -v wrk >/dev/null || { echo "callgrind: wrk is not installed" >&2; exit 1; }
+[ -x "$BUILD"/bench/reqs ] || make --no-print-directory BUILD="$BUILD" bench-tools >/dev/null
 tmp=$(mktemp -d)
 mock_pid=""
 gw_pid=""
@@ -63,19 +64,8 @@ run_one() {
         curl -s -o /dev/null "http://127.0.0.1:$GW_PORT/healthz" && break
         sleep 0.05
     done
-    cat >"$tmp/req.lua" <<LUA
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.body = '$(body_for "$kind")'
-wrk.path = "$(path_for "$kind")"
-local n = 0
-response = function(status)
-  if status ~= 200 then io.stderr:write("status " .. status .. "\\n") end
-  n = n + 1
-  if n >= $count then wrk.thread:stop() end
-end
-LUA
-    wrk -t1 -c1 -d120s -s "$tmp/req.lua" "http://127.0.0.1:$GW_PORT" >"$tmp/wrk.$kind.$count" 2>&1 || true
+    "$BUILD"/bench/reqs $GW_PORT "$count" "$(path_for "$kind")" "$(body_for "$kind")" >/dev/null ||
+        echo "callgrind: some $kind requests failed" >&2
     kill -TERM "$gw_pid"
     wait "$gw_pid" 2>/dev/null || true
     gw_pid=""

@@ -763,9 +763,13 @@ sg_pipeline_t *sg_pipeline_start(sg_gateway_t *gw, sg_gen_t *gen, sg_plan_t *pla
     p->refs = 1;
     p->gw = gw;
     p->gen = sg_gen_ref(gen);
-    /* Taken over, not copied, and cut to the routes it has: a stream holds it for its whole
-     * life (routes past n are never read). */
-    p->plan = sg_xrealloc(plan, offsetof(sg_plan_t, routes) + plan->n * sizeof(sg_route_t));
+    /* Kept cut to the routes it has: a stream holds it for its whole life (routes past n are
+     * never read). Copied route by route, never moved with realloc: a route may point into
+     * itself (sg_route_copy). */
+    p->plan = sg_xmalloc(offsetof(sg_plan_t, routes) + plan->n * sizeof(sg_route_t));
+    memcpy(p->plan, plan, offsetof(sg_plan_t, routes));
+    for (size_t i = 0; i < plan->n; i++) sg_route_copy(&p->plan->routes[i], &plan->routes[i]);
+    free(plan);
     plan = p->plan;
     p->body = body;
     p->op = op;
