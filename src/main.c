@@ -441,6 +441,7 @@ int main(int argc, char **argv)
         if (rc >= 0) return rc; /* the master, when every worker has stopped */
         cfg = &gw->gen->cfg;    /* a restarted worker has re-read the configuration */
     }
+    sg_presize_fd_table(); /* before any thread starts (a fork does not keep the size) */
     log_capacity(cfg);
     if (open_ledger(gw, cfg, workers == 1) != 0) {
         sg_gen_unref(gw->gen);

@@ -79,6 +79,11 @@ void sg_request_id_new(char out[33]);
 /* Raises the soft open-file limit to the hard one (servers holding thousands of
  * connections); logs a warning when that fails. */
 void sg_raise_nofile_limit(void);
+/* Makes the kernel size the process's descriptor table for the open-file limit (up to 65,536)
+ * now, while the process has one thread: growing it later, with threads running, waits for an
+ * RCU grace period each time it doubles, and stalls the loop (measured: the first 1,000
+ * streams of a process had a time-to-first-token p99 of ~20 ms, later ones ~1.5 ms). */
+void sg_presize_fd_table(void);
 
 /* Overwrites a secret string with zeros, then frees it (NULL is fine). */
 void sg_secret_free(char *s);

@@ -2,9 +2,11 @@
 #include "sophia/core.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/resource.h>
 #include <time.h>
 #include <uv.h>
@@ -145,6 +147,19 @@ void sg_raise_nofile_limit(void)
     rl.rlim_cur = rl.rlim_max;
     if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
         sg_log(SG_LOG_WARN, "cannot raise the open file limit: %s", strerror(errno));
+}
+
+void sg_presize_fd_table(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return;
+    rlim_t top = rl.rlim_cur > 65536 ? 65536 : rl.rlim_cur;
+    if (top < 2) return;
+    int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return;
+    int hi = dup3(fd, (int)top - 1, O_CLOEXEC);
+    if (hi >= 0) close(hi);
+    close(fd);
 }
 
 int sg_strncaseeq(const char *a, const char *b, size_t n)

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include <cmocka.h>
 
@@ -154,6 +155,25 @@ static void test_pool_hands_out_zeroed_objects(void **state)
     free(pool.free);
 }
 
+/* sg_presize_fd_table: the kernel's descriptor table (FDSize) covers the open-file limit (up to
+ * 65,536) at once, instead of doubling under load. */
+static void test_fd_table_presized(void **state)
+{
+    SG_UNUSED(state);
+    struct rlimit rl;
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &rl), 0);
+    long want = rl.rlim_cur > 65536 ? 65536 : (long)rl.rlim_cur;
+    sg_presize_fd_table();
+    FILE *f = fopen("/proc/self/status", "r");
+    assert_non_null(f);
+    char line[256];
+    long size = -1;
+    while (fgets(line, sizeof(line), f))
+        if (strncmp(line, "FDSize:", 7) == 0) size = atol(line + 7);
+    fclose(f);
+    assert_true(size >= want);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -164,6 +184,7 @@ int main(void)
         cmocka_unit_test(test_strlcpy_cuts_like_snprintf),
         cmocka_unit_test(test_buf_pieces),
         cmocka_unit_test(test_pool_hands_out_zeroed_objects),
+        cmocka_unit_test(test_fd_table_presized),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
