@@ -309,7 +309,7 @@ cat >>"$report" <<'EOF'
 ## Commands
 
 ```
-make bench                          # = make BUILD=build-release all bench-tools && bench/run.sh build-release
+make bench                          # = make BUILD=build-release EXTRA_CFLAGS=-DNDEBUG all bench-tools && bench/run.sh build-release
 BENCH_PARTS="rate" bench/run.sh     # one part: rate, scale, workers, count
 build/bench/streams --port P --n 9000 [--pid PID] [--key K]   # concurrent streams, TTFT, RSS
 build/bench/reqs PORT N PATH BODY [KEY]  # N requests on one connection (for callgrind, memcheck, strace)
