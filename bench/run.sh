@@ -68,6 +68,14 @@ wait_port() {
     return 1
 }
 
+# The mock for parts 1, 3 and 4 (16 tokens, no delay), started once.
+ensure_mock() {
+    curl -s -o /dev/null "http://127.0.0.1:$MOCK_PORT/healthz" && return 0
+    taskset -c $LOAD_CPU "$BUILD"/mockllm --listen 127.0.0.1:$MOCK_PORT --tokens 16 --quiet >/dev/null &
+    pids+=($!)
+    wait_port $MOCK_PORT
+}
+
 # The gateway's configuration: one client key, the lambda provider on the mock at $1.
 gw_config() {
     cat >"$tmp/gw.json" <<JSON
@@ -143,9 +151,7 @@ cat "$report"
 
 # ---- 1. throughput and latency --------------------------------------------------------------
 if [[ " $PARTS " == *" rate "* ]]; then
-    taskset -c $LOAD_CPU "$BUILD"/mockllm --listen 127.0.0.1:$MOCK_PORT --tokens 16 --quiet >/dev/null &
-    pids+=($!)
-    wait_port $MOCK_PORT
+    ensure_mock
     gw_config $MOCK_PORT
     start_gateway $PROXY_CPU
     nginx_conf "daemon off;"
@@ -214,11 +220,7 @@ fi
 
 # ---- 3. workers ------------------------------------------------------------------------------
 if [[ " $PARTS " == *" workers "* ]]; then
-    if ! kill -0 "${pids[0]}" 2>/dev/null || ! curl -s -o /dev/null "http://127.0.0.1:$MOCK_PORT/healthz"; then
-        taskset -c $LOAD_CPU "$BUILD"/mockllm --listen 127.0.0.1:$MOCK_PORT --tokens 16 --quiet >/dev/null &
-        pids+=($!)
-        wait_port $MOCK_PORT
-    fi
+    ensure_mock
     gw_config $MOCK_PORT
     say "## 3. Worker processes (non-streamed, 32 connections; the gateway may use both CPUs, wrk and the mock stay on CPU $LOAD_CPU)"
     say ""
@@ -280,11 +282,7 @@ measure() {
     awk -v a="$a" -v b="$b" -v n="$N" 'BEGIN{ if (a == "" || b == "") print "?"; else printf "%.1f", (b-a)/n }'
 }
 if [[ " $PARTS " == *" count "* ]]; then
-    if ! curl -s -o /dev/null "http://127.0.0.1:$MOCK_PORT/healthz"; then
-        taskset -c $LOAD_CPU "$BUILD"/mockllm --listen 127.0.0.1:$MOCK_PORT --tokens 16 --quiet >/dev/null &
-        pids+=($!)
-        wait_port $MOCK_PORT
-    fi
+    ensure_mock
     gw_config $MOCK_PORT
     nginx_conf "daemon off; master_process off;"
     say "## 4. Per request, by count ($N requests after $WARM, one keep-alive connection)"
