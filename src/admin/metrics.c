@@ -670,6 +670,15 @@ static void render_gateway(out_t *o, sg_gateway_t *gw)
                   sg_http_server_conn_count(gw->http));
     put_gauge_u64(o, "sophia_upstream_active", "gauge", "Upstream transfers in progress.",
                   sg_curlm_active(gw->curlm));
+    put_gauge_u64(o, "sophia_upstream_multi_handles", "gauge",
+                  "curl multi handles open (transfers are spread over them, 128 each).",
+                  sg_curlm_shards_open(gw->curlm));
+    put_gauge_u64(o, "sophia_worker", "gauge",
+                  "The worker process that answered this scrape (0 without --workers).",
+                  (uint64_t)sg_worker_index);
+    put_gauge_u64(o, "sophia_workers", "gauge",
+                  "Worker processes on the port (--workers; 1 without).",
+                  (uint64_t)sg_worker_count);
     put_gauge_u64(o, "sophia_upstream_retries_total", "counter",
                   "Upstream attempts retried on the same route.", gw->upstream_retries);
     put_gauge_u64(o, "sophia_upstream_fallbacks_total", "counter",

@@ -133,7 +133,8 @@ test('/metrics: request families, GenAI histograms, streams, labels and promtool
     sophia_requests_denied_total: 'counter', sophia_metrics_series_dropped_total: 'counter',
     sophia_throttled_total: 'counter', sophia_budget_denied_total: 'counter',
     sophia_budget_soft_warnings_total: 'counter', sophia_budget_remaining_usd: 'gauge',
-    sophia_budget_spent_usd: 'gauge',
+    sophia_budget_spent_usd: 'gauge', sophia_upstream_multi_handles: 'gauge', sophia_worker: 'gauge',
+    sophia_workers: 'gauge',
   };
   for (const [f, type] of Object.entries(families)) {
     assert.equal(p.types[f], type, `TYPE of ${f}`);

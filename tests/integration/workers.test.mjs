@@ -71,6 +71,16 @@ test('requests are spread over the workers, and a budget is shared: exactly 10 o
     return ws.has(0) && ws.has(1) ? ws : null;
   });
   assert.ok(served, 'both workers answered requests');
+  // /metrics says which worker answered; the budget gauge is the shared one in each.
+  const seen = new Set();
+  for (let i = 0; i < 40 && seen.size < 2; i++) {
+    const t = await (await fetch(`${gw.url}/metrics`, { headers: { connection: 'close' } })).text();
+    assert.match(t, /^sophia_workers 2$/m);
+    seen.add(Number(t.match(/^sophia_worker (\d+)$/m)[1]));
+    const spent = Number(t.match(/^sophia_budget_spent_usd\{scope="key",name="b",period="daily"\} (\S+)$/m)[1]);
+    assert.ok(Math.abs(spent - 10 * 5 / 1e6) < 1e-12, `spent ${spent}`);
+  }
+  assert.deepEqual([...seen].sort(), [0, 1], 'both workers answered /metrics');
   // What the 10 spent (5 tokens each) is known to every worker: 9 more worst cases fit.
   const more = await Promise.all(Array.from({ length: 60 }, () => chat(gw, 'sk-b', body)));
   assert.equal(more.filter((r) => r.status === 200).length, 9);
