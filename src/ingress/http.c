@@ -71,10 +71,10 @@ struct sg_http_conn {
     uint64_t last_activity; /* ms: last read */
     uint64_t last_progress; /* ms: last write completion or when queue became non-empty */
     uint64_t req_start_ms;
-    uint64_t body_start_ms; /* head complete: the body deadline counts from here */
-    sg_buf_t hbuf;          /* url + header names/values, NUL-separated */
-    size_t name_off[SG_HTTP_MAX_HEADERS];
-    size_t value_off[SG_HTTP_MAX_HEADERS];
+    uint64_t body_start_ms;                 /* head complete: the body deadline counts from here */
+    sg_buf_t hbuf;                          /* url + header names/values, NUL-separated */
+    uint32_t name_off[SG_HTTP_MAX_HEADERS]; /* hbuf is capped below 4 GiB */
+    uint32_t value_off[SG_HTTP_MAX_HEADERS];
     size_t n_hdr;
     size_t url_len;
     int in_field;       /* inside a header name */
@@ -766,10 +766,10 @@ static int on_header_field_complete(llhttp_t *p)
         if (ch >= 'A' && ch <= 'Z') c->hbuf.data[i] = (char)(ch + 32);
     }
     c->in_field = 0;
-    c->name_off[c->n_hdr] = c->field_start;
+    c->name_off[c->n_hdr] = (uint32_t)c->field_start;
     int r = hbuf_add(c, "", 1);
     if (r) return r;
-    c->value_off[c->n_hdr] = c->hbuf.len;
+    c->value_off[c->n_hdr] = (uint32_t)c->hbuf.len;
     c->n_hdr++;
     return 0;
 }
@@ -1069,7 +1069,8 @@ static void on_connection(uv_stream_t *ls, int status)
     if (srv->conns) srv->conns->prev = c;
     srv->conns = c;
     srv->n_conns++;
-    sg_buf_init(&c->hbuf, srv->opts.max_header_bytes);
+    sg_buf_init(&c->hbuf, srv->opts.max_header_bytes < UINT32_MAX ? srv->opts.max_header_bytes
+                                                                  : UINT32_MAX - 1);
     sg_buf_init(&c->body, srv->opts.max_body_bytes);
     sg_buf_init(&c->pending, PENDING_INPUT_MAX + 65536);
     sg_buf_init(&c->cork, CORK_MAX + 64);

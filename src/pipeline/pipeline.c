@@ -67,11 +67,10 @@ struct sg_pipeline {
     int attempts;
     uint64_t deadline_ms;
     char retry_after[16];
-    char rl_headers[768]; /* the last answer's Retry-After and x-ratelimit-* lines */
+    char *rl_headers; /* the last answer's Retry-After and x-ratelimit-* lines, or NULL */
     retry_timer_t *retry;
     int admitting;     /* queued by admission: the timer admits again, then attempts */
     uint64_t start_ms; /* when the pipeline started (admission's queue wait counts from it) */
-    char url[1024];
 };
 
 static void drop_held(sg_pipeline_t *p);
@@ -94,6 +93,7 @@ static void p_unref(sg_pipeline_t *p)
     sg_buf_dispose(&p->body_buf);
     sg_gen_unref(p->gen);
     free(p->plan);
+    free(p->rl_headers);
     sg_pool_put(&pipe_pool, p);
 }
 
@@ -156,7 +156,7 @@ static void finish_fail(sg_pipeline_t *p, const sg_error_t *in, long status)
     size_t n = 0;
     headers[0] = '\0';
     if (status == 429 || status == 503)
-        n += (size_t)snprintf(headers, sizeof(headers), "%s", p->rl_headers);
+        n += (size_t)snprintf(headers, sizeof(headers), "%s", p->rl_headers ? p->rl_headers : "");
     /* The gateway did the retrying: an SDK retrying again only multiplies the attempts. */
     if (status_retryable(e.status) && n < sizeof(headers))
         snprintf(headers + n, sizeof(headers) - n, "x-should-retry: false\r\n");
@@ -180,22 +180,23 @@ static const sg_exchange_cbs_t upstream_cbs;
  * try further). */
 /* The upstream request of one attempt, by what the request asks. */
 static int build(sg_pipeline_t *p, const sg_provider_vt_t *vt, const sg_route_t *r,
-                 const sg_upstream_opts_t *uo, sg_exchange_req_t *xr, sg_error_t *e)
+                 const sg_upstream_opts_t *uo, sg_exchange_req_t *xr, char *url, size_t url_cap,
+                 sg_error_t *e)
 {
     switch (p->op) {
     case SG_OP_EMBED:
-        if (vt->build_embed) return vt->build_embed(r, p->body, uo, xr, p->url, sizeof(p->url), e);
+        if (vt->build_embed) return vt->build_embed(r, p->body, uo, xr, url, url_cap, e);
         sg_error_set(e, 400, "invalid_request_error", "unsupported_value",
                      "provider '%s' serves no embeddings", r->provider->name);
         return -1;
     case SG_OP_MESSAGES:
         if (vt->build_messages && vt->messages_native(r))
-            return vt->build_messages(r, p->body, p->stream, uo, xr, p->url, sizeof(p->url), e);
+            return vt->build_messages(r, p->body, p->stream, uo, xr, url, url_cap, e);
         sg_error_set(e, 400, "invalid_request_error", "unsupported_value",
                      "model '%s' does not take Messages requests as they are", r->public_name);
         return -1;
     default:
-        return vt->build_chat(r, p->body, p->stream, uo, xr, p->url, sizeof(p->url), e);
+        return vt->build_chat(r, p->body, p->stream, uo, xr, url, url_cap, e);
     }
 }
 
@@ -220,7 +221,9 @@ static int attempt_start(sg_pipeline_t *p, sg_error_t *e)
                                  cfg->upstream_idle_timeout_ms, cfg->total_timeout_ms};
         sg_exchange_req_t xr = {0};
         sg_error_t be;
-        int built = build(p, vt, r, &uo, &xr, &be);
+        /* Only needed until the exchange starts: curl keeps its own copy of the URL. */
+        char url[1024];
+        int built = build(p, vt, r, &uo, &xr, url, sizeof(url), &be);
         if (built == 0) {
             /* The upstream's logs can be matched with the gateway's. */
             char rid[SG_HTTP_REQUEST_ID_MAX + 16];
@@ -244,7 +247,9 @@ static int attempt_start(sg_pipeline_t *p, sg_error_t *e)
         p->status = 0;
         p->upstream_end = p->finish_seen = 0;
         p->have_err = 0;
-        p->retry_after[0] = p->rl_headers[0] = '\0';
+        p->retry_after[0] = '\0';
+        free(p->rl_headers);
+        p->rl_headers = NULL;
         sg_buf_reset(&p->body_buf);
         p->attempts++;
         sg_record_t *rec = p->rec;
@@ -542,15 +547,18 @@ static void capture_headers(sg_pipeline_t *p, sg_exchange_t *x)
                                         "x-ratelimit-remaining-tokens",
                                         "x-ratelimit-reset-tokens"};
     size_t n = 0;
-    p->rl_headers[0] = '\0';
+    char lines[768];
     for (size_t i = 0; i < SG_ARRAY_LEN(names); i++) {
         const char *v = sg_exchange_header(x, names[i]);
         if (!v || strlen(v) > 64 || strpbrk(v, "\r\n")) continue;
         if (i == 0) snprintf(p->retry_after, sizeof(p->retry_after), "%.15s", v);
-        int w = snprintf(p->rl_headers + n, sizeof(p->rl_headers) - n, "%s: %s\r\n", names[i], v);
-        if (w < 0 || (size_t)w >= sizeof(p->rl_headers) - n) break;
+        int w = snprintf(lines + n, sizeof(lines) - n, "%s: %s\r\n", names[i], v);
+        if (w < 0 || (size_t)w >= sizeof(lines) - n) break;
         n += (size_t)w;
     }
+    /* Kept on the heap only when there are some: a stream holds its pipeline for long. */
+    free(p->rl_headers);
+    p->rl_headers = n ? sg_xstrndup(lines, n) : NULL;
 }
 
 static void on_up_head(sg_exchange_t *x, long status, void *ud)
