@@ -9,10 +9,15 @@
 #define SOPHIA_WORKERS_H
 
 #include <sys/socket.h>
+#include <uv.h>
 
 /* A listening TCP socket bound to sa with SO_REUSEADDR and SO_REUSEPORT, non-blocking and
  * close-on-exec, ready for uv_tcp_open; or a negative errno. */
 int sg_reuseport_socket(const struct sockaddr *sa);
+/* Binds the listener to sa: as usual, or with reuseport (--workers) on a socket of its own
+ * from sg_reuseport_socket (libuv before 1.49 cannot ask for SO_REUSEPORT itself). Returns 0
+ * or a libuv error. */
+int sg_listener_bind(uv_tcp_t *listener, const struct sockaddr *sa, int reuseport);
 
 /* Forks n workers and supervises them. Returns in each worker (its index, 0..n-1, also in
  * sg_worker_index; *restarted is 1 when it replaces one that died); in the master it returns

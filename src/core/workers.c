@@ -51,6 +51,16 @@ int sg_reuseport_socket(const struct sockaddr *sa)
     return fd;
 }
 
+int sg_listener_bind(uv_tcp_t *listener, const struct sockaddr *sa, int reuseport)
+{
+    if (!reuseport) return uv_tcp_bind(listener, sa, 0);
+    int fd = sg_reuseport_socket(sa);
+    if (fd < 0) return fd;
+    int r = uv_tcp_open(listener, fd);
+    if (r != 0) close(fd);
+    return r;
+}
+
 static void log_exit(int i, pid_t pid, int status, int stopping)
 {
     sg_logline_t l;

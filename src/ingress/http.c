@@ -5,7 +5,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "sophia/buf.h"
 #include "sophia/core.h"
@@ -1131,15 +1130,7 @@ sg_http_server_t *sg_http_server_new(uv_loop_t *loop, const char *host, int port
     }
     uv_tcp_init(loop, &srv->listener);
     srv->listener.data = srv;
-    if (opts->reuseport) {
-        /* --workers: each worker has its own socket on the port; the kernel spreads new
-         * connections over them (libuv before 1.49 cannot ask for SO_REUSEPORT itself). */
-        int fd = sg_reuseport_socket((const struct sockaddr *)&ss);
-        r = fd < 0 ? fd : uv_tcp_open(&srv->listener, fd);
-        if (r != 0 && fd >= 0) close(fd);
-    } else {
-        r = uv_tcp_bind(&srv->listener, (const struct sockaddr *)&ss, 0);
-    }
+    r = sg_listener_bind(&srv->listener, (const struct sockaddr *)&ss, opts->reuseport);
     if (r == 0) r = uv_listen((uv_stream_t *)&srv->listener, 4096, on_connection);
     if (r != 0) {
         sg_log(SG_LOG_ERROR, "cannot listen on %s:%d: %s", host, port, uv_strerror(r));
