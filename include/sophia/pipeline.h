@@ -60,14 +60,13 @@ typedef struct sg_pipeline_sink {
     int lazy_response;
 } sg_pipeline_sink_t;
 
-/* Starts the first attempt of plan (allocated with malloc and taken over: freed with the
- * pipeline, or at once when it cannot start) for the client's request body (borrowed: it must
- * outlive the pipeline): a chat request (OpenAI shape) for SG_OP_CHAT, an embeddings request
- * for SG_OP_EMBED (whose answer comes to done as an OpenAI embeddings list). rec is filled as
- * attempts run (route, provider, endpoint, attempts, statuses, the chain tried in why, ttfb) until
- * release. Returns the pipeline, or NULL with err when no attempt could start (no sink callback
- * then). */
-sg_pipeline_t *sg_pipeline_start(sg_gateway_t *gw, sg_gen_t *gen, sg_plan_t *plan, sg_op_t op,
+/* Starts the first attempt of plan (copied: the pipeline keeps its routes) for the client's
+ * request body (borrowed: it must outlive the pipeline): a chat request (OpenAI shape) for
+ * SG_OP_CHAT, an embeddings request for SG_OP_EMBED (whose answer comes to done as an OpenAI
+ * embeddings list). rec is filled as attempts run (route, provider, endpoint, attempts, statuses,
+ * the chain tried in why, ttfb) until release. Returns the pipeline, or NULL with err when no
+ * attempt could start (no sink callback then). */
+sg_pipeline_t *sg_pipeline_start(sg_gateway_t *gw, sg_gen_t *gen, const sg_plan_t *plan, sg_op_t op,
                                  const cJSON *body, int stream, sg_record_t *rec,
                                  const sg_pipeline_sink_t *sink, sg_error_t *err);
 /* The client drained: resumes a paused transfer (may deliver chunks before returning). */

@@ -427,7 +427,7 @@ void sg_chat_handle(sg_gateway_t *gw, sg_http_req_t *req)
     sg_buf_init(&c->out, SSE_OUT_MAX);
     sg_error_t e;
     sg_hints_t hints;
-    sg_plan_t *plan = NULL;
+    sg_plan_t plan; /* copied by the pipeline */
 
     c->a.body = sg_api_parse(req, &e);
     if (!c->a.body || validate(c->a.body, &e) != 0) goto fail;
@@ -444,20 +444,18 @@ void sg_chat_handle(sg_gateway_t *gw, sg_http_req_t *req)
         sg_api_estimate_messages(cJSON_GetObjectItemCaseSensitive(c->a.body, "messages"));
     c->a.rec.ticket.prompt_est = c->est_prompt_tokens;
 
-    plan = sg_xmalloc(sizeof(*plan));
-    if (sg_route_plan(c->a.gen, model, &hints, c->a.body, plan, &e) != 0) goto fail;
-    if (plan->routes[0].model->caps & SG_CAP_EMBED) {
+    if (sg_route_plan(c->a.gen, model, &hints, c->a.body, &plan, &e) != 0) goto fail;
+    if (plan.routes[0].model->caps & SG_CAP_EMBED) {
         sg_error_set(&e, 400, "invalid_request_error", "invalid_value",
                      "'%s' is an embedding model: use POST /v1/embeddings",
-                     plan->routes[0].public_name);
+                     plan.routes[0].public_name);
         goto fail;
     }
-    sg_record_route(&c->a.rec, &plan->routes[0]);
+    sg_record_route(&c->a.rec, &plan.routes[0]);
     sg_pipeline_sink_t sink = {
         sink_chunk, sink_raw_chunk, sg_api_sink_usage, sink_done, sink_fail, sink_congested, c, 1};
-    c->a.pipe = sg_pipeline_start(gw, c->a.gen, plan, SG_OP_CHAT, c->a.body, c->stream, &c->a.rec,
+    c->a.pipe = sg_pipeline_start(gw, c->a.gen, &plan, SG_OP_CHAT, c->a.body, c->stream, &c->a.rec,
                                   &sink, &e);
-    plan = NULL; /* the pipeline took it over */
     if (!c->a.pipe) goto fail;
     sg_api_watch(&c->a);
     if (c->stream && c->a.gen->cfg.sse_heartbeat_ms) {
@@ -470,7 +468,6 @@ void sg_chat_handle(sg_gateway_t *gw, sg_http_req_t *req)
     return;
 
 fail:
-    free(plan);
     respond_error(c, &e, NULL);
     chat_finish(c, "rejected");
 }

@@ -130,7 +130,7 @@ void sg_embeddings_handle(sg_gateway_t *gw, sg_http_req_t *req)
     sg_api_t *a = &m->a;
     sg_api_init(a, &embed_ops, gw, req, "/v1/embeddings");
     sg_error_t e;
-    sg_plan_t *plan = NULL;
+    sg_plan_t plan; /* copied by the pipeline */
     size_t chars;
     sg_hints_t hints;
     a->body = sg_api_parse(req, &e);
@@ -147,9 +147,8 @@ void sg_embeddings_handle(sg_gateway_t *gw, sg_http_req_t *req)
                      "chooses chat models only");
         goto fail;
     }
-    plan = sg_xmalloc(sizeof(*plan));
-    if (sg_route_plan(a->gen, model, &hints, a->body, plan, &e) != 0) goto fail;
-    const sg_route_t *r = &plan->routes[0];
+    if (sg_route_plan(a->gen, model, &hints, a->body, &plan, &e) != 0) goto fail;
+    const sg_route_t *r = &plan.routes[0];
     if (r->provider->ops->builtin_serves && !(r->model->caps & SG_CAP_EMBED)) {
         sg_error_set(&e, 400, "invalid_request_error", "invalid_value",
                      "'%s' is a chat model, not an embedding model (GET /v1/models lists them)",
@@ -159,13 +158,11 @@ void sg_embeddings_handle(sg_gateway_t *gw, sg_http_req_t *req)
     sg_record_route(&a->rec, r);
     sg_pipeline_sink_t sink = {
         sink_chunk, NULL, sg_api_sink_usage, sink_done, sg_api_sink_fail, NULL, m, 0};
-    a->pipe = sg_pipeline_start(gw, a->gen, plan, SG_OP_EMBED, a->body, 0, &a->rec, &sink, &e);
-    plan = NULL; /* the pipeline took it over */
+    a->pipe = sg_pipeline_start(gw, a->gen, &plan, SG_OP_EMBED, a->body, 0, &a->rec, &sink, &e);
     if (!a->pipe) goto fail;
     sg_api_watch(a);
     return;
 fail:
-    free(plan);
     sg_api_respond_error(a, &e, NULL);
     sg_api_finish(a, "rejected");
 }

@@ -706,7 +706,7 @@ void sg_messages_handle(sg_gateway_t *gw, sg_http_req_t *req)
     snprintf(m->id, sizeof(m->id), "msg_%s", rid);
     sg_error_t e, te;
     sg_hints_t hints;
-    sg_plan_t *plan = NULL;
+    sg_plan_t plan; /* copied by the pipeline */
     cJSON *chat = NULL;
 
     m->req = sg_api_parse(req, &e);
@@ -727,17 +727,16 @@ void sg_messages_handle(sg_gateway_t *gw, sg_http_req_t *req)
         cJSON_AddArrayToObject(route_body, "messages");
     }
     int hr = sg_hints_read(sg_http_req_header(req, "x-sophia-provider"), route_body, &hints, &e);
-    plan = sg_xmalloc(sizeof(*plan));
-    int pr = hr == 0 ? sg_route_plan(a->gen, model, &hints, route_body, plan, &e) : -1;
+    int pr = hr == 0 ? sg_route_plan(a->gen, model, &hints, route_body, &plan, &e) : -1;
     if (!chat) cJSON_Delete(route_body);
     if (pr != 0) goto fail;
-    if (plan->routes[0].model->caps & SG_CAP_EMBED) {
+    if (plan.routes[0].model->caps & SG_CAP_EMBED) {
         sg_error_set(&e, 400, "invalid_request_error", "invalid_value",
                      "'%s' is an embedding model: use POST /v1/embeddings",
-                     plan->routes[0].public_name);
+                     plan.routes[0].public_name);
         goto fail;
     }
-    m->native = plan_native(plan);
+    m->native = plan_native(&plan);
     if (m->native) {
         a->body = m->req;
         m->req = NULL;
@@ -749,19 +748,17 @@ void sg_messages_handle(sg_gateway_t *gw, sg_http_req_t *req)
         a->body = chat;
     }
     chat = NULL;
-    sg_record_route(&a->rec, &plan->routes[0]);
+    sg_record_route(&a->rec, &plan.routes[0]);
     sg_pipeline_sink_t sink = {
         sink_chunk, sink_raw, sg_api_sink_usage, sink_done, sg_api_sink_fail, sg_api_sink_congested,
         m,          0};
     if (!m->native) sink.raw_chunk = NULL;
-    a->pipe = sg_pipeline_start(gw, a->gen, plan, m->native ? SG_OP_MESSAGES : SG_OP_CHAT, a->body,
+    a->pipe = sg_pipeline_start(gw, a->gen, &plan, m->native ? SG_OP_MESSAGES : SG_OP_CHAT, a->body,
                                 m->stream, &a->rec, &sink, &e);
-    plan = NULL; /* the pipeline took it over */
     if (!a->pipe) goto fail;
     sg_api_watch(a);
     return;
 fail:
-    free(plan);
     cJSON_Delete(chat);
     sg_api_respond_error(a, &e, NULL);
     sg_api_finish(a, "rejected");

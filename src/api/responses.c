@@ -791,7 +791,7 @@ void sg_responses_handle(sg_gateway_t *gw, sg_http_req_t *req)
     sg_buf_init(&r->ev, EVENT_MAX);
     sg_error_t e;
     sg_hints_t hints;
-    sg_plan_t *plan = NULL;
+    sg_plan_t plan; /* copied by the pipeline */
 
     r->req = sg_api_parse(req, &e);
     if (!r->req) goto fail;
@@ -812,26 +812,23 @@ void sg_responses_handle(sg_gateway_t *gw, sg_http_req_t *req)
     sg_strlcpy(a->rec.model, sizeof(a->rec.model), model);
     r->est_prompt_tokens = sg_api_estimate_messages(GET(a->body, "messages"));
     a->rec.ticket.prompt_est = r->est_prompt_tokens;
-    plan = sg_xmalloc(sizeof(*plan));
-    if (sg_route_plan(a->gen, model, &hints, a->body, plan, &e) != 0) goto fail;
-    if (plan->routes[0].model->caps & SG_CAP_EMBED) {
+    if (sg_route_plan(a->gen, model, &hints, a->body, &plan, &e) != 0) goto fail;
+    if (plan.routes[0].model->caps & SG_CAP_EMBED) {
         sg_error_set(&e, 400, "invalid_request_error", "invalid_value",
                      "'%s' is an embedding model: use POST /v1/embeddings",
-                     plan->routes[0].public_name);
+                     plan.routes[0].public_name);
         goto fail;
     }
-    sg_record_route(&a->rec, &plan->routes[0]);
+    sg_record_route(&a->rec, &plan.routes[0]);
     sg_pipeline_sink_t sink = {
         sink_chunk, NULL, sg_api_sink_usage, sink_done, sg_api_sink_fail, sg_api_sink_congested,
         r,          0};
     a->pipe =
-        sg_pipeline_start(gw, a->gen, plan, SG_OP_CHAT, a->body, r->stream, &a->rec, &sink, &e);
-    plan = NULL; /* the pipeline took it over */
+        sg_pipeline_start(gw, a->gen, &plan, SG_OP_CHAT, a->body, r->stream, &a->rec, &sink, &e);
     if (!a->pipe) goto fail;
     sg_api_watch(a);
     return;
 fail:
-    free(plan);
     sg_api_respond_error(a, &e, NULL);
     sg_api_finish(a, "rejected");
 }

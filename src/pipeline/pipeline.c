@@ -34,7 +34,7 @@ struct sg_pipeline {
     int finished; /* done or fail was delivered */
     sg_gateway_t *gw;
     sg_gen_t *gen;
-    sg_plan_t *plan; /* the handler's, taken over */
+    sg_plan_t *plan; /* a copy of the handler's, cut to its routes */
     size_t ci;       /* the candidate being tried */
     unsigned char tried[SG_PLAN_MAX][MAX_ENDPOINTS];
     const cJSON *body;
@@ -763,7 +763,7 @@ static const sg_exchange_cbs_t upstream_cbs = {on_up_head, on_up_data, on_up_don
 
 /* ---- public ------------------------------------------------------------------------------- */
 
-sg_pipeline_t *sg_pipeline_start(sg_gateway_t *gw, sg_gen_t *gen, sg_plan_t *plan, sg_op_t op,
+sg_pipeline_t *sg_pipeline_start(sg_gateway_t *gw, sg_gen_t *gen, const sg_plan_t *plan, sg_op_t op,
                                  const cJSON *body, int stream, sg_record_t *rec,
                                  const sg_pipeline_sink_t *sink, sg_error_t *err)
 {
@@ -777,7 +777,6 @@ sg_pipeline_t *sg_pipeline_start(sg_gateway_t *gw, sg_gen_t *gen, sg_plan_t *pla
     p->plan = sg_xmalloc(offsetof(sg_plan_t, routes) + plan->n * sizeof(sg_route_t));
     memcpy(p->plan, plan, offsetof(sg_plan_t, routes));
     for (size_t i = 0; i < plan->n; i++) sg_route_copy(&p->plan->routes[i], &plan->routes[i]);
-    free(plan);
     plan = p->plan;
     p->body = body;
     p->op = op;
