@@ -284,19 +284,19 @@ static void log_capacity(const sg_config_t *cfg)
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return;
     unsigned long long lim = (unsigned long long)rl.rlim_cur;
+    size_t cap = sg_gateway_max_connections(cfg->max_connections);
     sg_logline_t l;
     sg_logline_begin(&l, SG_LOG_INFO, "file descriptors");
     sg_logline_int(&l, "open_file_limit", (long long)lim);
-    sg_logline_int(&l, "max_connections",
-                   (long long)sg_gateway_max_connections(cfg->max_connections));
+    sg_logline_int(&l, "max_connections", (long long)cap);
     sg_logline_emit(&l);
     /* Worth a warning when the limit takes a real share of max_connections away. */
-    if (sg_gateway_max_connections(cfg->max_connections) < cfg->max_connections / 10 * 9)
+    if (cap < cfg->max_connections / 10 * 9)
         sg_log(SG_LOG_WARN,
                "the open file limit (%llu) holds only %zu connections with their upstream "
                "sockets: more are refused with 503 server_overloaded (raise the limit, e.g. "
                "LimitNOFILE= or ulimit -n, to serve max_connections %zu)",
-               lim, sg_gateway_max_connections(cfg->max_connections), cfg->max_connections);
+               lim, cap, cfg->max_connections);
 }
 
 /* --workers: the budgets are rebuilt once, by the master, into the shared scopes; then the
